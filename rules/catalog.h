@@ -1,0 +1,41 @@
+// The proxy's view of the live catalog through admin_dsn: the start-up check (`occproxy check`)
+// and the schemas that hold each protected table's name, for search_path resolution.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "rules/rules.h"
+
+namespace occ {
+
+struct Config;
+
+// For each protected table name: every schema holding a relation of that name (any relkind).
+struct RelationIndex {
+  std::unordered_map<std::string, std::vector<std::string>> schemas_by_name;
+  bool loaded = false;
+
+  // The schema an unqualified `name` resolves to under `search_path` (already without "$user"
+  // placeholders), or nullopt. Without a loaded catalog, the first search_path schema that has a
+  // protected table of that name.
+  std::optional<std::string> resolve(std::string_view name, const std::vector<std::string>& search_path,
+                                     const Rules& rules) const;
+};
+
+struct CatalogReport {
+  bool ok = false;
+  std::vector<std::string> problems;  // one readable line each
+  std::vector<std::string> notes;     // what was checked and found fine
+  RelationIndex relations;
+  std::string text() const;           // the report `occproxy check` prints
+};
+
+// Connects with config.admin_dsn (libpq); checks each protected table exists with its key and
+// version columns and that the occ helper schema is installed.
+CatalogReport check_catalog(const Config& config, const Rules& rules);
+
+}  // namespace occ

@@ -1,0 +1,68 @@
+// The rules file (SPEC 2): which tables are protected and how.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace occ {
+
+enum class VersionKind { counter, uuid, timestamp };
+enum class EnforceMode { enforce, shadow };
+enum class VersionBump { trigger, proxy };
+
+// One protected table with every default already applied.
+struct TablePolicy {
+  std::string schema;  // catalog spelling (unquoted, case as stored), e.g. "public"
+  std::string name;    // e.g. "subscriptions"
+  std::vector<std::string> key;  // key columns, catalog spelling
+  std::string version_column = "version";
+  VersionKind version_kind = VersionKind::counter;
+  bool reject_unknown_version = false;  // on_unknown_version: reject
+  bool enforce_app_managed = false;     // app_managed_version: enforce
+  bool check_deletes = true;
+  EnforceMode mode = EnforceMode::enforce;
+  VersionBump version_bump = VersionBump::trigger;
+  bool reject_unsupported = false;  // on_unsupported: reject
+  std::string conflict_sqlstate = "40001";
+  std::chrono::milliseconds read_ttl{60'000};
+  std::vector<std::string> force_roles;
+  std::vector<std::string> redact;
+
+  std::string qualified_name() const { return schema + "." + name; }
+  bool may_force(std::string_view role) const;
+  bool is_redacted(std::string_view column) const;
+};
+
+struct Rules {
+  std::string path;
+  std::chrono::system_clock::time_point loaded_at;
+  std::vector<TablePolicy> tables;
+
+  // Exact catalog spelling; nullptr when the table is not protected.
+  const TablePolicy* find(std::string_view schema, std::string_view name) const;
+  // Any protected table with this name, in any schema (for search_path resolution).
+  bool has_table_named(std::string_view name) const;
+};
+
+// "file:line: what is wrong"; never a silently ignored key.
+struct RulesError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+Rules load_rules(const std::string& path);
+Rules parse_rules(const std::string& yaml_text, const std::string& file_name_for_errors);
+
+// Rules are swapped whole on SIGHUP; readers keep the snapshot they took.
+using RulesPtr = std::shared_ptr<const Rules>;
+RulesPtr current_rules() noexcept;
+void set_current_rules(RulesPtr rules) noexcept;
+
+const char* to_string(VersionKind);
+const char* to_string(EnforceMode);
+const char* to_string(VersionBump);
+
+}  // namespace occ

@@ -1,0 +1,70 @@
+// Process-wide counters for /stats and /metrics: cheap on the hot path (sharded relaxed atomics).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace occ::stats {
+
+enum class Counter : unsigned {
+  connections_total,
+  connections_refused,
+  queries_simple,
+  queries_extended,
+  copy_operations,
+  statements_rewritten,
+  conflicts,
+  shadow_conflicts,
+  forced_writes,
+  force_refused,
+  unknown_version_rejected,
+  parse_failures_passed,
+  unsupported_passed,
+  unsupported_rejected,
+  reads_tracked,
+  reads_untracked,
+  rules_reload_ok,
+  rules_reload_failed,
+  bytes_client_to_server,
+  bytes_server_to_client,
+  protocol_errors,
+  upstream_errors,
+  count_  // keep last
+};
+
+enum class Gauge : unsigned { connections_current, count_ };
+
+// Per protected table ("schema.name"), counted where it applies.
+enum class TableCounter : unsigned { rewritten, conflicts, shadow_conflicts, forced_writes, count_ };
+
+void add(Counter c, uint64_t n = 1) noexcept;
+void gauge_add(Gauge g, int64_t delta) noexcept;
+void table_add(std::string_view qualified_table, TableCounter c, uint64_t n = 1);
+// Time the proxy itself spent on one statement (analysis, rewriting, stripping).
+void observe_added_latency(std::chrono::nanoseconds d) noexcept;
+
+struct Snapshot {
+  std::array<uint64_t, static_cast<unsigned>(Counter::count_)> counters{};
+  std::array<int64_t, static_cast<unsigned>(Gauge::count_)> gauges{};
+  struct Table {
+    std::string name;
+    std::array<uint64_t, static_cast<unsigned>(TableCounter::count_)> counters{};
+  };
+  std::vector<Table> tables;
+  std::vector<double> latency_bucket_bounds_seconds;  // upper bounds, ascending
+  std::vector<uint64_t> latency_bucket_counts;        // cumulative, same length, then +Inf
+  uint64_t latency_count = 0;
+  double latency_sum_seconds = 0;
+};
+Snapshot snapshot();
+
+const char* name(Counter c);
+const char* name(Gauge g);
+const char* name(TableCounter c);
+
+}  // namespace occ::stats
