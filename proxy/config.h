@@ -45,6 +45,9 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Reads and validates the file; every problem is a ConfigError (a missing file names the path).
 Config load_config(const std::string& path);
+// The same from text already in memory; `path` names the file in messages and anchors relative paths.
+Config parse_config(const std::string& yaml_text, const std::string& path);
 
 }  // namespace occ

@@ -1,0 +1,295 @@
+// Loads the rules file into per-table policies (defaults applied) and holds the snapshot in force.
+#include "rules/rules.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <optional>
+
+#include "rules/yaml_errors.h"
+
+namespace occ {
+
+bool TablePolicy::may_force(std::string_view role) const {
+  return std::find(force_roles.begin(), force_roles.end(), role) != force_roles.end();
+}
+
+bool TablePolicy::is_redacted(std::string_view column) const {
+  return std::find(redact.begin(), redact.end(), column) != redact.end();
+}
+
+const TablePolicy* Rules::find(std::string_view schema, std::string_view name) const {
+  for (const auto& t : tables) {
+    if (t.name == name && t.schema == schema) return &t;
+  }
+  return nullptr;
+}
+
+bool Rules::has_table_named(std::string_view name) const {
+  return std::any_of(tables.begin(), tables.end(), [&](const TablePolicy& t) { return t.name == name; });
+}
+
+const char* to_string(VersionKind k) {
+  switch (k) {
+    case VersionKind::counter: return "counter";
+    case VersionKind::uuid: return "uuid";
+    case VersionKind::timestamp: return "timestamp";
+  }
+  return "?";
+}
+
+const char* to_string(EnforceMode m) {
+  switch (m) {
+    case EnforceMode::enforce: return "enforce";
+    case EnforceMode::shadow: return "shadow";
+  }
+  return "?";
+}
+
+const char* to_string(VersionBump b) {
+  switch (b) {
+    case VersionBump::trigger: return "trigger";
+    case VersionBump::proxy: return "proxy";
+  }
+  return "?";
+}
+
+namespace {
+
+// PostgreSQL silently truncates longer names, which would then never match the catalog.
+constexpr std::size_t max_identifier_bytes = 63;
+
+bool starts_identifier(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80; }
+bool continues_identifier(unsigned char c) { return starts_identifier(c) || (c >= '0' && c <= '9') || c == '$'; }
+
+// A SQL name as the DBA would write it in a statement: dot-separated parts, each either quoted
+// (kept as written, "" for a quote) or plain (folded to lower case, as the server does).
+// Returns the parts in catalog spelling, or an explanation in `problem`.
+std::vector<std::string> sql_name_parts(std::string_view text, std::string& problem) {
+  std::vector<std::string> parts;
+  std::size_t i = 0;
+  while (true) {
+    std::string part;
+    if (i < text.size() && text[i] == '"') {
+      ++i;
+      while (true) {
+        if (i >= text.size()) {
+          problem = "unterminated quoted identifier";
+          return {};
+        }
+        if (text[i] == '"') {
+          if (i + 1 < text.size() && text[i + 1] == '"') {
+            part += '"';
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        part += text[i++];
+      }
+      if (part.empty()) {
+        problem = "a quoted identifier cannot be empty";
+        return {};
+      }
+    } else {
+      if (i >= text.size() || !starts_identifier(static_cast<unsigned char>(text[i]))) {
+        problem = "expected a name starting with a letter or _ (quote other names: \"Name\")";
+        return {};
+      }
+      while (i < text.size() && continues_identifier(static_cast<unsigned char>(text[i]))) {
+        char c = text[i++];
+        part += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+      }
+    }
+    if (part.size() > max_identifier_bytes) {
+      problem = "name part longer than 63 bytes";
+      return {};
+    }
+    parts.push_back(std::move(part));
+    if (i == text.size()) return parts;
+    if (text[i] != '.') {
+      problem = "unexpected character '" + std::string(1, text[i]) + "' (quote names with special characters)";
+      return {};
+    }
+    ++i;
+  }
+}
+
+std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+
+struct PolicyKey {
+  const YamlReader& yaml;
+
+  std::string column(const YamlReader::Entry& e, const YAML::Node& at, const std::string& text) const {
+    std::string problem;
+    auto parts = sql_name_parts(text, problem);
+    if (parts.size() > 1) problem = "expected a column name, not a qualified name";
+    if (!problem.empty()) yaml.fail(at, e.path, "bad name " + quoted(text) + ": " + problem);
+    return parts.front();
+  }
+
+  std::vector<std::string> columns(const YamlReader::Entry& e) const {
+    std::vector<std::string> out;
+    auto texts = yaml.string_list(e);
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      std::string name = column(e, e.value[i], texts[i]);
+      if (std::find(out.begin(), out.end(), name) != out.end()) {
+        yaml.fail(e.value[i], e.path, name + " is listed twice");
+      }
+      out.push_back(std::move(name));
+    }
+    return out;
+  }
+
+  // One defaults key on `p`; the same keys may appear in a table entry to override.
+  void apply(TablePolicy& p, const YamlReader::Entry& e) const {
+    if (e.key == "version_column") {
+      p.version_column = column(e, e.key_node, yaml.string(e));
+    } else if (e.key == "version_kind") {
+      auto v = yaml.choice(e, {"counter", "uuid", "timestamp"});
+      p.version_kind = v == "counter" ? VersionKind::counter : v == "uuid" ? VersionKind::uuid : VersionKind::timestamp;
+    } else if (e.key == "on_unknown_version") {
+      p.reject_unknown_version = yaml.choice(e, {"allow", "reject"}) == "reject";
+    } else if (e.key == "app_managed_version") {
+      p.enforce_app_managed = yaml.choice(e, {"passthrough", "enforce"}) == "enforce";
+    } else if (e.key == "check_deletes") {
+      p.check_deletes = yaml.boolean(e);
+    } else if (e.key == "mode") {
+      p.mode = yaml.choice(e, {"enforce", "shadow"}) == "shadow" ? EnforceMode::shadow : EnforceMode::enforce;
+    } else if (e.key == "version_bump") {
+      p.version_bump = yaml.choice(e, {"trigger", "proxy"}) == "proxy" ? VersionBump::proxy : VersionBump::trigger;
+    } else if (e.key == "on_unsupported") {
+      p.reject_unsupported = yaml.choice(e, {"passthrough", "reject"}) == "reject";
+    } else if (e.key == "conflict_sqlstate") {
+      p.conflict_sqlstate = sqlstate(e);
+    } else if (e.key == "read_ttl") {
+      p.read_ttl = yaml.duration(e, false);
+    } else if (e.key == "force") {
+      for (const auto& f : yaml.entries(e.value, e.path, {"allowed_roles"})) p.force_roles = columns(f);
+    } else if (e.key == "redact") {
+      p.redact = columns(e);
+    }
+  }
+
+  std::string sqlstate(const YamlReader::Entry& e) const {
+    std::string s = yaml.string(e);
+    bool well_formed = s.size() == 5 && std::all_of(s.begin(), s.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
+    });
+    if (!well_formed) yaml.fail(e.key_node, e.path, "expected 5 characters from 0-9 and A-Z, got " + quoted(s));
+    // Classes 00, 01 and 02 are success, warning and no-data: the client would not see a failure.
+    if (s.starts_with("00") || s.starts_with("01") || s.starts_with("02")) {
+      yaml.fail(e.key_node, e.path, "class " + s.substr(0, 2) + " is not an error class, got " + quoted(s));
+    }
+    return s;
+  }
+};
+
+const std::vector<std::string_view> policy_keys{
+    "version_column", "version_kind", "on_unknown_version", "app_managed_version", "check_deletes", "mode",
+    "version_bump",   "on_unsupported", "conflict_sqlstate", "read_ttl",        "force",         "redact"};
+
+std::vector<std::string_view> table_keys() {
+  std::vector<std::string_view> keys{"table", "key"};
+  keys.insert(keys.end(), policy_keys.begin(), policy_keys.end());
+  return keys;
+}
+
+Rules parse(const YamlReader& yaml) {
+  const PolicyKey keys{yaml};
+  TablePolicy defaults;
+  std::optional<YAML::Node> tables;
+  for (const auto& e : yaml.entries(yaml.root(), "", {"defaults", "tables"})) {
+    if (e.key == "defaults") {
+      for (const auto& d : yaml.entries(e.value, e.path, policy_keys)) keys.apply(defaults, d);
+    } else {
+      tables.emplace(yaml.list(e));
+    }
+  }
+
+  Rules rules;
+  const auto known_table_keys = table_keys();
+  std::map<std::pair<std::string, std::string>, int> first_line;
+  for (std::size_t i = 0; tables && i < tables->size(); ++i) {
+    const YAML::Node item = (*tables)[i];
+    const std::string path = "tables[" + std::to_string(i) + "]";
+    TablePolicy policy = defaults;
+    const YamlReader::Entry* table_key = nullptr;
+    const YamlReader::Entry* key_key = nullptr;
+    const auto entries = yaml.entries(item, path, known_table_keys);
+    for (const auto& e : entries) {
+      if (e.key == "table") {
+        table_key = &e;
+      } else if (e.key == "key") {
+        key_key = &e;
+      } else {
+        keys.apply(policy, e);
+      }
+    }
+    if (!table_key) yaml.fail(item, path, "missing required key `table` (schema.name)");
+    if (!key_key) yaml.fail(item, path, "missing required key `key` (the row's key columns, e.g. [id])");
+
+    const std::string text = yaml.string(*table_key);
+    std::string problem;
+    auto parts = sql_name_parts(text, problem);
+    if (problem.empty() && parts.size() > 2) problem = "expected name or schema.name";
+    if (!problem.empty()) yaml.fail(table_key->key_node, table_key->path, "bad table name " + quoted(text) + ": " + problem);
+    policy.schema = parts.size() == 2 ? parts[0] : "public";
+    policy.name = parts.back();
+
+    policy.key = keys.columns(*key_key);
+    if (policy.key.empty()) yaml.fail(key_key->key_node, key_key->path, "must name at least one column");
+    if (std::find(policy.key.begin(), policy.key.end(), policy.version_column) != policy.key.end()) {
+      yaml.fail(key_key->key_node, key_key->path,
+                "the version column " + policy.version_column + " cannot be part of the key");
+    }
+
+    const int line = table_key->key_node.Mark().line + 1;
+    auto [seen, inserted] = first_line.emplace(std::make_pair(policy.schema, policy.name), line);
+    if (!inserted) {
+      yaml.fail(table_key->key_node, table_key->path,
+                policy.qualified_name() + " is listed twice (first on line " + std::to_string(seen->second) + ")");
+    }
+    rules.tables.push_back(std::move(policy));
+  }
+  return rules;
+}
+
+std::atomic<RulesPtr>& rules_in_force() {
+  static std::atomic<RulesPtr> rules{std::make_shared<const Rules>()};
+  return rules;
+}
+
+}  // namespace
+
+Rules parse_rules(const std::string& yaml_text, const std::string& file_name_for_errors) {
+  try {
+    Rules rules = parse(YamlReader(file_name_for_errors, yaml_text));
+    rules.path = file_name_for_errors;
+    rules.loaded_at = std::chrono::system_clock::now();
+    return rules;
+  } catch (const YamlError& e) {
+    throw RulesError(e.what());
+  }
+}
+
+Rules load_rules(const std::string& path) {
+  std::string text;
+  try {
+    text = read_text_file(path, "rules file");
+  } catch (const YamlError& e) {
+    throw RulesError(e.what());
+  }
+  return parse_rules(text, path);
+}
+
+RulesPtr current_rules() noexcept { return rules_in_force().load(); }
+
+void set_current_rules(RulesPtr rules) noexcept {
+  // Readers never see null: no rules means no protected table.
+  if (!rules) rules = std::make_shared<const Rules>();
+  rules_in_force().store(std::move(rules));
+}
+
+}  // namespace occ
