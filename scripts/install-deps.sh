@@ -27,6 +27,9 @@ if ((${#missing[@]} == 0)); then
 fi
 
 if ((EUID != 0)); then
+  if command -v sudo >/dev/null; then
+    exec sudo bash "$0"
+  fi
   echo "install-deps: missing packages: ${missing[*]}" >&2
   echo "install-deps: run this script as root (or install them) and try again" >&2
   exit 1

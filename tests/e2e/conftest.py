@@ -397,5 +397,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for i, proxy in enumerate(getattr(item, "occ_proxies", [])):
+        proxies = [p for p in getattr(item, "occ_proxies", []) if p.process is not None]
+        for i, proxy in enumerate(proxies):
             report.sections.append((f"occproxy {i} log ({proxy.log_path})", tail(proxy.log_path)))
