@@ -1,0 +1,198 @@
+// occproxy's command line: run the proxy, migrate, check, or (with no config) the demo.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "audit/audit_log.h"
+#include "proxy/config.h"
+#include "proxy/demo.h"
+#include "proxy/listener.h"
+#include "proxy/policy_store.h"
+#include "rules/catalog.h"
+#include "rules/migrate.h"
+#include "rules/rules.h"
+#include "stats/counters.h"
+#include "stats/http_server.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitProblem = 1;  // the catalog check failed, or the proxy could not run
+constexpr int kExitUsage = 2;    // bad command line, config or rules
+
+constexpr const char* kUsage = R"(occproxy: optimistic concurrency control for PostgreSQL, as a proxy
+
+Usage:
+  occproxy                          start a demo: a throwaway PostgreSQL on loopback with a
+                                    demo schema and rules, and the proxy in front of it
+  occproxy --config FILE            run the proxy
+  occproxy migrate --config FILE    install the occ schema, version columns and triggers
+  occproxy check --config FILE      validate config and rules against the live catalog
+  occproxy --help | --version
+
+Signals: SIGHUP reloads the rules, SIGTERM shuts down gracefully, SIGINT at once.
+)";
+
+void set_log_level(const std::string& level) {
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+}
+
+// Loads and checks the rules named by the config. Nullopt (with the reason logged) on failure.
+std::optional<occ::Policy> load_policy(const occ::Config& config) {
+  occ::Policy policy;
+  if (config.rules_path.empty()) return policy;
+  try {
+    policy.rules = std::make_shared<const occ::Rules>(occ::load_rules(config.rules_path));
+  } catch (const occ::RulesError& e) {
+    spdlog::error("rules not loaded: {}", e.what());
+    return std::nullopt;
+  }
+  auto report = occ::check_catalog(config, *policy.rules);
+  if (!report.ok) {
+    spdlog::error("rules not loaded, the catalog check failed:\n{}", report.text());
+    return std::nullopt;
+  }
+  policy.relations = std::move(report.relations);
+  return policy;
+}
+
+int run_proxy(const occ::Config& config) {
+  set_log_level(config.log_level);
+  occ::PolicyStore store;
+  if (!config.rules_path.empty()) {
+    try {
+      occ::load_rules(config.rules_path);
+    } catch (const occ::RulesError& e) {
+      std::cerr << e.what() << "\n";
+      return kExitUsage;
+    }
+  }
+  auto policy = load_policy(config);
+  if (!policy) return kExitProblem;
+  if (policy->rules)
+    spdlog::info("{} protected tables from {}", policy->rules->tables.size(), config.rules_path);
+  else
+    spdlog::warn("no rules file configured: relaying only, no table is protected");
+  store.set(std::make_shared<const occ::Policy>(std::move(*policy)));
+
+  occ::audit::start(config);
+  occ::stats::HttpServer http(occ::stats::HttpServerOptions{
+      config.stats.listen, config.stats.token, occ::stats::upstream_probe(config.upstream)});
+  try {
+    http.start();
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start the stats endpoint on {}:{}: {}", config.stats.listen.host,
+                     config.stats.listen.port, e.what());
+    occ::audit::stop();
+    return kExitProblem;
+  }
+
+  auto reload = [&config, &store] {
+    auto next = load_policy(config);
+    if (!next) {
+      occ::stats::add(occ::stats::Counter::rules_reload_failed);
+      spdlog::error("SIGHUP: reload failed, the previous rules stay in force");
+      return;
+    }
+    store.set(std::make_shared<const occ::Policy>(std::move(*next)));
+    occ::stats::add(occ::stats::Counter::rules_reload_ok);
+    spdlog::info("SIGHUP: rules reloaded from {}", config.rules_path);
+  };
+  int status = occ::run_listener(config, store, reload);
+  http.stop();
+  occ::audit::stop();
+  return status;
+}
+
+int run_migrate(const occ::Config& config) {
+  set_log_level(config.log_level);
+  if (config.rules_path.empty()) {
+    std::cerr << config.path << ": `rules` is required for migrate\n";
+    return kExitUsage;
+  }
+  occ::Rules rules;
+  try {
+    rules = occ::load_rules(config.rules_path);
+  } catch (const occ::RulesError& e) {
+    std::cerr << e.what() << "\n";
+    return kExitUsage;
+  }
+  auto result = occ::run_migrations(config, rules, OCCPROXY_MIGRATIONS_DIR);
+  if (!result.ok) {
+    std::cerr << "migrate failed: " << result.error << "\n";
+    return kExitProblem;
+  }
+  if (result.applied.empty()) std::cout << "nothing to do: the database is up to date\n";
+  for (const auto& line : result.applied) std::cout << line << "\n";
+  return kExitOk;
+}
+
+int run_check(const occ::Config& config) {
+  if (config.rules_path.empty()) {
+    std::cout << "no rules configured: nothing to check\n";
+    return kExitOk;
+  }
+  occ::Rules rules;
+  try {
+    rules = occ::load_rules(config.rules_path);
+  } catch (const occ::RulesError& e) {
+    std::cerr << e.what() << "\n";
+    return kExitUsage;
+  }
+  auto report = occ::check_catalog(config, rules);
+  std::cout << report.text();
+  return report.ok ? kExitOk : kExitProblem;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string_view command = "run";
+  std::string config_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    if (arg == "--version") {
+      std::cout << "occproxy " << OCCPROXY_VERSION << "\n";
+      return kExitOk;
+    }
+    if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      config_path = std::string(arg.substr(9));
+    } else if (i == 1 && (arg == "migrate" || arg == "check" || arg == "run")) {
+      command = arg;
+    } else {
+      std::cerr << "occproxy: unknown argument '" << arg << "'\n\n" << kUsage;
+      return kExitUsage;
+    }
+  }
+
+  if (config_path.empty()) {
+    if (command != "run") {
+      std::cerr << "occproxy " << command << ": --config FILE is required\n";
+      return kExitUsage;
+    }
+    return occ::run_demo(run_proxy);
+  }
+
+  occ::Config config;
+  try {
+    config = occ::load_config(config_path);
+  } catch (const occ::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return kExitUsage;
+  }
+  if (command == "migrate") return run_migrate(config);
+  if (command == "check") return run_check(config);
+  return run_proxy(config);
+}

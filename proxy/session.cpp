@@ -1,0 +1,760 @@
+// A client session: startup relay, then the two pumps and what they inspect on the way.
+#include "proxy/session.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "audit/audit_log.h"
+#include "proxy/config.h"
+#include "proxy/session_registry.h"
+#include "rules/plan_cache.h"
+#include "stats/counters.h"
+
+namespace occ {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using stats::Counter;
+
+namespace {
+
+// Frames longer than this that the proxy need not inspect are streamed through, not buffered.
+constexpr std::size_t kStreamThreshold = 256 * 1024;
+// SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
+constexpr std::string_view kOccEventCode = "OC000";
+constexpr std::string_view kConflictConstraint = "occ_version";
+
+std::string endpoint_text(const tcp::socket& s) {
+  boost::system::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// "-c search_path=a,b" or "--search_path=a,b" inside the startup `options` parameter.
+std::optional<std::string> search_path_from_options(std::string_view options) {
+  for (std::string_view prefix : {"search_path=", "search-path="}) {
+    auto pos = options.find(prefix);
+    if (pos == std::string_view::npos) continue;
+    auto start = pos + prefix.size();
+    auto stop = options.find(' ', start);
+    return std::string(options.substr(start, stop == std::string_view::npos ? stop : stop - start));
+  }
+  return std::nullopt;
+}
+
+// Splits a search_path setting ("\"$user\", public") into schema names as the catalog spells them.
+std::vector<std::string> split_search_path(std::string_view text) {
+  std::vector<std::string> out;
+  std::string current;
+  bool quoted = false;
+  bool was_quoted = false;
+  auto flush = [&] {
+    if (!was_quoted) {
+      auto b = current.find_first_not_of(" \t");
+      auto e = current.find_last_not_of(" \t");
+      current = b == std::string::npos ? "" : current.substr(b, e - b + 1);
+      for (auto& c : current) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (!current.empty()) out.push_back(current);
+    current.clear();
+    was_quoted = false;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        current.push_back('"');
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        current.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = was_quoted = true;
+      current.clear();
+    } else if (c == ',') {
+      flush();
+    } else if (!was_quoted) {
+      current.push_back(c);
+    }
+  }
+  flush();
+  return out;
+}
+
+// Bound parameter as the audit shows it: text as is, binary as \x hex.
+std::optional<std::string> param_text(const pg::Bind& bind, std::size_t i) {
+  const auto& v = bind.params[i];
+  if (!v) return std::nullopt;
+  int16_t format = bind.param_formats.empty()        ? 0
+                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
+                                                    : bind.param_formats[i];
+  if (format == 0) return std::string(*v);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex = "\\x";
+  for (unsigned char c : *v) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 15]);
+  }
+  return hex;
+}
+
+// The value a write tried to set, as the audit shows it: a bound parameter's value, a string
+// literal without its quotes, or the SQL text of any other expression.
+nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal) {
+  if (portal && sql_text.size() > 1 && sql_text[0] == '$') {
+    std::size_t n = 0;
+    for (std::size_t i = 1; i < sql_text.size() && std::isdigit(static_cast<unsigned char>(sql_text[i])); ++i)
+      n = n * 10 + static_cast<std::size_t>(sql_text[i] - '0');
+    if (n >= 1 && n <= portal->params.size()) {
+      const auto& p = portal->params[n - 1];
+      return p ? nlohmann::json(*p) : nlohmann::json(nullptr);
+    }
+  }
+  if (sql_text.size() >= 2 && sql_text.front() == '\'' && sql_text.back() == '\'') {
+    std::string s;
+    for (std::size_t i = 1; i + 1 < sql_text.size(); ++i) {
+      s.push_back(sql_text[i]);
+      if (sql_text[i] == '\'' && sql_text[i + 1] == '\'') ++i;
+    }
+    return s;
+  }
+  if (sql_text == "NULL" || sql_text == "null") return nullptr;
+  return sql_text;
+}
+
+}  // namespace
+
+Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, SessionRegistry& registry)
+    : client_(std::move(client)),
+      server_(client_.get_executor()),
+      config_(config),
+      policy_store_(policy),
+      registry_(registry),
+      peer_(endpoint_text(client_)),
+      client_in_(pg::kMaxStartupPacket),
+      server_in_(std::max<std::size_t>(config.max_message_length, 1u << 30)) {
+  stats::gauge_add(stats::Gauge::connections_current, 1);
+  stats::add(Counter::connections_total);
+}
+
+Session::~Session() {
+  stats::gauge_add(stats::Gauge::connections_current, -1);
+  registry_.remove(this);
+}
+
+const Policy& Session::policy() {
+  auto generation = policy_store_.generation();
+  if (generation != policy_generation_) {
+    policy_ = policy_store_.get();
+    policy_generation_ = generation;
+  }
+  return *policy_;
+}
+
+// ---- startup ----------------------------------------------------------------------------------
+
+awaitable<bool> Session::read_startup() {
+  auto self = shared_from_this();
+  asio::steady_timer deadline(client_.get_executor());
+  deadline.expires_after(config_.startup_timeout);
+  bool timed_out = false;
+  deadline.async_wait([this, self, &timed_out](boost::system::error_code ec) {
+    if (ec) return;
+    timed_out = true;
+    boost::system::error_code ignored;
+    client_.close(ignored);
+  });
+
+  client_in_.set_untyped(true);
+  try {
+    // SSLRequest and GSSENCRequest are each answered once before the real startup packet.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      Frame frame;
+      FrameReader::Status status;
+      while ((status = client_in_.next(frame)) == FrameReader::Status::need_more) {
+        auto area = client_in_.write_area(64);
+        std::size_t n = co_await client_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+        client_in_.commit(n);
+      }
+      if (status != FrameReader::Status::frame) {
+        spdlog::warn("{}: invalid startup packet length; connection closed", peer_);
+        stats::add(Counter::protocol_errors);
+        co_return false;
+      }
+      pg::BodyReader r(frame.body);
+      const int32_t code = r.i32();
+      if (code == pg::kSslRequestCode || code == pg::kGssEncRequestCode) {
+        if (frame.body.size() != 4) throw pg::MalformedMessage("SSLRequest/GSSENCRequest with a body");
+        static constexpr char kNo = 'N';
+        co_await asio::async_write(client_, asio::buffer(&kNo, 1), use_awaitable);
+        continue;
+      }
+      if (code == pg::kCancelRequestCode) {
+        pg::decode_cancel(frame.body);  // validates the layout
+        startup_packet_.assign(frame.raw);
+        deadline.cancel();
+        if (co_await connect_upstream()) {
+          co_await asio::async_write(server_, asio::buffer(startup_packet_), use_awaitable);
+          spdlog::debug("{}: cancel request forwarded", peer_);
+        }
+        co_return false;
+      }
+      auto startup = pg::decode_startup(frame.body);
+      startup_packet_.assign(frame.raw);
+      user_ = startup.get("user");
+      database_ = startup.get("database");
+      if (database_.empty()) database_ = user_;
+      application_name_ = startup.get("application_name");
+      std::string path(startup.get("search_path"));
+      if (auto from_options = search_path_from_options(startup.get("options"))) path = *from_options;
+      if (path.empty())
+        apply_search_path(std::nullopt);
+      else
+        apply_search_path(split_search_path(path));
+      deadline.cancel();
+      client_in_.set_untyped(false);
+      client_in_.set_max_body_length(config_.max_message_length);
+      co_return true;
+    }
+    spdlog::warn("{}: too many encryption requests before startup; connection closed", peer_);
+  } catch (const pg::MalformedMessage& e) {
+    spdlog::warn("{}: malformed startup packet ({}); connection closed", peer_, e.what());
+    stats::add(Counter::protocol_errors);
+    std::string out;
+    pg::encode_error(out, "FATAL", "08P01", "invalid startup packet layout");
+    boost::system::error_code ignored;
+    asio::write(client_, asio::buffer(out), ignored);
+  } catch (const boost::system::system_error& e) {
+    if (timed_out)
+      spdlog::warn("{}: no startup packet within {} ms; connection closed", peer_, config_.startup_timeout.count());
+    else
+      spdlog::debug("{}: closed during startup: {}", peer_, e.code().message());
+  }
+  co_return false;
+}
+
+awaitable<bool> Session::connect_upstream() {
+  const auto& up = config_.upstream;
+  try {
+    tcp::resolver resolver(server_.get_executor());
+    auto endpoints = co_await resolver.async_resolve(up.host, std::to_string(up.port), use_awaitable);
+    co_await asio::async_connect(server_, endpoints, use_awaitable);
+    server_.set_option(tcp::no_delay(true));
+    co_return true;
+  } catch (const boost::system::system_error& e) {
+    stats::add(Counter::upstream_errors);
+    spdlog::error("{}: cannot connect to the database server at {}:{}: {}", peer_, up.host, up.port,
+                  e.code().message());
+    std::string out;
+    pg::encode_error(out, "FATAL", "08006",
+                     "occproxy: cannot connect to the database server at " + up.host + ":" +
+                         std::to_string(up.port) + ": " + e.code().message());
+    boost::system::error_code ignored;
+    asio::write(client_, asio::buffer(out), ignored);
+    co_return false;
+  }
+}
+
+awaitable<void> Session::run() {
+  boost::system::error_code ignored;
+  client_.set_option(tcp::no_delay(true), ignored);
+  if (!co_await read_startup()) co_return;
+  if (refused_) {
+    std::string out;
+    pg::encode_error(out, "FATAL", "53300", "sorry, too many clients already",
+                     "occproxy's max_client_connections is " + std::to_string(config_.max_client_connections) + ".");
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(use_awaitable, ignored));
+    client_.close(ignored);
+    co_return;
+  }
+  if (!co_await connect_upstream()) co_return;
+  spdlog::debug("{}: session for user \"{}\" database \"{}\"", peer_, user_, database_);
+  try {
+    co_await asio::async_write(server_, asio::buffer(startup_packet_), use_awaitable);
+  } catch (const boost::system::system_error& e) {
+    end("server closed during startup: " + e.code().message(), "08006",
+        "occproxy: the database server closed the connection during startup");
+    co_return;
+  }
+  std::string().swap(startup_packet_);
+  auto self = shared_from_this();
+  asio::co_spawn(server_.get_executor(), [self]() { return self->pump_server_to_client(); }, asio::detached);
+  co_await pump_client_to_server();
+}
+
+// ---- ending -----------------------------------------------------------------------------------
+
+void Session::end(std::string reason, std::string client_sqlstate, std::string client_message) {
+  if (ended_) return;
+  ended_ = true;
+  end_reason_ = std::move(reason);
+  fatal_for_client_sqlstate_ = std::move(client_sqlstate);
+  fatal_for_client_message_ = std::move(client_message);
+  boost::system::error_code ignored;
+  // The server pump owns writes to the client: it sends the FATAL (if any), then closes it.
+  server_.shutdown(tcp::socket::shutdown_both, ignored);
+  server_.close(ignored);
+  if (fatal_for_client_message_.empty() || !server_pump_running_) {
+    if (!fatal_for_client_message_.empty()) {
+      std::string out;
+      pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+      asio::write(client_, asio::buffer(out), ignored);
+    }
+    client_.close(ignored);
+  }
+}
+
+void Session::begin_shutdown() {
+  shutting_down_ = true;
+  if (idle()) terminate();
+}
+
+void Session::terminate() {
+  end("proxy shutting down", "57P01", "terminating connection due to administrator command");
+}
+
+// ---- client -> server -------------------------------------------------------------------------
+
+awaitable<void> Session::pump_client_to_server() {
+  try {
+    for (;;) {
+      auto area = client_in_.write_area();
+      std::size_t n = co_await client_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+      client_in_.commit(n);
+      stats::add(Counter::bytes_client_to_server, n);
+      bool keep_going = true;
+      for (;;) {
+        Frame frame;
+        auto status = client_in_.next(frame);
+        if (status == FrameReader::Status::frame) {
+          if (!on_client_frame(frame)) {
+            keep_going = false;
+            break;
+          }
+          continue;
+        }
+        if (status == FrameReader::Status::chunk) {
+          to_server_.forward(frame.raw);
+          continue;
+        }
+        if (status == FrameReader::Status::need_more) {
+          char type;
+          std::size_t length;
+          if (client_in_.head_incomplete(type, length) && type == pg::fe::kCopyData && length > kStreamThreshold)
+            to_server_.forward(client_in_.stream_head());
+          break;
+        }
+        stats::add(Counter::protocol_errors);
+        const bool too_long = status == FrameReader::Status::too_long;
+        spdlog::warn("{}: {} from client; connection closed", peer_,
+                     too_long ? "message longer than max_message_length" : "invalid message length");
+        to_server_.clear();
+        end(too_long ? "message too long" : "invalid message length", "08P01",
+            too_long ? "occproxy: message exceeds max_message_length" : "invalid message length");
+        co_return;
+      }
+      if (!to_server_.empty()) {
+        co_await asio::async_write(server_, asio::buffer(to_server_.pending()), use_awaitable);
+        to_server_.clear();
+      }
+      if (!keep_going) {
+        end("client terminated the session");
+        co_return;
+      }
+    }
+  } catch (const pg::MalformedMessage& e) {
+    stats::add(Counter::protocol_errors);
+    spdlog::warn("{}: malformed message from client ({}); connection closed", peer_, e.what());
+    end(std::string("malformed message: ") + e.what(), "08P01", std::string("invalid message: ") + e.what());
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::eof)
+      end("client closed the connection");
+    else if (!ended_)
+      end("client connection error: " + e.code().message());
+  }
+}
+
+bool Session::on_client_frame(const Frame& frame) {
+  switch (frame.type) {
+    case pg::fe::kQuery:
+      on_query(frame);
+      return true;
+    case pg::fe::kParse:
+      on_parse(frame);
+      return true;
+    case pg::fe::kBind:
+      on_bind(frame);
+      return true;
+    case pg::fe::kExecute: {
+      stats::add(Counter::queries_extended);
+      InFlight entry{Pending::execute, nullptr, nullptr};
+      if (!portals_.empty()) {
+        auto it = portals_.find(std::string(pg::decode_execute(frame.body).portal));
+        if (it != portals_.end()) {
+          entry.portal = it->second;
+          entry.statement = it->second->statement;
+        }
+      }
+      in_flight_.push_back(std::move(entry));
+      break;
+    }
+    case pg::fe::kDescribe:
+      in_flight_.push_back({Pending::describe, nullptr, nullptr});
+      break;
+    case pg::fe::kClose:
+      if (!statements_.empty() || !portals_.empty()) {
+        auto target = pg::decode_describe(frame.body);
+        if (target.kind == 'S')
+          statements_.erase(std::string(target.name));
+        else
+          portals_.erase(std::string(target.name));
+      }
+      in_flight_.push_back({Pending::close, nullptr, nullptr});
+      break;
+    case pg::fe::kSync:
+      in_flight_.push_back({Pending::sync, nullptr, nullptr});
+      break;
+    case pg::fe::kFunctionCall:
+      in_flight_.push_back({Pending::function_call, nullptr, nullptr});
+      break;
+    case pg::fe::kTerminate:
+      to_server_.forward(frame.raw);
+      return false;
+    default:
+      break;
+  }
+  to_server_.forward(frame.raw);
+  return true;
+}
+
+std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended) {
+  const Policy& p = policy();
+  if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules)) return std::nullopt;
+  const auto started = std::chrono::steady_clock::now();
+  SessionView view{user_, search_path_, *p.rules, p.relations};
+  Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
+  if (rw.parse_failed) stats::add(Counter::parse_failures_passed);
+  if (rw.unsupported_passed) stats::add(Counter::unsupported_passed, rw.unsupported_passed);
+  if (rw.action == Rewrite::Action::rewrite) stats::add(Counter::statements_rewritten);
+  for (const auto& w : rw.writes)
+    if (w.table) stats::table_add(w.table->qualified_name(), stats::TableCounter::rewritten);
+  if (rw.rejection) {
+    const auto& code = rw.rejection->sqlstate;
+    stats::add(code == "42501" ? Counter::force_refused : Counter::unsupported_rejected);
+    spdlog::info("{}: refused statement: {}", peer_, rw.rejection->message);
+  }
+  if (rw.search_path_change) apply_search_path(*rw.search_path_change);
+  stats::observe_added_latency(std::chrono::steady_clock::now() - started);
+  return rw;
+}
+
+void Session::on_query(const Frame& frame) {
+  stats::add(Counter::queries_simple);
+  auto query = pg::decode_query(frame.body);
+  InFlight entry{Pending::query, nullptr, nullptr};
+  auto rw = analyse(query.sql, false);
+  if (rw && rw->action == Rewrite::Action::rewrite)
+    pg::encode_query(to_server_.edit(), rw->sql);
+  else
+    to_server_.forward(frame.raw);
+  if (rw && !rw->writes.empty())
+    entry.statement = std::make_shared<const StatementInfo>(StatementInfo{std::move(rw->writes), std::nullopt});
+  in_flight_.push_back(std::move(entry));
+}
+
+void Session::on_parse(const Frame& frame) {
+  auto parse = pg::decode_parse(frame.body);
+  auto rw = analyse(parse.sql, true);
+  StatementInfoPtr info;
+  if (rw && rw->action == Rewrite::Action::reject) {
+    // The server must fail this Parse (so it skips to Sync and aborts a transaction block as a
+    // native error would); the server pump swaps the syntax error for the proxy's own.
+    pg::Parse refused{parse.statement, ")", {}};
+    pg::encode_parse(to_server_.edit(), refused);
+  } else if (rw && rw->action == Rewrite::Action::rewrite) {
+    pg::Parse rewritten{parse.statement, rw->sql, parse.param_types};
+    pg::encode_parse(to_server_.edit(), rewritten);
+  } else {
+    to_server_.forward(frame.raw);
+  }
+  if (rw && (!rw->writes.empty() || rw->rejection))
+    info = std::make_shared<const StatementInfo>(StatementInfo{std::move(rw->writes), std::move(rw->rejection)});
+  if (info)
+    statements_[std::string(parse.statement)] = info;
+  else if (!statements_.empty())
+    statements_.erase(std::string(parse.statement));
+  in_flight_.push_back({Pending::parse, std::move(info), nullptr});
+}
+
+void Session::on_bind(const Frame& frame) {
+  to_server_.forward(frame.raw);
+  in_flight_.push_back({Pending::bind, nullptr, nullptr});
+  if (statements_.empty() && portals_.empty()) return;
+  auto bind = pg::decode_bind(frame.body);
+  auto it = statements_.find(std::string(bind.statement));
+  if (it == statements_.end() || it->second->writes.empty()) {
+    portals_.erase(std::string(bind.portal));
+    return;
+  }
+  auto portal = std::make_shared<PortalInfo>();
+  portal->statement = it->second;
+  portal->params.reserve(bind.params.size());
+  for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
+  portals_[std::string(bind.portal)] = std::move(portal);
+}
+
+void Session::apply_search_path(const std::optional<std::vector<std::string>>& path) {
+  search_path_ = path ? *path : std::vector<std::string>{"$user", "public"};
+  for (auto& schema : search_path_)
+    if (schema == "$user") schema = user_;
+}
+
+// ---- server -> client -------------------------------------------------------------------------
+
+awaitable<void> Session::pump_server_to_client() {
+  server_pump_running_ = true;
+  try {
+    for (;;) {
+      auto area = server_in_.write_area();
+      std::size_t n = co_await server_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+      server_in_.commit(n);
+      stats::add(Counter::bytes_server_to_client, n);
+      for (;;) {
+        Frame frame;
+        auto status = server_in_.next(frame);
+        if (status == FrameReader::Status::frame) {
+          on_server_frame(frame);
+          continue;
+        }
+        if (status == FrameReader::Status::chunk) {
+          to_client_.forward(frame.raw);
+          continue;
+        }
+        if (status == FrameReader::Status::need_more) {
+          char type;
+          std::size_t length;
+          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold &&
+              (type == pg::be::kDataRow || type == pg::be::kCopyData))
+            to_client_.forward(server_in_.stream_head());
+          break;
+        }
+        throw pg::MalformedMessage("invalid message length from the server");
+      }
+      if (!to_client_.empty()) {
+        co_await asio::async_write(client_, asio::buffer(to_client_.pending()), use_awaitable);
+        to_client_.clear();
+      }
+      if (shutting_down_ && idle()) terminate();
+    }
+  } catch (const pg::MalformedMessage& e) {
+    spdlog::error("{}: malformed message from the server ({}); session closed", peer_, e.what());
+    stats::add(Counter::upstream_errors);
+    end(std::string("malformed server message: ") + e.what(), "08P01", "occproxy: malformed message from the database server");
+  } catch (const boost::system::system_error& e) {
+    if (!ended_) {
+      stats::add(Counter::upstream_errors);
+      spdlog::warn("{}: lost the database server connection: {}", peer_, e.code().message());
+      end("server connection lost: " + e.code().message(), server_sent_fatal_ ? "" : "08006",
+          server_sent_fatal_ ? "" : "occproxy: lost the connection to the database server");
+    }
+  }
+  server_pump_running_ = false;
+  boost::system::error_code ignored;
+  if (!fatal_for_client_message_.empty()) {
+    std::string out;
+    pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(use_awaitable, ignored));
+  }
+  client_.close(ignored);
+  spdlog::debug("{}: session ended: {}", peer_, end_reason_);
+}
+
+void Session::on_server_frame(const Frame& frame) {
+  switch (frame.type) {
+    case pg::be::kDataRow:
+      break;
+    case pg::be::kReadyForQuery:
+      on_ready_for_query(frame);
+      break;
+    case pg::be::kErrorResponse:
+      on_error_response(frame);
+      return;
+    case pg::be::kNoticeResponse:
+      on_notice(frame);
+      return;
+    case pg::be::kParseComplete:
+      pop_front_if(Pending::parse);
+      break;
+    case pg::be::kBindComplete:
+      pop_front_if(Pending::bind);
+      break;
+    case pg::be::kCloseComplete:
+      pop_front_if(Pending::close);
+      break;
+    case pg::be::kNoData:
+    case pg::be::kRowDescription:
+      pop_front_if(Pending::describe);
+      break;
+    case pg::be::kCommandComplete:
+    case pg::be::kEmptyQueryResponse:
+    case pg::be::kPortalSuspended:
+      pop_front_if(Pending::execute);
+      break;
+    case pg::be::kParameterStatus: {
+      auto status = pg::decode_parameter_status(frame.body);
+      if (status.name == "application_name") application_name_ = status.value;
+      break;
+    }
+    case pg::be::kBackendKeyData:
+      backend_pid_ = pg::decode_backend_key_data(frame.body).process_id;
+      spdlog::debug("{}: server backend pid {}", peer_, backend_pid_);
+      break;
+    default:
+      break;
+  }
+  to_client_.forward(frame.raw);
+}
+
+void Session::pop_front_if(Pending kind) {
+  if (!in_flight_.empty() && in_flight_.front().kind == kind) in_flight_.pop_front();
+}
+
+void Session::pop_until_sync() {
+  while (!in_flight_.empty() && in_flight_.front().kind != Pending::sync &&
+         in_flight_.front().kind != Pending::query)
+    in_flight_.pop_front();
+}
+
+void Session::on_ready_for_query(const Frame& frame) {
+  tx_status_ = pg::decode_ready_for_query(frame.body).status;
+  while (!in_flight_.empty()) {
+    auto kind = in_flight_.front().kind;
+    in_flight_.pop_front();
+    if (kind == Pending::sync || kind == Pending::query || kind == Pending::function_call) break;
+  }
+}
+
+void Session::on_error_response(const Frame& frame) {
+  auto fields = pg::decode_error_fields(frame.body);
+  auto severity = fields.get('V');
+  if (severity.empty()) severity = fields.get('S');
+  if (severity == "FATAL" || severity == "PANIC") server_sent_fatal_ = true;
+
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  if (current && current->kind == Pending::parse && current->statement && current->statement->rejection) {
+    const auto& r = *current->statement->rejection;
+    pg::ErrorFields swapped;
+    swapped.set('S', "ERROR");
+    swapped.set('V', "ERROR");
+    swapped.set('C', r.sqlstate);
+    swapped.set('M', r.message);
+    if (!r.detail.empty()) swapped.set('D', r.detail);
+    if (!r.hint.empty()) swapped.set('H', r.hint);
+    if (!r.schema.empty()) swapped.set('s', r.schema);
+    if (!r.table.empty()) swapped.set('t', r.table);
+    pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, swapped);
+  } else {
+    if (fields.get('n') == kConflictConstraint) {
+      stats::add(Counter::conflicts);
+      stats::table_add(std::string(fields.get('s')) + "." + std::string(fields.get('t')),
+                       stats::TableCounter::conflicts);
+    }
+    to_client_.forward(frame.raw);
+  }
+  // After an error in the extended protocol the server skips everything up to Sync.
+  if (current && current->kind != Pending::query && current->kind != Pending::function_call) {
+    in_flight_.pop_front();
+    pop_until_sync();
+  }
+}
+
+void Session::on_notice(const Frame& frame) {
+  auto fields = pg::decode_error_fields(frame.body);
+  if (fields.get('C') != kOccEventCode) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  to_client_.drop();
+  auto event = nlohmann::json::parse(fields.get('M'), nullptr, false);
+  if (event.is_discarded()) {
+    spdlog::warn("{}: unreadable occ event: {}", peer_, fields.get('M'));
+    return;
+  }
+  audit_event(event);
+}
+
+void Session::audit_event(const nlohmann::json& event) {
+  const std::string kind = event.value("event", "");
+  const std::string schema = event.value("schema", "");
+  const std::string table = event.value("table", "");
+  const std::string qualified = schema + "." + table;
+  if (kind == "shadow_conflict") {
+    stats::add(Counter::shadow_conflicts);
+    stats::table_add(qualified, stats::TableCounter::shadow_conflicts);
+  } else if (kind == "forced_write") {
+    stats::add(Counter::forced_writes);
+    stats::table_add(qualified, stats::TableCounter::forced_writes);
+  }
+
+  const Policy& p = policy();
+  const TablePolicy* table_policy = p.rules ? p.rules->find(schema, table) : nullptr;
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  const WriteInfo* write = nullptr;
+  if (current && current->statement)
+    for (const auto& w : current->statement->writes)
+      if (w.table && w.table->schema == schema && w.table->name == table) {
+        write = &w;
+        break;
+      }
+
+  auto redacted = [&](const std::string& column, nlohmann::json value) {
+    return table_policy && table_policy->is_redacted(column) ? nlohmann::json("<redacted>") : value;
+  };
+  const auto& theirs = event.contains("current_row") ? event["current_row"] : nlohmann::json::object();
+  const auto& base = event.contains("base") && event["base"].is_object() ? event["base"] : nlohmann::json::object();
+
+  nlohmann::json record = {
+      {"kind", kind},
+      {"table", qualified},
+      {"key", event.value("key", nlohmann::json::object())},
+      {"expected", event.value("expected", nlohmann::json(nullptr))},
+      {"current", event.value("current", nlohmann::json(nullptr))},
+      {"user", user_},
+      {"database", database_},
+      {"application_name", application_name_},
+      {"client_addr", peer_},
+      {"backend_pid", backend_pid_},
+      {"fingerprint", write ? write->fingerprint : ""},
+  };
+  nlohmann::json diff = nlohmann::json::object();
+  if (write) {
+    for (const auto& [column, value_sql] : write->assigned) {
+      nlohmann::json entry = {
+          {"mine", redacted(column, mine_value(value_sql, current->portal.get()))},
+          {"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))},
+      };
+      if (base.contains(column)) entry["base"] = redacted(column, base[column]);
+      diff[column] = std::move(entry);
+    }
+  }
+  record["diff"] = std::move(diff);
+  if (kind == "forced_write") record["overwritten_version"] = record["current"];
+  spdlog::info("{}: occ {} on {} key {}", peer_, kind, qualified, record["key"].dump());
+  audit::record(std::move(record));
+}
+
+}  // namespace occ

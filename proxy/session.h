@@ -1,0 +1,133 @@
+// One client connection and its own server connection: startup, then two pumps (client to
+// server, server to client) that share the queue of what is in flight. The only place that
+// knows about both sockets.
+#pragma once
+
+#include <utility>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "proxy/frame_reader.h"
+#include "proxy/messages.h"
+#include "proxy/outbox.h"
+#include "proxy/policy_store.h"
+#include "rules/rewrite.h"
+
+namespace occ {
+
+struct Config;
+class SessionRegistry;
+
+// What the proxy knows about a prepared statement it analysed.
+struct StatementInfo {
+  std::vector<WriteInfo> writes;
+  std::optional<Rejection> rejection;
+};
+using StatementInfoPtr = std::shared_ptr<const StatementInfo>;
+
+// Values bound to a portal whose statement writes a protected table (for the audit's "mine").
+struct PortalInfo {
+  StatementInfoPtr statement;
+  std::vector<std::optional<std::string>> params;  // text form; binary values as \x hex
+};
+using PortalInfoPtr = std::shared_ptr<const PortalInfo>;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(boost::asio::ip::tcp::socket client, const Config& config, PolicyStore& policy,
+          SessionRegistry& registry);
+  ~Session();
+
+  boost::asio::awaitable<void> run();
+
+  // The connection limit is reached: answer the startup with 53300 and close.
+  void refuse_too_many_clients() { refused_ = true; }
+  // Graceful shutdown: end now if idle, else once the current transaction ends.
+  void begin_shutdown();
+  // Immediate shutdown: close with 57P01.
+  void terminate();
+
+  const std::string& peer() const { return peer_; }
+  boost::asio::any_io_executor executor() { return client_.get_executor(); }
+
+ private:
+  enum class Pending : uint8_t { query, parse, bind, describe, execute, close, sync, function_call };
+  struct InFlight {
+    Pending kind;
+    StatementInfoPtr statement;  // query/parse/execute of a statement with OCC information
+    PortalInfoPtr portal;        // execute: bound values for the audit
+  };
+
+  boost::asio::awaitable<bool> read_startup();
+  boost::asio::awaitable<bool> connect_upstream();
+  boost::asio::awaitable<void> pump_client_to_server();
+  boost::asio::awaitable<void> pump_server_to_client();
+
+  // Returns false when the client connection must end.
+  bool on_client_frame(const Frame& frame);
+  void on_query(const Frame& frame);
+  void on_parse(const Frame& frame);
+  void on_bind(const Frame& frame);
+  void on_server_frame(const Frame& frame);
+  void on_error_response(const Frame& frame);
+  void on_notice(const Frame& frame);
+  void on_ready_for_query(const Frame& frame);
+  void pop_until_sync();
+  void pop_front_if(Pending kind);
+
+  const Policy& policy();
+  std::optional<Rewrite> analyse(std::string_view sql, bool extended);
+  void apply_search_path(const std::optional<std::vector<std::string>>& path);
+  void audit_event(const nlohmann::json& event);
+  void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
+  bool idle() const { return tx_status_ == 'I' && in_flight_.empty(); }
+
+  boost::asio::ip::tcp::socket client_;
+  boost::asio::ip::tcp::socket server_;
+  const Config& config_;
+  PolicyStore& policy_store_;
+  SessionRegistry& registry_;
+  PolicyPtr policy_;
+  uint64_t policy_generation_ = 0;
+
+  std::string peer_;
+  std::string user_;
+  std::string database_;
+  std::string application_name_;
+  std::vector<std::string> search_path_;
+  int32_t backend_pid_ = 0;
+  char tx_status_ = 'I';
+
+  FrameReader client_in_;
+  FrameReader server_in_;
+  Outbox to_server_;
+  Outbox to_client_;
+  std::deque<InFlight> in_flight_;
+  std::unordered_map<std::string, StatementInfoPtr> statements_;
+  std::unordered_map<std::string, PortalInfoPtr> portals_;
+
+  std::string startup_packet_;  // kept until forwarded to the server
+  bool refused_ = false;
+  bool ended_ = false;
+  bool server_pump_running_ = false;
+  bool shutting_down_ = false;
+  bool server_sent_fatal_ = false;
+  std::string end_reason_;
+  std::string fatal_for_client_sqlstate_;
+  std::string fatal_for_client_message_;
+};
+
+}  // namespace occ
