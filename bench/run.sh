@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Benchmarks pgbench directly, through occproxy and through PgBouncer, interleaved, and prints median TPS.
+#
+# Environment (all optional):
+#   ROUNDS=3 DURATION=10 CLIENTS=4 JOBS=2 SCALE=10   the pgbench run shape
+#   WORKLOADS="select_simple ..."                    which workload_* functions to run, in order
+#   TARGETS="direct occproxy pgbouncer"              which targets (pgbouncer is skipped if not installed)
+#   BENCH_OCC=1                                      also run an occproxy with rules protecting
+#                                                    pgbench_accounts (target occproxy_occ) and the
+#                                                    read-then-update workload
+#   OCCPROXY_BIN=build/occproxy  PG_BINDIR=/usr/lib/postgresql/15/bin  KEEP=1 (keep the temp dir)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bench_dir="$repo/bench"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-4}
+JOBS=${JOBS:-2}
+SCALE=${SCALE:-10}
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+OCCPROXY_BIN=${OCCPROXY_BIN:-$repo/build/occproxy}
+WORKLOADS=${WORKLOADS:-select_simple select_extended select_prepared tpcb connect_select}
+TARGETS=${TARGETS:-direct occproxy pgbouncer}
+if [[ "${BENCH_OCC:-0}" == 1 ]]; then
+  TARGETS+=" occproxy_occ"
+  WORKLOADS+=" occ_read_update"
+fi
+
+# --- workloads: each prints the pgbench arguments of one run ------------------------------------
+# To add one, write workload_NAME (and optionally prepare_NAME, run once after pgbench -i, with
+# psql_direct at hand) and name it in WORKLOADS.
+workload_select_simple() { echo "-S -M simple"; }
+workload_select_extended() { echo "-S -M extended"; }
+workload_select_prepared() { echo "-S -M prepared"; }
+workload_tpcb() { echo "-M simple"; }
+workload_connect_select() { echo "-S -M simple -C"; }
+# Read a row, then update it: through occproxy_occ the SELECT teaches the proxy the row's version
+# and the UPDATE is rewritten to check it.
+workload_occ_read_update() { echo "-M extended -f $bench_dir/occ_read_update.sql"; }
+
+die() {
+  echo "bench: $*" >&2
+  exit 1
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  die "$what did not listen on port $port"
+}
+
+# PostgreSQL and PgBouncer refuse to run as root: a dedicated OS user owns them then.
+run_owner=()
+if ((EUID == 0)); then
+  id occtest >/dev/null 2>&1 || useradd -m occtest
+  run_owner=(runuser -u occtest --)
+fi
+
+[[ " $TARGETS " != *" occproxy"* || -x "$OCCPROXY_BIN" ]] || die "no occproxy binary at $OCCPROXY_BIN (cmake -S . -B build && cmake --build build -j2)"
+command -v pgbench >/dev/null || die "pgbench is not installed (scripts/install-deps.sh)"
+if [[ " $TARGETS " == *" pgbouncer "* ]] && ! command -v pgbouncer >/dev/null; then
+  echo "bench: pgbouncer is not installed, skipping that target" >&2
+  TARGETS=${TARGETS//pgbouncer/}
+fi
+
+work=$(mktemp -d /tmp/occ-bench-XXXXXX)
+chmod 755 "$work"
+if ((${#run_owner[@]})); then chown occtest "$work"; fi
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -f "$work/pgbouncer.pid" ]]; then kill "$(cat "$work/pgbouncer.pid")" 2>/dev/null || true; fi
+  if [[ -d "$work/data" ]]; then
+    "${run_owner[@]}" "$PG_BINDIR/pg_ctl" stop -D "$work/data" -m immediate >/dev/null 2>&1 || true
+  fi
+  if [[ "${KEEP:-0}" == 1 ]]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# --- the cluster (trust auth: the benchmark measures relaying, not SCRAM's hashing) --------------
+pg_port=$(free_port)
+"${run_owner[@]}" "$PG_BINDIR/initdb" -D "$work/data" -U postgres --auth=trust -E UTF8 --locale=C \
+  --no-sync >"$work/initdb.log" 2>&1 || { cat "$work/initdb.log"; die "initdb failed"; }
+cat >>"$work/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$work'
+max_connections = 200
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_wal_size = 4GB
+EOF
+"${run_owner[@]}" "$PG_BINDIR/pg_ctl" start -D "$work/data" -l "$work/postgres.log" -w -t 60 >/dev/null
+
+psql_direct() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+
+# --- occproxy (without rules it is the pure relay) ------------------------------------------------
+# Writes $work/NAME.yaml and sets config_port.
+write_occproxy_config() {
+  local name=$1 rules=${2:-}
+  config_port=$(free_port)
+  {
+    echo "listen: 127.0.0.1:$config_port"
+    echo "upstream: 127.0.0.1:$pg_port"
+    echo "admin_dsn: \"host=127.0.0.1 port=$pg_port dbname=bench user=postgres\""
+    echo "stats:"
+    echo "  listen: 127.0.0.1:$(free_port)"
+    echo "log:"
+    echo "  level: warn"
+    echo "  audit_file: $work/$name-audit.jsonl"
+    echo "threads: $JOBS"
+    if [[ -n "$rules" ]]; then echo "rules: $rules"; fi
+  } >"$work/$name.yaml"
+}
+
+# Sets started_port.
+start_occproxy() {
+  local name=$1 rules=${2:-}
+  write_occproxy_config "$name" "$rules"
+  "$OCCPROXY_BIN" --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$config_port" "$name"
+  started_port=$config_port
+}
+
+# --- PgBouncer in session mode; sets started_port -------------------------------------------------
+start_pgbouncer() {
+  started_port=$(free_port)
+  echo '"postgres" ""' >"$work/userlist.txt"
+  cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $started_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+logfile = $work/pgbouncer.log
+pidfile = $work/pgbouncer.pid
+EOF
+  if ((${#run_owner[@]})); then chown occtest "$work/pgbouncer.ini" "$work/userlist.txt"; fi
+  "${run_owner[@]}" pgbouncer -d "$work/pgbouncer.ini" >>"$work/pgbouncer.out" 2>&1 \
+    || { cat "$work/pgbouncer.out"; die "pgbouncer did not start"; }
+  wait_port "$started_port" pgbouncer
+}
+
+psql_direct -d postgres -c "CREATE DATABASE bench"
+echo "bench: pgbench -i -s $SCALE" >&2
+pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U postgres bench >"$work/init.log" 2>&1 \
+  || { cat "$work/init.log"; die "pgbench -i failed"; }
+
+declare -A port_of
+port_of[direct]=$pg_port
+for target in $TARGETS; do
+  case "$target" in
+    direct) ;;
+    occproxy)
+      start_occproxy occproxy
+      port_of[occproxy]=$started_port
+      ;;
+    pgbouncer)
+      start_pgbouncer
+      port_of[pgbouncer]=$started_port
+      ;;
+    occproxy_occ)
+      printf 'tables:\n  - table: public.pgbench_accounts\n    key: [aid]\n' >"$work/rules.yaml"
+      write_occproxy_config occproxy_occ "$work/rules.yaml"
+      "$OCCPROXY_BIN" migrate --config "$work/occproxy_occ.yaml" >"$work/migrate.log" 2>&1 \
+        || { cat "$work/migrate.log"; die "occproxy migrate failed"; }
+      start_occproxy occproxy_occ "$work/rules.yaml"
+      port_of[occproxy_occ]=$started_port
+      ;;
+    *) die "unknown target $target" ;;
+  esac
+done
+
+for workload in $WORKLOADS; do
+  declare -F "workload_$workload" >/dev/null || die "no function workload_$workload"
+  if declare -F "prepare_$workload" >/dev/null; then "prepare_$workload"; fi
+done
+
+# --- the interleaved runs: each round runs every workload on every target in turn ----------------
+results="$work/results.tsv"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for workload in $WORKLOADS; do
+    read -r -a args <<<"$("workload_$workload")"
+    for target in $TARGETS; do
+      out="$work/run-$round-$workload-$target.log"
+      if ! pgbench -n -T "$DURATION" -c "$CLIENTS" -j "$JOBS" "${args[@]}" \
+        -h 127.0.0.1 -p "${port_of[$target]}" -U postgres bench >"$out" 2>&1; then
+        echo "bench: round $round $workload $target failed:" >&2
+        tail -5 "$out" >&2
+        continue
+      fi
+      tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out")
+      latency=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$out")
+      failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$target" "$round" "$tps" "$latency" "${failed:-0}" >>"$results"
+      printf 'bench: round %s/%s %-16s %-13s %10.1f tps\n' "$round" "$ROUNDS" "$workload" "$target" "$tps" >&2
+    done
+  done
+done
+
+# --- the table -------------------------------------------------------------------------------------
+python3 - "$results" "$WORKLOADS" "$TARGETS" <<'EOF'
+import statistics
+import sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+workloads, targets = sys.argv[2].split(), sys.argv[3].split()
+tps, latency, failed = {}, {}, {}
+for workload, target, _round, t, lat, fail in rows:
+    tps.setdefault((workload, target), []).append(float(t))
+    latency.setdefault((workload, target), []).append(float(lat))
+    failed[workload, target] = failed.get((workload, target), 0) + int(fail)
+
+print(f"{'workload':<18}{'target':<14}{'median tps':>12}{'vs direct':>11}{'latency ms':>12}{'runs':>6}{'failed':>8}")
+for workload in workloads:
+    base = statistics.median(tps[workload, "direct"]) if (workload, "direct") in tps else None
+    for target in targets:
+        if (workload, target) not in tps:
+            print(f"{workload:<18}{target:<14}{'(no run)':>12}")
+            continue
+        median = statistics.median(tps[workload, target])
+        ratio = f"{median / base:.3f}" if base else "-"
+        print(f"{workload:<18}{target:<14}{median:>12.1f}{ratio:>11}"
+              f"{statistics.median(latency[workload, target]):>12.3f}"
+              f"{len(tps[workload, target]):>6}{failed[workload, target]:>8}")
+EOF
