@@ -13,6 +13,7 @@
 namespace occ {
 
 struct Config;
+class PgConnection;
 
 // For each protected table name: every schema holding a relation of that name (any relkind).
 struct RelationIndex {
@@ -37,5 +38,21 @@ struct CatalogReport {
 // Connects with config.admin_dsn (libpq); checks each protected table exists with its key and
 // version columns and that the occ helper schema is installed.
 CatalogReport check_catalog(const Config& config, const Rules& rules);
+
+// One relation as the catalog has it, for the check and for migrate.
+struct TableShape {
+  std::string oid;
+  char relkind = 'r';  // pg_class.relkind: 'r' table, 'p' partitioned table, 'v' view...
+  struct Column {
+    std::string name;
+    std::string type;       // as format_type() spells it, e.g. "timestamp with time zone"
+    std::string base_type;  // pg_type.typname, domains resolved, e.g. "timestamptz"
+  };
+  std::vector<Column> columns;  // in table order, dropped ones left out
+
+  bool is_table() const { return relkind == 'r' || relkind == 'p'; }
+  const Column* column(std::string_view name) const;
+};
+std::optional<TableShape> read_table_shape(PgConnection& db, const std::string& schema, const std::string& name);
 
 }  // namespace occ

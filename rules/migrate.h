@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rules/rules.h"
@@ -10,6 +11,7 @@
 namespace occ {
 
 struct Config;
+class PgConnection;
 
 struct MigrateResult {
   bool ok = false;
@@ -18,5 +20,21 @@ struct MigrateResult {
 };
 
 MigrateResult run_migrations(const Config& config, const Rules& rules, const std::string& migrations_dir);
+
+// What migrate installs, so that `check` verifies exactly that.
+
+// Base type names (pg_type.typname) a version column of this kind may have.
+bool version_type_fits(VersionKind kind, std::string_view type_name);
+// For messages: "bigint, integer or smallint".
+const char* version_types_text(VersionKind kind);
+
+inline constexpr std::string_view bump_trigger_name = "occ_bump_version";
+// The per-table trigger function in schema occ (unquoted name, at most 63 bytes).
+std::string bump_function_name(const TablePolicy& table);
+
+enum class BumpTrigger { missing, current, disabled, outdated };
+// The occ_bump_version trigger on the table with this oid, compared with what migrate installs for
+// `table` (function, body, events, WHEN on the version column).
+BumpTrigger bump_trigger_state(PgConnection& db, const std::string& table_oid, const TablePolicy& table);
 
 }  // namespace occ

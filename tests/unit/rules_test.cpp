@@ -1,9 +1,12 @@
 // Rules file: defaults and overrides, SQL name folding, every error message with its line.
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "rules/catalog.h"
+#include "rules/migrate.h"
 #include "rules/rules.h"
 
 using namespace std::chrono_literals;
@@ -313,4 +316,91 @@ TEST_CASE("the rules in force are swapped whole", "[rules]") {
   CHECK(occ::current_rules()->tables.empty());
   CHECK(next->tables.size() == 1);
   occ::set_current_rules(before);
+}
+
+TEST_CASE("unqualified names resolve like the server's search_path", "[rules][catalog]") {
+  const auto rules = occ::parse_rules(
+      "tables:\n  - {table: subscriptions, key: [id]}\n  - {table: billing.plans, key: [id]}\n"
+      "  - {table: pg_stats, key: [id]}\n",
+      file);
+  occ::RelationIndex index;
+  index.schemas_by_name = {{"subscriptions", {"other", "public"}}, {"plans", {"billing"}}, {"pg_stats", {"pg_catalog", "public"}}};
+  index.loaded = true;
+  const occ::RelationIndex not_loaded;
+
+  struct Row {
+    const occ::RelationIndex* index;
+    const char* name;
+    Strings search_path;
+    std::optional<std::string> expected;
+  };
+  const Row rows[] = {
+      {&index, "subscriptions", {"public"}, "public"},
+      {&index, "subscriptions", {"other", "public"}, "other"},
+      {&index, "subscriptions", {"app", "public", "other"}, "public"},
+      {&index, "subscriptions", {"billing"}, std::nullopt},
+      {&index, "subscriptions", {}, std::nullopt},
+      {&index, "plans", {"public", "billing"}, "billing"},
+      {&index, "pg_stats", {"public"}, "pg_catalog"},
+      {&index, "pg_stats", {"public", "pg_catalog"}, "public"},
+      {&index, "unknown", {"public"}, std::nullopt},
+      {&not_loaded, "subscriptions", {"other", "public"}, "public"},
+      {&not_loaded, "plans", {"public", "billing"}, "billing"},
+      {&not_loaded, "plans", {"public"}, std::nullopt},
+      {&not_loaded, "unknown", {"public"}, std::nullopt},
+  };
+  for (const auto& row : rows) {
+    INFO(row.name << " loaded=" << row.index->loaded);
+    CHECK(row.index->resolve(row.name, row.search_path, rules) == row.expected);
+  }
+}
+
+TEST_CASE("bump trigger functions get short distinct names", "[rules][migrate]") {
+  auto policy = [](std::string schema, std::string name) {
+    occ::TablePolicy p;
+    p.schema = std::move(schema);
+    p.name = std::move(name);
+    return p;
+  };
+  const std::string long_name(63, 'x');
+  const std::string accents = std::string(48, 'a') + "\xc3\xa9\xc3\xa9";  // the 49th byte starts a character
+  struct Row {
+    occ::TablePolicy table;
+    std::string expected;
+  };
+  const Row rows[] = {
+      {policy("public", "subscriptions"), "bump_subscriptions_ffb8202e"},
+      {policy("billing", "subscriptions"), "bump_subscriptions_18be19ca"},
+      {policy("public", "Mixed"), "bump_Mixed_5da16aa7"},
+      {policy("public", long_name), "bump_" + std::string(49, 'x') + "_d4221df8"},
+      {policy("public", accents), "bump_" + std::string(48, 'a') + "_d62295f0"},
+  };
+  for (const auto& row : rows) {
+    INFO(row.table.qualified_name());
+    const std::string name = occ::bump_function_name(row.table);
+    CHECK(name == row.expected);
+    CHECK(name.size() <= 63);
+  }
+}
+
+TEST_CASE("version column types per version_kind", "[rules][migrate]") {
+  struct Row {
+    occ::VersionKind kind;
+    const char* type;
+    bool fits;
+  };
+  const Row rows[] = {
+      {occ::VersionKind::counter, "int8", true},      {occ::VersionKind::counter, "int4", true},
+      {occ::VersionKind::counter, "int2", true},      {occ::VersionKind::counter, "numeric", false},
+      {occ::VersionKind::counter, "uuid", false},     {occ::VersionKind::uuid, "uuid", true},
+      {occ::VersionKind::uuid, "text", false},        {occ::VersionKind::timestamp, "timestamptz", true},
+      {occ::VersionKind::timestamp, "timestamp", true}, {occ::VersionKind::timestamp, "date", false},
+  };
+  for (const auto& row : rows) {
+    INFO(occ::to_string(row.kind) << " " << row.type);
+    CHECK(occ::version_type_fits(row.kind, row.type) == row.fits);
+  }
+  CHECK(std::string(occ::version_types_text(occ::VersionKind::counter)) == "bigint, integer or smallint");
+  CHECK(std::string(occ::version_types_text(occ::VersionKind::uuid)) == "uuid");
+  CHECK(std::string(occ::version_types_text(occ::VersionKind::timestamp)) == "timestamptz or timestamp");
 }
