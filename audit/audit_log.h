@@ -2,6 +2,8 @@
 // and a bounded list of recent ones for the stats page. Never blocks the client path.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -13,16 +15,26 @@ struct Config;
 
 namespace audit {
 
+// How many records recent() keeps in memory.
+inline constexpr std::size_t kRecentCapacity = 200;
+// Records waiting for the writer; beyond this record() drops (and counts) instead of waiting.
+inline constexpr std::size_t kQueueCapacity = 10000;
+
 // Starts the writer thread; file from config.audit_file (empty: the main log), table insert when
 // config.audit_table. Safe to call once at start-up.
 void start(const Config& config);
 void stop();
 
 // Queue one record (kind: "conflict", "shadow_conflict", "forced_write"); returns at once.
+// `event` must be a JSON object; it gets a "ts" field when it has none. Records queued before
+// start() are written once it runs; when the queue is full the record is dropped and counted.
 void record(nlohmann::json event);
 
 // Most recent records, newest first, at most `limit`.
 std::vector<nlohmann::json> recent(std::size_t limit = 100);
+
+// ISO-8601 UTC with milliseconds, e.g. "2024-05-01T12:34:56.789Z".
+std::string format_timestamp(std::chrono::system_clock::time_point t);
 
 }  // namespace audit
 }  // namespace occ

@@ -34,6 +34,8 @@ enum class Counter : unsigned {
   bytes_server_to_client,
   protocol_errors,
   upstream_errors,
+  audit_dropped,       // audit queue full: the record was not written
+  audit_table_errors,  // a record that did not reach occ.conflict_log
   count_  // keep last
 };
 
@@ -55,7 +57,7 @@ struct Snapshot {
     std::string name;
     std::array<uint64_t, static_cast<unsigned>(TableCounter::count_)> counters{};
   };
-  std::vector<Table> tables;
+  std::vector<Table> tables;  // sorted by name
   std::vector<double> latency_bucket_bounds_seconds;  // upper bounds, ascending
   std::vector<uint64_t> latency_bucket_counts;        // cumulative, same length, then +Inf
   uint64_t latency_count = 0;
@@ -66,5 +68,9 @@ Snapshot snapshot();
 const char* name(Counter c);
 const char* name(Gauge g);
 const char* name(TableCounter c);
+// One sentence for /metrics "# HELP" lines.
+const char* help(Counter c);
+const char* help(Gauge g);
+const char* help(TableCounter c);
 
 }  // namespace occ::stats

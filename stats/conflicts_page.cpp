@@ -1,0 +1,142 @@
+// Renders audit records as a plain HTML page: no scripts, every value escaped.
+#include "stats/conflicts_page.h"
+
+namespace occ::stats {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::string_view kStyle =
+    "body{font-family:sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "th,td{border:1px solid #bbb;padding:.2em .6em;text-align:left;vertical-align:top}"
+    "th{background:#eee}td{font-family:monospace;white-space:pre-wrap}"
+    "tr.moved td.theirs{background:#fdd}.null{color:#888;font-style:italic}"
+    "section{border-top:1px solid #ccc;padding-top:.5em}"
+    "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dd{margin:0}";
+
+// A JSON value as a person reads it: strings without quotes, SQL NULL for null.
+std::string value_html(const json& v) {
+  if (v.is_null()) return "<span class=\"null\">NULL</span>";
+  if (v.is_string()) return html_escape(v.get_ref<const std::string&>());
+  return html_escape(v.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+std::string field_html(const json& record, const char* field) {
+  auto it = record.find(field);
+  return it == record.end() ? "" : value_html(*it);
+}
+
+const char* kind_title(const json& record) {
+  auto it = record.find("kind");
+  const std::string_view kind = it != record.end() && it->is_string()
+                                    ? std::string_view(it->get_ref<const std::string&>())
+                                    : std::string_view();
+  if (kind == "conflict") return "Conflict (write refused)";
+  if (kind == "shadow_conflict") return "Shadow conflict (write let through)";
+  if (kind == "forced_write") return "Forced write (check overridden)";
+  return "Record";
+}
+
+// "(id, region)=(42, eu)", the way PostgreSQL names a key in its own messages.
+std::string key_html(const json& record) {
+  auto it = record.find("key");
+  if (it == record.end() || !it->is_object() || it->empty()) return "";
+  std::string columns;
+  std::string values;
+  for (const auto& [column, value] : it->items()) {
+    if (!columns.empty()) {
+      columns += ", ";
+      values += ", ";
+    }
+    columns += html_escape(column);
+    values += value_html(value);
+  }
+  return " (" + columns + ")=(" + values + ")";
+}
+
+void definition(std::string& out, const char* term, const std::string& value_html) {
+  if (value_html.empty()) return;
+  out += "<dt>";
+  out += term;
+  out += "</dt><dd>" + value_html + "</dd>";
+}
+
+// One row per column the write set: what the session read, what it wrote, what is there now.
+void diff_table(std::string& out, const json& record) {
+  auto diff = record.find("diff");
+  if (diff == record.end() || !diff->is_object() || diff->empty()) return;
+  out +=
+      "<table><thead><tr><th>Column</th><th>Base (read)</th><th>Mine (written)</th>"
+      "<th>Theirs (current)</th></tr></thead><tbody>";
+  for (const auto& [column, sides] : diff->items()) {
+    const auto side = [&](const char* name) {
+      return sides.is_object() && sides.contains(name) ? value_html(sides[name]) : "";
+    };
+    // Someone else changed this column after the session read it.
+    const bool moved = sides.is_object() && sides.contains("base") && sides.contains("theirs") &&
+                       sides["base"] != sides["theirs"];
+    out += moved ? "<tr class=\"moved\">" : "<tr>";
+    out += "<td>" + html_escape(column) + "</td><td>" + side("base") + "</td><td>" +
+           side("mine") + "</td><td class=\"theirs\">" + side("theirs") + "</td></tr>";
+  }
+  out += "</tbody></table>";
+}
+
+void record_section(std::string& out, const json& record) {
+  out += "<section><h3>";
+  out += kind_title(record);
+  out += " on " + field_html(record, "table") + key_html(record) + "</h3><dl>";
+  definition(out, "Time", field_html(record, "ts"));
+  definition(out, "Expected version", field_html(record, "expected"));
+  definition(out, "Current version", field_html(record, "current"));
+  definition(out, "User", field_html(record, "user"));
+  definition(out, "Application", field_html(record, "application_name"));
+  definition(out, "Client", field_html(record, "client_addr"));
+  definition(out, "Statement fingerprint", field_html(record, "fingerprint"));
+  out += "</dl>";
+  diff_table(out, record);
+  out += "</section>";
+}
+
+}  // namespace
+
+std::string html_escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string conflicts_page(const std::vector<json>& records, const Snapshot& snap) {
+  const auto counter = [&](Counter c) {
+    return std::to_string(snap.counters[static_cast<unsigned>(c)]);
+  };
+  std::string out =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+      "<title>occproxy: recent conflicts</title><style>";
+  out += kStyle;
+  out += "</style></head><body><h1>occproxy</h1><p>Conflicts: " + counter(Counter::conflicts) +
+         " &middot; shadow conflicts: " + counter(Counter::shadow_conflicts) +
+         " &middot; forced writes: " + counter(Counter::forced_writes) +
+         " &middot; client connections open: " +
+         std::to_string(snap.gauges[static_cast<unsigned>(Gauge::connections_current)]) +
+         "</p><p><a href=\"/stats\">/stats</a> &middot; <a href=\"/metrics\">/metrics</a>"
+         " &middot; <a href=\"/rules\">/rules</a> &middot; <a href=\"/conflicts\">/conflicts</a>"
+         "</p><h2>Recent conflicts and forced writes</h2>";
+  if (records.empty()) out += "<p>None since the proxy started.</p>";
+  for (const json& record : records) record_section(out, record);
+  out += "</body></html>\n";
+  return out;
+}
+
+}  // namespace occ::stats

@@ -1,0 +1,97 @@
+// Prometheus text format: one "# HELP" and "# TYPE" per family, then its samples.
+#include "stats/metrics_text.h"
+
+#include <charconv>
+#include <string_view>
+
+namespace occ::stats {
+namespace {
+
+constexpr std::string_view kPrefix = "occproxy_";
+
+// Shortest text that reads back as the same double, as Prometheus clients print "le" bounds.
+std::string format_double(double v) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
+}
+
+std::string escape_label_value(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// Counter names that already say "total" (connections_total) are not suffixed twice.
+std::string counter_family(std::string_view name) {
+  std::string family(kPrefix);
+  family += name;
+  if (!name.ends_with("_total")) family += "_total";
+  return family;
+}
+
+void family_header(std::string& out, const std::string& family, const char* help,
+                   const char* type) {
+  out += "# HELP " + family + " " + help + "\n";
+  out += "# TYPE " + family + " " + type + "\n";
+}
+
+template <typename Number>
+void sample(std::string& out, const std::string& name, Number value) {
+  out += name;
+  out += ' ';
+  out += std::to_string(value);
+  out += '\n';
+}
+
+}  // namespace
+
+std::string metrics_text(const Snapshot& snap) {
+  std::string out;
+
+  for (unsigned i = 0; i < snap.counters.size(); ++i) {
+    const auto c = static_cast<Counter>(i);
+    const std::string family = counter_family(name(c));
+    family_header(out, family, help(c), "counter");
+    sample(out, family, snap.counters[i]);
+  }
+
+  for (unsigned i = 0; i < snap.gauges.size(); ++i) {
+    const auto g = static_cast<Gauge>(i);
+    const std::string family = std::string(kPrefix) + name(g);
+    family_header(out, family, help(g), "gauge");
+    sample(out, family, snap.gauges[i]);
+  }
+
+  for (unsigned i = 0; i < static_cast<unsigned>(TableCounter::count_); ++i) {
+    const auto c = static_cast<TableCounter>(i);
+    const std::string family = counter_family(std::string("table_") + name(c));
+    family_header(out, family, help(c), "counter");
+    for (const Snapshot::Table& t : snap.tables)
+      sample(out, family + "{table=\"" + escape_label_value(t.name) + "\"}", t.counters[i]);
+  }
+
+  const std::string latency = std::string(kPrefix) + "added_latency_seconds";
+  family_header(out, latency, "Time the proxy itself added to each statement.", "histogram");
+  for (std::size_t i = 0; i < snap.latency_bucket_counts.size(); ++i) {
+    const std::string le = i < snap.latency_bucket_bounds_seconds.size()
+                               ? format_double(snap.latency_bucket_bounds_seconds[i])
+                               : "+Inf";
+    sample(out, latency + "_bucket{le=\"" + le + "\"}", snap.latency_bucket_counts[i]);
+  }
+  out += latency + "_sum " + format_double(snap.latency_sum_seconds) + "\n";
+  sample(out, latency + "_count", snap.latency_count);
+  return out;
+}
+
+}  // namespace occ::stats
