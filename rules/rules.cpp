@@ -118,26 +118,27 @@ std::vector<std::string> sql_name_parts(std::string_view text, std::string& prob
 
 std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
-struct PolicyKey {
+struct PolicyReader {
   const YamlReader& yaml;
 
-  std::string column(const YamlReader::Entry& e, const YAML::Node& at, const std::string& text) const {
+  // One unqualified SQL name (a column or a role) in catalog spelling.
+  std::string name(const YamlReader::Entry& e, const YAML::Node& at, const std::string& text) const {
     std::string problem;
     auto parts = sql_name_parts(text, problem);
-    if (parts.size() > 1) problem = "expected a column name, not a qualified name";
+    if (parts.size() > 1) problem = "expected a single name, not a qualified name";
     if (!problem.empty()) yaml.fail(at, e.path, "bad name " + quoted(text) + ": " + problem);
     return parts.front();
   }
 
-  std::vector<std::string> columns(const YamlReader::Entry& e) const {
+  std::vector<std::string> name_list(const YamlReader::Entry& e) const {
     std::vector<std::string> out;
     auto texts = yaml.string_list(e);
     for (std::size_t i = 0; i < texts.size(); ++i) {
-      std::string name = column(e, e.value[i], texts[i]);
-      if (std::find(out.begin(), out.end(), name) != out.end()) {
-        yaml.fail(e.value[i], e.path, name + " is listed twice");
+      std::string folded = name(e, e.value[i], texts[i]);
+      if (std::find(out.begin(), out.end(), folded) != out.end()) {
+        yaml.fail(e.value[i], e.path, folded + " is listed twice");
       }
-      out.push_back(std::move(name));
+      out.push_back(std::move(folded));
     }
     return out;
   }
@@ -145,7 +146,7 @@ struct PolicyKey {
   // One defaults key on `p`; the same keys may appear in a table entry to override.
   void apply(TablePolicy& p, const YamlReader::Entry& e) const {
     if (e.key == "version_column") {
-      p.version_column = column(e, e.key_node, yaml.string(e));
+      p.version_column = name(e, e.key_node, yaml.string(e));
     } else if (e.key == "version_kind") {
       auto v = yaml.choice(e, {"counter", "uuid", "timestamp"});
       p.version_kind = v == "counter" ? VersionKind::counter : v == "uuid" ? VersionKind::uuid : VersionKind::timestamp;
@@ -166,9 +167,9 @@ struct PolicyKey {
     } else if (e.key == "read_ttl") {
       p.read_ttl = yaml.duration(e, false);
     } else if (e.key == "force") {
-      for (const auto& f : yaml.entries(e.value, e.path, {"allowed_roles"})) p.force_roles = columns(f);
+      for (const auto& f : yaml.entries(e.value, e.path, {"allowed_roles"})) p.force_roles = name_list(f);
     } else if (e.key == "redact") {
-      p.redact = columns(e);
+      p.redact = name_list(e);
     }
   }
 
@@ -197,12 +198,12 @@ std::vector<std::string_view> table_keys() {
 }
 
 Rules parse(const YamlReader& yaml) {
-  const PolicyKey keys{yaml};
+  const PolicyReader reader{yaml};
   TablePolicy defaults;
   std::optional<YAML::Node> tables;
   for (const auto& e : yaml.entries(yaml.root(), "", {"defaults", "tables"})) {
     if (e.key == "defaults") {
-      for (const auto& d : yaml.entries(e.value, e.path, policy_keys)) keys.apply(defaults, d);
+      for (const auto& d : yaml.entries(e.value, e.path, policy_keys)) reader.apply(defaults, d);
     } else {
       tables.emplace(yaml.list(e));
     }
@@ -215,40 +216,40 @@ Rules parse(const YamlReader& yaml) {
     const YAML::Node item = (*tables)[i];
     const std::string path = "tables[" + std::to_string(i) + "]";
     TablePolicy policy = defaults;
-    const YamlReader::Entry* table_key = nullptr;
-    const YamlReader::Entry* key_key = nullptr;
+    const YamlReader::Entry* table_entry = nullptr;
+    const YamlReader::Entry* key_entry = nullptr;
     const auto entries = yaml.entries(item, path, known_table_keys);
     for (const auto& e : entries) {
       if (e.key == "table") {
-        table_key = &e;
+        table_entry = &e;
       } else if (e.key == "key") {
-        key_key = &e;
+        key_entry = &e;
       } else {
-        keys.apply(policy, e);
+        reader.apply(policy, e);
       }
     }
-    if (!table_key) yaml.fail(item, path, "missing required key `table` (schema.name)");
-    if (!key_key) yaml.fail(item, path, "missing required key `key` (the row's key columns, e.g. [id])");
+    if (!table_entry) yaml.fail(item, path, "missing required key `table` (schema.name)");
+    if (!key_entry) yaml.fail(item, path, "missing required key `key` (the row's key columns, e.g. [id])");
 
-    const std::string text = yaml.string(*table_key);
+    const std::string text = yaml.string(*table_entry);
     std::string problem;
     auto parts = sql_name_parts(text, problem);
     if (problem.empty() && parts.size() > 2) problem = "expected name or schema.name";
-    if (!problem.empty()) yaml.fail(table_key->key_node, table_key->path, "bad table name " + quoted(text) + ": " + problem);
+    if (!problem.empty()) yaml.fail(table_entry->key_node, table_entry->path, "bad table name " + quoted(text) + ": " + problem);
     policy.schema = parts.size() == 2 ? parts[0] : "public";
     policy.name = parts.back();
 
-    policy.key = keys.columns(*key_key);
-    if (policy.key.empty()) yaml.fail(key_key->key_node, key_key->path, "must name at least one column");
+    policy.key = reader.name_list(*key_entry);
+    if (policy.key.empty()) yaml.fail(key_entry->key_node, key_entry->path, "must name at least one column");
     if (std::find(policy.key.begin(), policy.key.end(), policy.version_column) != policy.key.end()) {
-      yaml.fail(key_key->key_node, key_key->path,
+      yaml.fail(key_entry->key_node, key_entry->path,
                 "the version column " + policy.version_column + " cannot be part of the key");
     }
 
-    const int line = table_key->key_node.Mark().line + 1;
+    const int line = table_entry->key_node.Mark().line + 1;
     auto [seen, inserted] = first_line.emplace(std::make_pair(policy.schema, policy.name), line);
     if (!inserted) {
-      yaml.fail(table_key->key_node, table_key->path,
+      yaml.fail(table_entry->key_node, table_entry->path,
                 policy.qualified_name() + " is listed twice (first on line " + std::to_string(seen->second) + ")");
     }
     rules.tables.push_back(std::move(policy));

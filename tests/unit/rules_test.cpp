@@ -204,7 +204,7 @@ TEST_CASE("rules errors name file, line and key", "[rules]") {
        "rules.yaml:5: tables[0].key: bad name \"2nd\": expected a name starting with a letter or _ (quote other names: "
        "\"Name\")"},
       {"tables:\n  - table: a\n    key: [t.id]\n",
-       "rules.yaml:3: tables[0].key: bad name \"t.id\": expected a column name, not a qualified name"},
+       "rules.yaml:3: tables[0].key: bad name \"t.id\": expected a single name, not a qualified name"},
       {"tables:\n  - table: a\n    key: [id, version]\n",
        "rules.yaml:3: tables[0].key: the version column version cannot be part of the key"},
       {"tables:\n  - table: a\n    key: [id, v]\n    version_column: V\n",
