@@ -15,12 +15,55 @@ namespace occ {
 
 class PlanCache;
 
+// The session's read set as the rewriter sees it (SPEC 3.2 item 3).
+class ReadSetLookup {
+ public:
+  virtual ~ReadSetLookup() = default;
+  // The expected versions of `table` as the JSON map a rewritten statement looks its rows up in:
+  // nested objects keyed by each key column's text value, leaf {"v": version, "b": {column: value}}
+  // (b: the values read, for the conflict's DETAIL and diff). Restricted to `keys` (tuples of key
+  // column values in text form, in the table's key order), or every tracked row when `keys` is empty.
+  virtual std::string expected_map(const TablePolicy& table,
+                                   const std::vector<std::vector<std::string>>& keys) const = 0;
+};
+
 // What the rewriter needs to know about the client session.
 struct SessionView {
   std::string_view user;                        // session user (for force.allowed_roles)
   const std::vector<std::string>& search_path;  // "$user" already substituted
   const Rules& rules;
   const RelationIndex& relations;
+  const ReadSetLookup* reads = nullptr;         // null: no read tracking
+};
+
+// Columns the proxy appended to a statement's result so the session can note key and version of
+// every row returned; the session strips them before the client sees the row.
+struct ResultTracking {
+  std::vector<const TablePolicy*> tables;  // in the order their columns were appended
+  unsigned added_columns = 0;              // per table: its key columns, then its version column
+  bool drop_result = false;                // the client asked for no rows (the proxy added RETURNING)
+  bool rows_deleted = false;               // the rows returned were deleted: forget them
+};
+
+enum class SessionCommand : uint8_t { none, savepoint, release, rollback_to, discard_all, reset_all };
+
+// What one statement of the text means for the session, in statement order.
+struct StatementEffect {
+  ResultTracking tracking;  // tables empty: nothing appended
+  SessionCommand command = SessionCommand::none;
+  std::string savepoint;    // for savepoint / release / rollback_to
+};
+
+// Extended protocol: a parameter the proxy added at Parse, filled by the session at each Bind with
+// expected_map(table, keys) where each key column's value comes from a bound parameter or a literal.
+struct ExpectedParam {
+  const TablePolicy* table = nullptr;
+  int param_number = 0;  // 1-based $n of the added (text) parameter
+  struct KeySource {
+    int param_number = 0;  // 1-based $n of the client's parameter, or 0 for `literal`
+    std::string literal;   // text value of a constant
+  };
+  std::vector<std::vector<KeySource>> keys;  // tuples in key order; empty: every tracked row
 };
 
 // An error the proxy wants the server session to raise in the statement's place.
@@ -55,6 +98,12 @@ struct Rewrite {
   std::optional<std::optional<std::vector<std::string>>> search_path_change;
   bool parse_failed = false;     // forwarded unchanged: the server reports its own error
   unsigned unsupported_passed = 0;
+  // Read tracking: one entry per statement when any statement has tracking or a session command.
+  std::vector<StatementEffect> effects;
+  // Extended protocol: parameters the proxy added (never shown in ParameterDescription), and how
+  // many the client's statement has (the added ones follow).
+  std::vector<ExpectedParam> expected_params;
+  int client_param_count = 0;
 };
 
 // Cheap pre-filter: false when `sql` cannot touch a protected table nor change search_path,
