@@ -393,10 +393,13 @@ def run_occproxy(occproxy_bin):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test's report carries the end of each of its proxies' logs."""
+    """A failed test's report carries the end of its proxies' logs and of the server's."""
     outcome = yield
     report = outcome.get_result()
     if report.failed:
         proxies = [p for p in getattr(item, "occ_proxies", []) if p.process is not None]
         for i, proxy in enumerate(proxies):
             report.sections.append((f"occproxy {i} log ({proxy.log_path})", tail(proxy.log_path)))
+        cluster = item.funcargs.get("pg") if hasattr(item, "funcargs") else None
+        if cluster is not None:
+            report.sections.append((f"postgres log ({cluster.log_path})", tail(cluster.log_path, 40)))
