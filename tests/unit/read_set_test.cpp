@@ -1,0 +1,136 @@
+// The session read set: bound, expiry, transactions and savepoints, the expected-version map.
+#include <catch2/catch.hpp>
+
+#include "proxy/read_set.h"
+
+using namespace occ;
+using namespace std::chrono_literals;
+
+namespace {
+
+TablePolicy table(std::string name = "subscriptions") {
+  TablePolicy t;
+  t.schema = "public";
+  t.name = std::move(name);
+  t.key = {"id"};
+  t.read_ttl = 60s;
+  return t;
+}
+
+ReadSet::Row row(std::string version, ReadSet::Clock::time_point seen = ReadSet::Clock::now()) {
+  return ReadSet::Row{std::move(version), nlohmann::json::object(), seen};
+}
+
+std::string version_of(const ReadSet& reads, const TablePolicy& t, std::string key) {
+  const auto* r = reads.find(t, {key}, ReadSet::Clock::now());
+  return r ? r->version : "<none>";
+}
+
+}  // namespace
+
+TEST_CASE("the read set keeps the latest version per row and forgets on delete", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"42"}, row("1"));
+  reads.note(subs, {"42"}, row("2"));
+  reads.commit();
+  CHECK(version_of(reads, subs, "42") == "2");
+  reads.forget(subs, {"42"});
+  reads.commit();
+  CHECK(version_of(reads, subs, "42") == "<none>");
+}
+
+TEST_CASE("the read set is bounded, evicting the least recently used row", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(3);
+  for (int i = 1; i <= 5; ++i) reads.note(subs, {std::to_string(i)}, row("1"));
+  reads.commit();
+  CHECK(reads.size() == 3);
+  CHECK(version_of(reads, subs, "1") == "<none>");
+  CHECK(version_of(reads, subs, "2") == "<none>");
+  CHECK(version_of(reads, subs, "5") == "1");
+}
+
+TEST_CASE("rows expire after the table's read_ttl", "[read_set]") {
+  auto subs = table();
+  subs.read_ttl = 100ms;
+  ReadSet reads(10);
+  reads.note(subs, {"42"}, row("3", ReadSet::Clock::now() - 200ms));
+  reads.note(subs, {"43"}, row("4"));
+  reads.commit();
+  CHECK(version_of(reads, subs, "42") == "<none>");
+  CHECK(version_of(reads, subs, "43") == "4");
+  CHECK(reads.expected_map(subs, {}) == R"({"43":{"b":{},"v":"4"}})");
+}
+
+TEST_CASE("rollback undoes what the transaction noted; commit keeps it", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"42"}, row("1"));
+  reads.commit();
+
+  reads.note(subs, {"42"}, row("2"));  // the session's own uncommitted write
+  reads.note(subs, {"43"}, row("7"));
+  reads.forget(subs, {"42"});
+  reads.rollback();
+  CHECK(version_of(reads, subs, "42") == "1");
+  CHECK(version_of(reads, subs, "43") == "<none>");
+
+  reads.note(subs, {"42"}, row("2"));
+  reads.commit();
+  reads.rollback();
+  CHECK(version_of(reads, subs, "42") == "2");
+}
+
+TEST_CASE("savepoints: rollback to, release, nesting", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"1"}, row("1"));
+  reads.savepoint("a");
+  reads.note(subs, {"1"}, row("2"));
+  reads.savepoint("b");
+  reads.note(subs, {"1"}, row("3"));
+  reads.rollback_to("b");
+  CHECK(version_of(reads, subs, "1") == "2");
+  reads.note(subs, {"1"}, row("4"));
+  reads.rollback_to("a");
+  CHECK(version_of(reads, subs, "1") == "1");
+  reads.note(subs, {"1"}, row("5"));
+  reads.rollback_to("a");  // the savepoint survives its own rollback
+  CHECK(version_of(reads, subs, "1") == "1");
+
+  reads.savepoint("c");
+  reads.note(subs, {"1"}, row("6"));
+  reads.release("c");
+  reads.rollback_to("c");  // released: no such savepoint, nothing happens
+  CHECK(version_of(reads, subs, "1") == "6");
+  reads.rollback();
+  CHECK(version_of(reads, subs, "1") == "<none>");
+}
+
+TEST_CASE("the expected map nests composite keys and carries the values read", "[read_set]") {
+  auto lines = table("lines");
+  lines.key = {"invoice", "line"};
+  ReadSet reads(10);
+  ReadSet::Row r = row("9");
+  r.base = {{"amount", "10"}};
+  reads.note(lines, {"7", "1"}, r);
+  reads.note(lines, {"7", "2"}, row("3"));
+  reads.commit();
+  CHECK(reads.expected_map(lines, {{"7", "1"}}) == R"({"7":{"1":{"b":{"amount":"10"},"v":"9"}}})");
+  CHECK(reads.expected_map(lines, {}) ==
+        R"({"7":{"1":{"b":{"amount":"10"},"v":"9"},"2":{"b":{},"v":"3"}}})");
+  CHECK(reads.expected_map(lines, {{"8", "1"}}) == "{}");
+  auto other = table("other");
+  CHECK(reads.expected_map(other, {}) == "{}");
+}
+
+TEST_CASE("keys with separators do not collide", "[read_set]") {
+  auto t = table();
+  t.key = {"a", "b"};
+  ReadSet reads(10);
+  reads.note(t, {"x,y", "z"}, row("1"));
+  reads.note(t, {"x", "y,z"}, row("2"));
+  reads.commit();
+  CHECK(reads.size() == 2);
+}
