@@ -99,5 +99,13 @@ def test_jdbc_prepared_statements_match_direct(pg, db, start_proxy, jdbc_classes
         "transaction block",
         "update committed: count 1",
         "final: [id:int4,price:numeric] (1,1.25) (2,2.50) (3,7.50)",
+        # prepareThreshold=1: every statement became a named server-side statement on first use.
+        "server prepared: [statement:text] "
+        "(CREATE TABLE jdbc_items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2))) "
+        "(INSERT INTO jdbc_items VALUES ($1, $2, $3)) "
+        "(SELECT id, name, price FROM jdbc_items WHERE id >= $1 ORDER BY id) "
+        "(SELECT id, price FROM jdbc_items WHERE id <= 3 ORDER BY id) "
+        "(SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%jdbc_items%' ORDER BY statement) "
+        "(UPDATE jdbc_items SET price = $1 WHERE id = $2)",
         "drop: count 0",
     ]

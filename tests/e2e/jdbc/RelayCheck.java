@@ -120,6 +120,13 @@ public final class RelayCheck {
                     return rows(rs);
                 }
             });
+            step("server prepared", () -> {
+                try (ResultSet rs = st.executeQuery(
+                        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%jdbc_items%' "
+                        + "ORDER BY statement")) {
+                    return rows(rs);
+                }
+            });
             step("drop", () -> "count " + st.executeUpdate("DROP TABLE jdbc_items"));
         }
     }
