@@ -34,6 +34,9 @@ constexpr std::size_t kStreamThreshold = 256 * 1024;
 // SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
+constexpr int32_t kTextOid = 25;
+// Longest value read that the read set keeps for the conflict diff; longer ones are left out.
+constexpr std::size_t kMaxBaseValue = 2048;
 
 std::string endpoint_text(const tcp::socket& s) {
   boost::system::error_code ec;
@@ -136,6 +139,41 @@ nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal)
   return sql_text;
 }
 
+// A bound key value in the text form the server prints (what the read set is keyed by). Binary
+// integers and uuids are decoded, by the statement's parameter types when the server described
+// them, else by size; NULL, a missing parameter or an undecodable value yields nullopt.
+std::optional<std::string> key_text(const pg::Bind& bind, std::size_t i, const std::vector<int32_t>& types) {
+  if (i >= bind.params.size() || !bind.params[i]) return std::nullopt;
+  int16_t format = bind.param_formats.empty()        ? 0
+                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
+                                                    : bind.param_formats[i];
+  std::string_view v = *bind.params[i];
+  if (format == 0) return std::string(v);
+  const int32_t type = i < types.size() ? types[i] : 0;
+  auto big_endian = [&](std::size_t n) {
+    uint64_t u = 0;
+    for (std::size_t k = 0; k < n; ++k) u = (u << 8) | static_cast<unsigned char>(v[k]);
+    int64_t value = n == 2 ? static_cast<int16_t>(u) : n == 4 ? static_cast<int32_t>(u) : static_cast<int64_t>(u);
+    return std::to_string(value);
+  };
+  constexpr int32_t kInt2 = 21, kInt4 = 23, kInt8 = 20, kUuid = 2950, kText = 25, kVarchar = 1043, kBpchar = 1042;
+  if (type == kText || type == kVarchar || type == kBpchar) return std::string(v);
+  if ((type == kInt2 && v.size() == 2) || (type == kInt4 && v.size() == 4) || (type == kInt8 && v.size() == 8) ||
+      (type == 0 && (v.size() == 2 || v.size() == 4 || v.size() == 8)))
+    return big_endian(v.size());
+  if ((type == kUuid || type == 0) && v.size() == 16) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (std::size_t k = 0; k < 16; ++k) {
+      if (k == 4 || k == 6 || k == 8 || k == 10) out.push_back('-');
+      out.push_back(kHex[static_cast<unsigned char>(v[k]) >> 4]);
+      out.push_back(kHex[static_cast<unsigned char>(v[k]) & 15]);
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, SessionRegistry& registry)
@@ -146,7 +184,8 @@ Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, 
       registry_(registry),
       peer_(endpoint_text(client_)),
       client_in_(pg::kMaxStartupPacket),
-      server_in_(std::max<std::size_t>(config.max_message_length, 1u << 30)) {
+      server_in_(std::max<std::size_t>(config.max_message_length, 1u << 30)),
+      reads_(config.read_set_max_rows) {
   stats::gauge_add(stats::Gauge::connections_current, 1);
   stats::add(Counter::connections_total);
 }
@@ -412,9 +451,21 @@ bool Session::on_client_frame(const Frame& frame) {
       in_flight_.push_back(std::move(entry));
       break;
     }
-    case pg::fe::kDescribe:
-      in_flight_.push_back({Pending::describe, nullptr, nullptr});
+    case pg::fe::kDescribe: {
+      InFlight entry{Pending::describe, nullptr, nullptr};
+      if (!statements_.empty()) {
+        auto target = pg::decode_describe(frame.body);
+        if (target.kind == 'S') {
+          auto it = statements_.find(std::string(target.name));
+          if (it != statements_.end()) entry.statement = it->second;
+        } else {
+          auto it = portals_.find(std::string(target.name));
+          if (it != portals_.end()) entry.statement = it->second->statement;
+        }
+      }
+      in_flight_.push_back(std::move(entry));
       break;
+    }
     case pg::fe::kClose:
       if (!statements_.empty() || !portals_.empty()) {
         auto target = pg::decode_describe(frame.body);
@@ -441,12 +492,15 @@ bool Session::on_client_frame(const Frame& frame) {
   return true;
 }
 
-std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended) {
+std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int declared_params) {
   const Policy& p = policy();
   if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules)) return std::nullopt;
   const auto started = std::chrono::steady_clock::now();
-  SessionView view{user_, search_path_, *p.rules, p.relations};
+  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params};
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
+  if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
+  for (const auto& effect : rw.effects)
+    if (effect.tracking.added_columns && !effect.tracking.drop_result) stats::add(Counter::reads_tracked);
   if (rw.parse_failed) stats::add(Counter::parse_failures_passed);
   if (rw.unsupported_passed) stats::add(Counter::unsupported_passed, rw.unsupported_passed);
   if (rw.action == Rewrite::Action::rewrite) stats::add(Counter::statements_rewritten);
@@ -471,15 +525,27 @@ void Session::on_query(const Frame& frame) {
     pg::encode_query(to_server_.edit(), rw->sql);
   else
     to_server_.forward(frame.raw);
-  if (rw && !rw->writes.empty())
-    entry.statement = std::make_shared<const StatementInfo>(StatementInfo{std::move(rw->writes), std::nullopt});
+  if (rw && (!rw->writes.empty() || !rw->effects.empty())) {
+    auto info = std::make_shared<StatementInfo>();
+    info->writes = std::move(rw->writes);
+    info->effects = std::move(rw->effects);
+    entry.statement = std::move(info);
+  }
   in_flight_.push_back(std::move(entry));
 }
 
 void Session::on_parse(const Frame& frame) {
   auto parse = pg::decode_parse(frame.body);
-  auto rw = analyse(parse.sql, true);
+  auto rw = analyse(parse.sql, true, static_cast<int>(parse.param_types.size()));
   StatementInfoPtr info;
+  if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty())) {
+    info = std::make_shared<StatementInfo>();
+    info->writes = std::move(rw->writes);
+    info->rejection = std::move(rw->rejection);
+    info->effects = std::move(rw->effects);
+    info->expected_params = std::move(rw->expected_params);
+    info->client_param_count = rw->client_param_count;
+  }
   if (rw && rw->action == Rewrite::Action::reject) {
     // The server must fail this Parse (so it skips to Sync and aborts a transaction block as a
     // native error would); the server pump swaps the syntax error for the proxy's own.
@@ -487,12 +553,15 @@ void Session::on_parse(const Frame& frame) {
     pg::encode_parse(to_server_.edit(), refused);
   } else if (rw && rw->action == Rewrite::Action::rewrite) {
     pg::Parse rewritten{parse.statement, rw->sql, parse.param_types};
+    if (info && !info->expected_params.empty()) {
+      // The added parameters carry JSON text; the client's own keep whatever it declared.
+      rewritten.param_types.resize(static_cast<std::size_t>(info->client_param_count), 0);
+      rewritten.param_types.insert(rewritten.param_types.end(), info->expected_params.size(), kTextOid);
+    }
     pg::encode_parse(to_server_.edit(), rewritten);
   } else {
     to_server_.forward(frame.raw);
   }
-  if (rw && (!rw->writes.empty() || rw->rejection))
-    info = std::make_shared<const StatementInfo>(StatementInfo{std::move(rw->writes), std::move(rw->rejection)});
   if (info)
     statements_[std::string(parse.statement)] = info;
   else if (!statements_.empty())
@@ -501,20 +570,61 @@ void Session::on_parse(const Frame& frame) {
 }
 
 void Session::on_bind(const Frame& frame) {
-  to_server_.forward(frame.raw);
-  in_flight_.push_back({Pending::bind, nullptr, nullptr});
-  if (statements_.empty() && portals_.empty()) return;
-  auto bind = pg::decode_bind(frame.body);
-  auto it = statements_.find(std::string(bind.statement));
-  if (it == statements_.end() || it->second->writes.empty()) {
-    portals_.erase(std::string(bind.portal));
+  if (statements_.empty() && portals_.empty()) {
+    to_server_.forward(frame.raw);
+    in_flight_.push_back({Pending::bind, nullptr, nullptr});
     return;
   }
+  auto bind = pg::decode_bind(frame.body);
+  auto it = statements_.find(std::string(bind.statement));
+  if (it == statements_.end()) {
+    portals_.erase(std::string(bind.portal));
+    to_server_.forward(frame.raw);
+    in_flight_.push_back({Pending::bind, nullptr, nullptr});
+    return;
+  }
+  const StatementInfoPtr& info = it->second;
   auto portal = std::make_shared<PortalInfo>();
-  portal->statement = it->second;
-  portal->params.reserve(bind.params.size());
-  for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
+  portal->statement = info;
+  if (!info->writes.empty()) {
+    portal->params.reserve(bind.params.size());
+    for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
+  }
+
+  const std::size_t added_columns = info->effects.empty() ? 0 : info->effects.front().tracking.added_columns;
+  const bool fill_params = !info->expected_params.empty() && bind.params.size() == static_cast<std::size_t>(info->client_param_count);
+  const bool widen_formats = added_columns && bind.result_formats.size() > 1;
+  if (fill_params || widen_formats) {
+    std::vector<std::string> maps;
+    if (fill_params) {
+      for (const auto& expected : info->expected_params) {
+        std::vector<std::vector<std::string>> keys;
+        for (const auto& tuple : expected.keys) {
+          std::vector<std::string> key;
+          for (const auto& source : tuple) {
+            if (source.param_number == 0) {
+              key.push_back(source.literal);
+            } else if (auto value = key_text(bind, static_cast<std::size_t>(source.param_number - 1), info->param_types)) {
+              key.push_back(*value);
+            }
+          }
+          if (key.size() == tuple.size()) keys.push_back(std::move(key));
+        }
+        // A key bound to NULL matches no row: an empty map, not every tracked row.
+        maps.push_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
+      }
+      // One format code means "all parameters": spell it out so the added ones can be text.
+      if (bind.param_formats.size() == 1) bind.param_formats.assign(bind.params.size(), bind.param_formats[0]);
+      if (!bind.param_formats.empty()) bind.param_formats.insert(bind.param_formats.end(), maps.size(), 0);
+      for (const auto& m : maps) bind.params.emplace_back(m);
+    }
+    if (widen_formats) bind.result_formats.insert(bind.result_formats.end(), added_columns, 0);
+    pg::encode_bind(to_server_.edit(), bind);
+  } else {
+    to_server_.forward(frame.raw);
+  }
   portals_[std::string(bind.portal)] = std::move(portal);
+  in_flight_.push_back({Pending::bind, nullptr, nullptr});
 }
 
 void Session::apply_search_path(const std::optional<std::vector<std::string>>& path) {
@@ -586,6 +696,13 @@ awaitable<void> Session::pump_server_to_client() {
 void Session::on_server_frame(const Frame& frame) {
   switch (frame.type) {
     case pg::be::kDataRow:
+      on_data_row(frame);
+      return;
+    case pg::be::kRowDescription:
+      on_row_description(frame);
+      return;
+    case pg::be::kCommandComplete:
+      on_command_complete(frame);
       break;
     case pg::be::kReadyForQuery:
       on_ready_for_query(frame);
@@ -595,6 +712,9 @@ void Session::on_server_frame(const Frame& frame) {
       return;
     case pg::be::kNoticeResponse:
       on_notice(frame);
+      return;
+    case pg::be::kParameterDescription:
+      on_parameter_description(frame);
       return;
     case pg::be::kParseComplete:
       pop_front_if(Pending::parse);
@@ -606,11 +726,15 @@ void Session::on_server_frame(const Frame& frame) {
       pop_front_if(Pending::close);
       break;
     case pg::be::kNoData:
-    case pg::be::kRowDescription:
       pop_front_if(Pending::describe);
       break;
-    case pg::be::kCommandComplete:
     case pg::be::kEmptyQueryResponse:
+      if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
+        ++in_flight_.front().statement_index;
+        break;
+      }
+      pop_front_if(Pending::execute);
+      break;
     case pg::be::kPortalSuspended:
       pop_front_if(Pending::execute);
       break;
@@ -629,6 +753,179 @@ void Session::on_server_frame(const Frame& frame) {
   to_client_.forward(frame.raw);
 }
 
+// The effect of the statement whose results are arriving now, if the proxy analysed it.
+const StatementEffect* Session::current_effect() const {
+  if (in_flight_.empty()) return nullptr;
+  const InFlight& e = in_flight_.front();
+  if (!e.statement || e.statement->effects.empty()) return nullptr;
+  if (e.kind == Pending::query)
+    return e.statement_index < e.statement->effects.size() ? &e.statement->effects[e.statement_index] : nullptr;
+  return &e.statement->effects.front();
+}
+
+void Session::on_row_description(const Frame& frame) {
+  const StatementEffect* effect = current_effect();
+  const bool describing = !in_flight_.empty() && in_flight_.front().kind == Pending::describe;
+  if (!effect || !effect->tracking.added_columns) {
+    to_client_.forward(frame.raw);
+    if (describing) in_flight_.pop_front();
+    return;
+  }
+  const ResultTracking& tracking = effect->tracking;
+  auto description = pg::decode_row_description(frame.body);
+  if (description.fields.size() < tracking.added_columns)
+    throw pg::MalformedMessage("a tracked result has fewer columns than the proxy added");
+  ResultLayout layout;
+  layout.known = true;
+  layout.client_columns = static_cast<unsigned>(description.fields.size() - tracking.added_columns);
+  const Policy& p = policy();
+  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
+    const auto* identity = p.relations.table(tracking.tables[t]->qualified_name());
+    if (!identity) continue;
+    for (unsigned i = 0; i < layout.client_columns; ++i) {
+      const auto& field = description.fields[i];
+      if (field.format != 0 || static_cast<uint32_t>(field.table_oid) != identity->oid) continue;
+      auto column = identity->column_by_attnum.find(field.column);
+      if (column != identity->column_by_attnum.end()) layout.base.push_back({i, t, column->second});
+    }
+  }
+  InFlight& current = in_flight_.front();
+  if (current.kind == Pending::query)
+    current.layout = layout;
+  else
+    current.statement->layout = layout;
+
+  if (tracking.drop_result) {
+    if (describing)
+      to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
+    else
+      to_client_.drop();
+  } else {
+    description.fields.resize(layout.client_columns);
+    pg::encode_row_description(to_client_.edit(), description);
+  }
+  if (describing) in_flight_.pop_front();
+}
+
+void Session::on_data_row(const Frame& frame) {
+  const StatementEffect* effect = current_effect();
+  if (!effect || !effect->tracking.added_columns) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  const InFlight& current = in_flight_.front();
+  const ResultLayout& layout = current.kind == Pending::query ? current.layout : current.statement->layout;
+  auto row = pg::decode_data_row(frame.body);
+  if (row.values.size() < effect->tracking.added_columns)
+    throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
+  note_row(row, effect->tracking, layout);
+  if (effect->tracking.drop_result) {
+    to_client_.drop();
+    return;
+  }
+  // The client's columns are a prefix of the row: cut the body where the added ones start.
+  const std::size_t keep = row.values.size() - effect->tracking.added_columns;
+  std::size_t cut = 2;
+  for (std::size_t i = 0; i < keep; ++i) cut += 4 + (row.values[i] ? row.values[i]->size() : 0);
+  pg::MessageWriter w(to_client_.edit());
+  w.begin(pg::be::kDataRow);
+  w.i16(static_cast<int16_t>(keep));
+  w.bytes(frame.body.substr(2, cut - 2));
+  w.finish();
+}
+
+void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout) {
+  const auto now = ReadSet::Clock::now();
+  std::size_t column = row.values.size() - tracking.added_columns;
+  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
+    const TablePolicy& table = *tracking.tables[t];
+    std::vector<std::string> key;
+    bool complete = true;
+    for (std::size_t k = 0; k < table.key.size(); ++k, ++column) {
+      if (row.values[column])
+        key.emplace_back(*row.values[column]);
+      else
+        complete = false;
+    }
+    const auto& version = row.values[column++];
+    // An outer join's missing side comes back as NULLs: nothing was read from this table.
+    if (!complete) continue;
+    if (tracking.rows_deleted) {
+      reads_.forget(table, key);
+      continue;
+    }
+    if (!version) continue;
+    ReadSet::Row remembered{std::string(*version), nlohmann::json::object(), now};
+    if (layout.known) {
+      for (const auto& base : layout.base) {
+        if (base.table != t || base.index >= row.values.size()) continue;
+        const auto& value = row.values[base.index];
+        if (!value)
+          remembered.base[base.name] = nullptr;
+        else if (value->size() <= kMaxBaseValue)
+          remembered.base[base.name] = std::string(*value);
+      }
+    }
+    reads_.note(table, key, std::move(remembered));
+  }
+}
+
+void Session::on_parameter_description(const Frame& frame) {
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  if (!current || current->kind != Pending::describe || !current->statement) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  auto description = pg::decode_parameter_description(frame.body);
+  const std::size_t added = current->statement->expected_params.size();
+  if (description.types.size() >= added) description.types.resize(description.types.size() - added);
+  current->statement->param_types = description.types;
+  if (added == 0) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  pg::encode_parameter_description(to_client_.edit(), description);
+}
+
+void Session::on_command_complete(const Frame& frame) {
+  const StatementEffect* effect = current_effect();
+  if (effect && effect->command != SessionCommand::none) {
+    const auto tag = pg::decode_command_complete(frame.body).tag;
+    switch (effect->command) {
+      case SessionCommand::savepoint:
+        if (tag == "SAVEPOINT") reads_.savepoint(effect->savepoint);
+        break;
+      case SessionCommand::release:
+        if (tag == "RELEASE") reads_.release(effect->savepoint);
+        break;
+      case SessionCommand::rollback_to:
+        if (tag == "ROLLBACK") reads_.rollback_to(effect->savepoint);
+        break;
+      case SessionCommand::discard_all:
+      case SessionCommand::reset_all:
+        reads_.clear();
+        break;
+      case SessionCommand::none:
+        break;
+    }
+  } else if (frame.body.size() <= 16) {
+    // Transaction ends and DISCARD need no analysis: the command tag says what happened.
+    const auto tag = pg::decode_command_complete(frame.body).tag;
+    if (tag == "COMMIT" || tag == "PREPARE TRANSACTION")
+      reads_.commit();
+    else if (tag == "ROLLBACK")
+      reads_.rollback();
+    else if (tag == "DISCARD ALL")
+      reads_.clear();
+  }
+  if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
+    ++in_flight_.front().statement_index;
+    in_flight_.front().layout = {};
+  } else {
+    pop_front_if(Pending::execute);
+  }
+}
+
 void Session::pop_front_if(Pending kind) {
   if (!in_flight_.empty() && in_flight_.front().kind == kind) in_flight_.pop_front();
 }
@@ -641,6 +938,14 @@ void Session::pop_until_sync() {
 
 void Session::on_ready_for_query(const Frame& frame) {
   tx_status_ = pg::decode_ready_for_query(frame.body).status;
+  // Back to idle: an implicit transaction ended, rolled back if anything in it failed.
+  if (tx_status_ == 'I') {
+    if (error_since_ready_)
+      reads_.rollback();
+    else
+      reads_.commit();
+  }
+  error_since_ready_ = false;
   while (!in_flight_.empty()) {
     auto kind = in_flight_.front().kind;
     in_flight_.pop_front();
@@ -649,6 +954,7 @@ void Session::on_ready_for_query(const Frame& frame) {
 }
 
 void Session::on_error_response(const Frame& frame) {
+  error_since_ready_ = true;
   auto fields = pg::decode_error_fields(frame.body);
   auto severity = fields.get('V');
   if (severity.empty()) severity = fields.get('S');

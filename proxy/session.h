@@ -24,6 +24,7 @@
 #include "proxy/messages.h"
 #include "proxy/outbox.h"
 #include "proxy/policy_store.h"
+#include "proxy/read_set.h"
 #include "rules/rewrite.h"
 
 namespace occ {
@@ -31,12 +32,34 @@ namespace occ {
 struct Config;
 class SessionRegistry;
 
-// What the proxy knows about a prepared statement it analysed.
+// Where a tracked result's columns come from, learnt from its RowDescription.
+struct ResultLayout {
+  bool known = false;
+  unsigned client_columns = 0;
+  struct BaseColumn {
+    unsigned index;  // position in the row the client sees
+    unsigned table;  // index into ResultTracking::tables
+    std::string name;
+  };
+  std::vector<BaseColumn> base;  // text-format columns of tracked tables: the values read
+};
+
+// What the proxy knows about a statement it analysed (a Query's text or a prepared statement).
 struct StatementInfo {
   std::vector<WriteInfo> writes;
   std::optional<Rejection> rejection;
+  std::vector<StatementEffect> effects;
+  std::vector<ExpectedParam> expected_params;
+  int client_param_count = 0;
+  std::vector<int32_t> param_types;  // as the server described them (ParameterDescription)
+  ResultLayout layout;  // extended protocol: from this statement's last RowDescription
+  bool tracks_results() const {
+    for (const auto& e : effects)
+      if (e.tracking.added_columns) return true;
+    return false;
+  }
 };
-using StatementInfoPtr = std::shared_ptr<const StatementInfo>;
+using StatementInfoPtr = std::shared_ptr<StatementInfo>;
 
 // Values bound to a portal whose statement writes a protected table (for the audit's "mine").
 struct PortalInfo {
@@ -66,9 +89,13 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   enum class Pending : uint8_t { query, parse, bind, describe, execute, close, sync, function_call };
   struct InFlight {
+    InFlight(Pending k, StatementInfoPtr s = nullptr, PortalInfoPtr p = nullptr)
+        : kind(k), statement(std::move(s)), portal(std::move(p)) {}
     Pending kind;
-    StatementInfoPtr statement;  // query/parse/execute of a statement with OCC information
+    StatementInfoPtr statement;  // query/parse/describe/execute of a statement the proxy analysed
     PortalInfoPtr portal;        // execute: bound values for the audit
+    std::size_t statement_index = 0;  // query: the statement whose results are arriving
+    ResultLayout layout;              // query: the current result's layout
   };
 
   boost::asio::awaitable<bool> read_startup();
@@ -86,10 +113,16 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_notice(const Frame& frame);
   void on_ready_for_query(const Frame& frame);
   void pop_until_sync();
+  const StatementEffect* current_effect() const;
+  void on_row_description(const Frame& frame);
+  void on_data_row(const Frame& frame);
+  void on_parameter_description(const Frame& frame);
+  void on_command_complete(const Frame& frame);
+  void note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout);
   void pop_front_if(Pending kind);
 
   const Policy& policy();
-  std::optional<Rewrite> analyse(std::string_view sql, bool extended);
+  std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
   void apply_search_path(const std::optional<std::vector<std::string>>& path);
   void audit_event(const nlohmann::json& event);
   void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
@@ -118,6 +151,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<InFlight> in_flight_;
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;
+  ReadSet reads_;
+  bool error_since_ready_ = false;
 
   std::string startup_packet_;  // kept until forwarded to the server
   bool refused_ = false;

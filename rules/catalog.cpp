@@ -11,6 +11,11 @@
 
 namespace occ {
 
+const RelationIndex::TableIdentity* RelationIndex::table(const std::string& qualified_name) const {
+  auto it = tables.find(qualified_name);
+  return it == tables.end() ? nullptr : &it->second;
+}
+
 std::optional<std::string> RelationIndex::resolve(std::string_view name, const std::vector<std::string>& search_path,
                                                   const Rules& rules) const {
   if (loaded) {
@@ -49,12 +54,13 @@ std::optional<TableShape> read_table_shape(PgConnection& db, const std::string& 
   shape.oid = rel.text(0, 0);
   shape.relkind = rel.text(0, 1).front();
   auto cols = db.query(
-      "SELECT a.attname, format_type(a.atttypid, a.atttypmod), bt.typname"
+      "SELECT a.attname, format_type(a.atttypid, a.atttypmod), bt.typname, a.attnum"
       "  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
       "  JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END"
       " WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
       {shape.oid});
-  for (int i = 0; i < cols.rows(); ++i) shape.columns.push_back({cols.text(i, 0), cols.text(i, 1), cols.text(i, 2)});
+  for (int i = 0; i < cols.rows(); ++i)
+    shape.columns.push_back({cols.text(i, 0), cols.text(i, 1), cols.text(i, 2), std::stoi(cols.text(i, 3))});
   return shape;
 }
 
@@ -142,6 +148,9 @@ class Checker {
       problem(shown + ": is not a table (relkind " + std::string(1, shape->relkind) + "); only tables can be protected");
       return;
     }
+    auto& identity = report_.relations.tables[table.qualified_name()];
+    identity.oid = static_cast<uint32_t>(std::stoul(shape->oid));
+    for (const auto& c : shape->columns) identity.column_by_attnum[c.attnum] = c.name;
     const std::size_t before = report_.problems.size();
     for (const auto& key : table.key) {
       if (!shape->column(key)) {

@@ -2,6 +2,7 @@
 // and the schemas that hold each protected table's name, for search_path resolution.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,15 @@ class PgConnection;
 struct RelationIndex {
   std::unordered_map<std::string, std::vector<std::string>> schemas_by_name;
   bool loaded = false;
+
+  // Each protected table ("schema.name") as the wire names it: RowDescription gives a column's
+  // table OID and attribute number, which is how a result's columns are traced to the table.
+  struct TableIdentity {
+    uint32_t oid = 0;
+    std::unordered_map<int, std::string> column_by_attnum;
+  };
+  std::unordered_map<std::string, TableIdentity> tables;
+  const TableIdentity* table(const std::string& qualified_name) const;
 
   // The schema an unqualified `name` resolves to under `search_path` (already without "$user"
   // placeholders), or nullopt. Without a loaded catalog, the first search_path schema that has a
@@ -47,6 +57,7 @@ struct TableShape {
     std::string name;
     std::string type;       // as format_type() spells it, e.g. "timestamp with time zone"
     std::string base_type;  // pg_type.typname, domains resolved, e.g. "timestamptz"
+    int attnum = 0;
   };
   std::vector<Column> columns;  // in table order, dropped ones left out
 

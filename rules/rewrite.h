@@ -34,6 +34,7 @@ struct SessionView {
   const Rules& rules;
   const RelationIndex& relations;
   const ReadSetLookup* reads = nullptr;         // null: no read tracking
+  int declared_param_count = 0;                 // extended protocol: types the Parse declared
 };
 
 // Columns the proxy appended to a statement's result so the session can note key and version of
@@ -98,6 +99,7 @@ struct Rewrite {
   std::optional<std::optional<std::vector<std::string>>> search_path_change;
   bool parse_failed = false;     // forwarded unchanged: the server reports its own error
   unsigned unsupported_passed = 0;
+  unsigned untracked_reads = 0;  // SELECTs on protected tables whose rows cannot be traced
   // Read tracking: one entry per statement when any statement has tracking or a session command.
   std::vector<StatementEffect> effects;
   // Extended protocol: parameters the proxy added (never shown in ParameterDescription), and how
