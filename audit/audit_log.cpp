@@ -1,23 +1,20 @@
 // Audit records: queued by sessions, written by one thread as JSON lines and occ.conflict_log rows.
 #include "audit/audit_log.h"
 
-#include <array>
-#include <cctype>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <thread>
 
-#include <libpq-fe.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "proxy/config.h"
+#include "rules/pg_connection.h"
 #include "stats/counters.h"
 
 namespace occ::audit {
@@ -29,121 +26,62 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::seconds kFirstRetry{1};
 constexpr std::chrono::seconds kMaxRetry{30};
 
+// The whole record is the one parameter and the server takes the columns from it, so an absent
+// field is NULL and a version, number or uuid string, reads as its text.
 constexpr const char* kInsertSql =
     "INSERT INTO occ.conflict_log (kind, table_name, key, expected, \"current\", username, "
     "application_name, client_addr, fingerprint, diff, record) "
-    "VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb)";
+    "SELECT r->>'kind', r->>'table', NULLIF(r->'key', 'null'), r->>'expected', r->>'current', "
+    "r->>'user', r->>'application_name', r->>'client_addr', r->>'fingerprint', "
+    "NULLIF(r->'diff', 'null'), r FROM (SELECT $1::jsonb AS r) AS input";
 
 // Records can carry bytes from the database that are not valid UTF-8; never throw on them.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// libpq's messages end in a newline that would split a log line.
-std::string pq_error(const PGconn* conn) {
-  if (!conn) return "out of memory";
-  std::string message = PQerrorMessage(conn);
-  while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back())))
-    message.pop_back();
-  return message;
-}
-
-// The record fields behind the first parameters of kInsertSql, in order; the last parameter is
-// the whole record.
-struct Column {
-  const char* field;
-  bool jsonb;
-};
-constexpr std::array<Column, 10> kColumns{{{"kind", false},
-                                           {"table", false},
-                                           {"key", true},
-                                           {"expected", false},
-                                           {"current", false},
-                                           {"user", false},
-                                           {"application_name", false},
-                                           {"client_addr", false},
-                                           {"fingerprint", false},
-                                           {"diff", true}}};
-
-// Absent or null: SQL NULL. A jsonb column takes the JSON itself; a text column a string's own
-// text and any other value's JSON text (a version may be a number or a uuid string).
-std::optional<std::string> column_value(const json& record, const Column& column) {
-  auto it = record.find(column.field);
-  if (it == record.end() || it->is_null()) return std::nullopt;
-  if (it->is_string() && !column.jsonb) return it->get<std::string>();
-  return dump(*it);
-}
 
 // The proxy's own connection to occ.conflict_log: reconnects with backoff, never throws.
 class ConflictTable {
  public:
   explicit ConflictTable(std::string dsn) : dsn_(std::move(dsn)) {}
-  ~ConflictTable() { disconnect(); }
-  ConflictTable(const ConflictTable&) = delete;
-  ConflictTable& operator=(const ConflictTable&) = delete;
 
   void insert(const json& record) {
-    if (!connected() && !connect()) {
-      stats::add(stats::Counter::audit_table_errors);
-      return;
-    }
-    if (try_insert(record)) return;
-    // A dropped connection (server restart) is worth one immediate reconnect and retry.
-    if (PQstatus(conn_) == CONNECTION_BAD) {
-      spdlog::warn("audit: lost the connection for occ.conflict_log, reconnecting: {}",
-                   pq_error(conn_));
-      if (!connect()) {
-        stats::add(stats::Counter::audit_table_errors);
+    const std::string text = dump(record);
+    // A failure may mean the server dropped the connection (restart): one retry on a fresh one.
+    for (int attempt = 1; attempt <= 2; ++attempt) {
+      if (!conn_ && !connect()) break;
+      try {
+        conn_->query(kInsertSql, {text});
         return;
+      } catch (const PgError& e) {
+        spdlog::log(attempt == 1 ? spdlog::level::warn : spdlog::level::err,
+                    "audit: insert into occ.conflict_log failed{}: {}",
+                    attempt == 1 ? ", retrying on a new connection" : "", e.what());
+        conn_.reset();
       }
-      if (try_insert(record)) return;
     }
-    spdlog::error("audit: insert into occ.conflict_log failed: {}", pq_error(conn_));
     stats::add(stats::Counter::audit_table_errors);
   }
 
  private:
-  bool connected() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
-
   bool connect() {
     if (Clock::now() < next_attempt_) return false;
-    disconnect();
-    // Our keywords come first so that the DSN's own settings win (expand_dbname).
-    const char* keywords[] = {"application_name", "connect_timeout", "client_encoding", "dbname",
-                              nullptr};
-    const char* values[] = {"occproxy-audit", "5", "UTF8", dsn_.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keywords, values, 1);
-    if (connected()) {
+    try {
+      conn_ = std::make_unique<PgConnection>(dsn_);
+      // The lines are UTF-8 whatever the database's default client encoding.
+      conn_->exec("SET client_encoding TO 'UTF8'");
       retry_delay_ = kFirstRetry;
       return true;
+    } catch (const PgError& e) {
+      spdlog::error("audit: cannot connect to admin_dsn for occ.conflict_log (retry in {}s): {}",
+                    retry_delay_.count(), e.what());
+      conn_.reset();
+      next_attempt_ = Clock::now() + retry_delay_;
+      retry_delay_ = std::min(retry_delay_ * 2, kMaxRetry);
+      return false;
     }
-    spdlog::error("audit: cannot connect to admin_dsn for occ.conflict_log (retry in {}s): {}",
-                  retry_delay_.count(), pq_error(conn_));
-    next_attempt_ = Clock::now() + retry_delay_;
-    retry_delay_ = std::min(retry_delay_ * 2, kMaxRetry);
-    disconnect();
-    return false;
-  }
-
-  void disconnect() {
-    if (conn_) PQfinish(conn_);
-    conn_ = nullptr;
-  }
-
-  bool try_insert(const json& record) {
-    std::array<std::optional<std::string>, kColumns.size() + 1> texts;
-    for (std::size_t i = 0; i < kColumns.size(); ++i) texts[i] = column_value(record, kColumns[i]);
-    texts.back() = dump(record);
-
-    std::array<const char*, texts.size()> values{};
-    for (std::size_t i = 0; i < texts.size(); ++i) values[i] = texts[i] ? texts[i]->c_str() : nullptr;
-    PGresult* res = PQexecParams(conn_, kInsertSql, static_cast<int>(values.size()), nullptr,
-                                 values.data(), nullptr, nullptr, 0);
-    const bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    PQclear(res);
-    return ok;
   }
 
   std::string dsn_;
-  PGconn* conn_ = nullptr;
+  std::unique_ptr<PgConnection> conn_;
   Clock::time_point next_attempt_{};
   std::chrono::seconds retry_delay_ = kFirstRetry;
 };
