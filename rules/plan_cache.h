@@ -1,0 +1,49 @@
+// Analyses of SQL texts, kept per io thread (no locks) so a repeated statement is parsed once.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "rules/rules.h"
+#include "rules/sql_analysis.h"
+
+namespace occ {
+
+// Least-recently-used map from SQL text to its analysis under one Rules object. Analyses depend
+// on which names are protected, so the cache empties itself when it sees other rules.
+class PlanCache {
+ public:
+  explicit PlanCache(std::size_t capacity = 4096);
+
+  std::shared_ptr<const SqlAnalysis> analysis(std::string_view sql, const Rules& rules);
+
+  std::size_t size() const { return entries_.size(); }
+  std::uint64_t hits() const { return hits_; }
+  std::uint64_t misses() const { return misses_; }
+  void clear();
+
+ private:
+  struct Entry {
+    std::string sql;
+    std::shared_ptr<const SqlAnalysis> analysis;
+  };
+
+  std::size_t capacity_;
+  std::list<Entry> entries_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;  // views into entries_
+  const Rules* rules_ = nullptr;
+  std::chrono::system_clock::time_point rules_loaded_at_{};
+  std::uint64_t hits_ = 0;
+  std::uint64_t misses_ = 0;
+};
+
+// This thread's cache.
+PlanCache& thread_plan_cache();
+
+}  // namespace occ

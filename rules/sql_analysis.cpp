@@ -1,0 +1,768 @@
+// SQL text -> SqlAnalysis: walks libpg_query's protobuf tree for what is written, and its scanner
+// tokens for where each part starts and ends, so the rewriter can splice the original text.
+#include "rules/sql_analysis.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <unordered_map>
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+
+namespace occ {
+namespace {
+
+struct Token {
+  int start = 0;
+  int end = 0;
+  int kind = 0;  // PgQuery__Token; single characters are their ASCII code
+};
+
+constexpr int tok_open = '(';
+constexpr int tok_close = ')';
+constexpr int tok_open_bracket = '[';
+constexpr int tok_close_bracket = ']';
+constexpr int tok_comma = ',';
+constexpr int tok_semicolon = ';';
+constexpr int tok_equals = '=';
+
+bool is_comment(int kind) {
+  return kind == PG_QUERY__TOKEN__SQL_COMMENT || kind == PG_QUERY__TOKEN__C_COMMENT;
+}
+
+// libpg_query reports no usable end for U&"..." and U&'...' tokens: find the closing quote.
+int unicode_escape_token_end(std::string_view sql, int start) {
+  std::size_t pos = static_cast<std::size_t>(start) + 2;  // past U&
+  if (pos >= sql.size()) return static_cast<int>(sql.size());
+  const char quote = sql[pos++];
+  while (pos < sql.size()) {
+    if (sql[pos] == quote) {
+      if (pos + 1 < sql.size() && sql[pos + 1] == quote) {
+        pos += 2;
+        continue;
+      }
+      return static_cast<int>(pos + 1);
+    }
+    ++pos;
+  }
+  return static_cast<int>(sql.size());
+}
+
+struct ScanOutput {
+  std::vector<Token> tokens;     // comments left out: they never delimit anything
+  std::vector<TextRange> comments;
+};
+
+bool scan(const std::string& sql, ScanOutput& out) {
+  PgQueryScanResult result = pg_query_scan(sql.c_str());
+  bool ok = result.error == nullptr;
+  if (ok) {
+    PgQuery__ScanResult* scanned = pg_query__scan_result__unpack(
+        nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
+    ok = scanned != nullptr;
+    for (std::size_t i = 0; ok && i < scanned->n_tokens; ++i) {
+      const PgQuery__ScanToken* t = scanned->tokens[i];
+      Token token{t->start, t->end, static_cast<int>(t->token)};
+      if (token.kind == PG_QUERY__TOKEN__UIDENT || token.kind == PG_QUERY__TOKEN__USCONST)
+        token.end = unicode_escape_token_end(sql, token.start);
+      if (is_comment(token.kind))
+        out.comments.push_back({token.start, token.end});
+      else
+        out.tokens.push_back(token);
+    }
+    if (scanned) pg_query__scan_result__free_unpacked(scanned, nullptr);
+  }
+  pg_query_free_scan_result(result);
+  return ok;
+}
+
+// Calls f on `m` and every message below it (oneof members only when set).
+template <class F>
+void walk(const ProtobufCMessage* m, F& f) {
+  if (m == nullptr) return;
+  f(m);
+  const ProtobufCMessageDescriptor* d = m->descriptor;
+  const char* base = reinterpret_cast<const char*>(m);
+  for (unsigned i = 0; i < d->n_fields; ++i) {
+    const ProtobufCFieldDescriptor& fd = d->fields[i];
+    if (fd.type != PROTOBUF_C_TYPE_MESSAGE) continue;
+    if ((fd.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        *reinterpret_cast<const uint32_t*>(base + fd.quantifier_offset) != fd.id)
+      continue;
+    if (fd.label == PROTOBUF_C_LABEL_REPEATED) {
+      const std::size_t n = *reinterpret_cast<const std::size_t*>(base + fd.quantifier_offset);
+      ProtobufCMessage* const* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + fd.offset);
+      for (std::size_t k = 0; k < n; ++k) walk(items[k], f);
+    } else {
+      walk(*reinterpret_cast<ProtobufCMessage* const*>(base + fd.offset), f);
+    }
+  }
+}
+
+const ProtobufCMessage* as_message(const PgQuery__Node* n) { return reinterpret_cast<const ProtobufCMessage*>(n); }
+
+// Smallest and largest token location inside a subtree (-1 when it has none).
+struct LocationBounds {
+  int min = -1;
+  int max = -1;
+};
+
+LocationBounds location_bounds(const PgQuery__Node* node) {
+  LocationBounds b;
+  auto note = [&b](const ProtobufCMessage* m) {
+    const ProtobufCMessageDescriptor* d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; ++i) {
+      const ProtobufCFieldDescriptor& fd = d->fields[i];
+      if (fd.type != PROTOBUF_C_TYPE_INT32 || std::strcmp(fd.name, "location") != 0) continue;
+      const int loc = *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(m) + fd.offset);
+      if (loc < 0) continue;
+      if (b.min < 0 || loc < b.min) b.min = loc;
+      if (loc > b.max) b.max = loc;
+    }
+  };
+  walk(as_message(node), note);
+  return b;
+}
+
+std::string_view string_value(const PgQuery__Node* n) {
+  return n != nullptr && n->node_case == PG_QUERY__NODE__NODE_STRING ? std::string_view(n->string->sval)
+                                                                      : std::string_view();
+}
+
+// The statement's tokens and text, and the navigation the analysis needs over them.
+class Cursor {
+ public:
+  Cursor(std::string_view sql, const std::vector<Token>& tokens) : sql_(sql), tokens_(tokens) {}
+
+  int size() const { return static_cast<int>(tokens_.size()); }
+  const Token& operator[](int i) const { return tokens_[static_cast<std::size_t>(i)]; }
+  bool is(int i, int kind) const { return i >= 0 && i < size() && tokens_[static_cast<std::size_t>(i)].kind == kind; }
+
+  // Index of the token starting exactly at `offset`, or -1.
+  int at(int offset) const {
+    auto it = std::lower_bound(tokens_.begin(), tokens_.end(), offset,
+                               [](const Token& t, int off) { return t.start < off; });
+    return it != tokens_.end() && it->start == offset ? static_cast<int>(it - tokens_.begin()) : -1;
+  }
+  // Index of the first token starting at or after `offset`.
+  int first_from(int offset) const {
+    auto it = std::lower_bound(tokens_.begin(), tokens_.end(), offset,
+                               [](const Token& t, int off) { return t.start < off; });
+    return static_cast<int>(it - tokens_.begin());
+  }
+
+  // Scans from `from` up to `limit`, outside parentheses, brackets and CASE ... END, for the
+  // first token where stop(index) holds. Also stops at an unmatched closing parenthesis or
+  // bracket (the end of an enclosing construct, e.g. a CTE's body). Returns limit if none.
+  template <class Stop>
+  int find(int from, int limit, Stop stop) const {
+    int depth = 0;
+    int cases = 0;
+    for (int i = from; i < limit; ++i) {
+      const int k = (*this)[i].kind;
+      if (depth == 0 && cases == 0 && stop(i)) return i;
+      if (k == tok_open || k == tok_open_bracket) {
+        ++depth;
+      } else if (k == tok_close || k == tok_close_bracket) {
+        if (depth == 0) return i;
+        --depth;
+      } else if (k == PG_QUERY__TOKEN__CASE) {
+        ++cases;
+      } else if (k == PG_QUERY__TOKEN__END_P && cases > 0) {
+        --cases;
+      }
+    }
+    return limit;
+  }
+
+  // The opening parenthesis/bracket matching the closer at `close`, searching back; -1 if none.
+  int matching_open(int close) const {
+    int depth = 0;
+    for (int i = close - 1; i >= 0; --i) {
+      const int k = (*this)[i].kind;
+      if (k == tok_close || k == tok_close_bracket) {
+        ++depth;
+      } else if (k == tok_open || k == tok_open_bracket) {
+        if (depth == 0) return i;
+        --depth;
+      }
+    }
+    return -1;
+  }
+
+  std::string_view text(TextRange r) const {
+    return sql_.substr(static_cast<std::size_t>(r.begin), static_cast<std::size_t>(r.end - r.begin));
+  }
+  // Text of tokens [first, last] inclusive, with whatever lies between them.
+  TextRange span(int first, int last) const { return {(*this)[first].start, (*this)[last].end}; }
+
+ private:
+  std::string_view sql_;
+  const std::vector<Token>& tokens_;
+};
+
+bool is_closer(int kind) { return kind == tok_close || kind == tok_close_bracket; }
+
+// Where a SET value ends: the next item, or the clause after the SET list.
+auto set_value_end(const Cursor& c) {
+  return [&c](int i) {
+    switch (c[i].kind) {
+      case tok_comma:
+      case tok_semicolon:
+      case PG_QUERY__TOKEN__WHERE:
+      case PG_QUERY__TOKEN__RETURNING:
+      case PG_QUERY__TOKEN__WHEN:
+        return true;
+      case PG_QUERY__TOKEN__FROM:
+        return !c.is(i - 1, PG_QUERY__TOKEN__DISTINCT);  // IS [NOT] DISTINCT FROM
+      default:
+        return false;
+    }
+  };
+}
+
+// Where a condition ends: RETURNING, MERGE's THEN, or the end of the statement.
+auto condition_end(const Cursor& c) {
+  return [&c](int i) {
+    const int k = c[i].kind;
+    return k == tok_semicolon || k == PG_QUERY__TOKEN__RETURNING || k == PG_QUERY__TOKEN__THEN;
+  };
+}
+
+// Where a top-level conjunct ends (`equals_too`: where an operand of its `=` ends).
+auto conjunct_end(const Cursor& c, bool equals_too) {
+  return [&c, equals_too](int i) {
+    const int k = c[i].kind;
+    return k == tok_semicolon || (equals_too && k == tok_equals) || k == PG_QUERY__TOKEN__AND ||
+           k == PG_QUERY__TOKEN__OR || k == PG_QUERY__TOKEN__RETURNING || k == PG_QUERY__TOKEN__THEN;
+  };
+}
+
+// The text range of an expression node, from its first located token through the token before
+// `stop`; widened to enclosing parentheses that the node's own tokens sit inside.
+template <class Stop>
+TextRange expression_range(const Cursor& c, const PgQuery__Node* node, int limit, Stop stop) {
+  const LocationBounds b = location_bounds(node);
+  int first = b.min >= 0 ? c.at(b.min) : -1;
+  if (first < 0) return {};
+  for (;;) {
+    const int end = c.find(first, limit, stop);
+    if (end < limit && is_closer(c[end].kind) && c[end].start < b.max) {
+      first = c.matching_open(end);
+      if (first < 0) return {};
+      continue;
+    }
+    if (end <= first) return {};
+    return c.span(first, end - 1);
+  }
+}
+
+struct TargetName {
+  std::string schema;
+  std::string name;
+  std::string refname;
+};
+
+TargetName target_name(const PgQuery__RangeVar* rv) {
+  TargetName t{rv->schemaname, rv->relname, rv->relname};
+  if (rv->alias != nullptr && rv->alias->aliasname[0] != '\0') t.refname = rv->alias->aliasname;
+  return t;
+}
+
+// A column reference that names `column` of the write's target (unqualified, or qualified by
+// its reference name).
+bool names_target_column(const PgQuery__ColumnRef* ref, std::string_view column, std::string_view refname) {
+  if (ref->n_fields == 0 || string_value(ref->fields[ref->n_fields - 1]) != column) return false;
+  return ref->n_fields == 1 || string_value(ref->fields[ref->n_fields - 2]) == refname;
+}
+
+// Whether a subtree mentions the target's `column` in any way. Conservative: an unqualified
+// mention inside a subquery counts too.
+bool mentions(const PgQuery__Node* node, std::string_view column, std::string_view refname) {
+  bool found = false;
+  auto check = [&](const ProtobufCMessage* m) {
+    if (m->descriptor == &pg_query__column_ref__descriptor) {
+      found = found || names_target_column(reinterpret_cast<const PgQuery__ColumnRef*>(m), column, refname);
+    } else if (m->descriptor == &pg_query__a__indirection__descriptor) {
+      const auto* ind = reinterpret_cast<const PgQuery__AIndirection*>(m);
+      for (std::size_t i = 0; i < ind->n_indirection; ++i)
+        found = found || string_value(ind->indirection[i]) == column;
+    }
+  };
+  walk(as_message(node), check);
+  return found;
+}
+
+bool is_operator(const PgQuery__AExpr* e, std::string_view op) {
+  return e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP && e->n_name == 1 && string_value(e->name[0]) == op;
+}
+
+// A constant or a parameter, possibly cast or signed: a value fixed for the whole statement.
+bool is_fixed_value(const PgQuery__Node* n) {
+  if (n == nullptr) return false;
+  switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_A_CONST:
+    case PG_QUERY__NODE__NODE_PARAM_REF:
+      return true;
+    case PG_QUERY__NODE__NODE_TYPE_CAST:
+      return is_fixed_value(n->type_cast->arg);
+    case PG_QUERY__NODE__NODE_A_EXPR:
+      return n->a_expr->lexpr == nullptr && (is_operator(n->a_expr, "-") || is_operator(n->a_expr, "+")) &&
+             is_fixed_value(n->a_expr->rexpr);
+    default:
+      return false;
+  }
+}
+
+bool is_column(const PgQuery__Node* n, std::string_view column, std::string_view refname) {
+  return n != nullptr && n->node_case == PG_QUERY__NODE__NODE_COLUMN_REF &&
+         names_target_column(n->column_ref, column, refname);
+}
+
+void collect_conjuncts(const PgQuery__Node* n, std::vector<const PgQuery__Node*>& out) {
+  if (n->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR && n->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
+    for (std::size_t i = 0; i < n->bool_expr->n_args; ++i) collect_conjuncts(n->bool_expr->args[i], out);
+  } else {
+    out.push_back(n);
+  }
+}
+
+VersionUse version_use(const Cursor& c, int limit, const PgQuery__Node* condition, std::string_view column,
+                       std::string_view refname) {
+  VersionUse use;
+  if (condition == nullptr) return use;
+  std::vector<const PgQuery__Node*> conjuncts;
+  collect_conjuncts(condition, conjuncts);
+  for (const PgQuery__Node* conj : conjuncts) {
+    if (!mentions(conj, column, refname)) continue;
+    const PgQuery__Node* operand = nullptr;
+    if (use.kind == VersionUse::Kind::none && conj->node_case == PG_QUERY__NODE__NODE_A_EXPR &&
+        is_operator(conj->a_expr, "=")) {
+      const PgQuery__AExpr* e = conj->a_expr;
+      if (is_column(e->lexpr, column, refname) && is_fixed_value(e->rexpr)) operand = e->rexpr;
+      if (is_column(e->rexpr, column, refname) && is_fixed_value(e->lexpr)) operand = e->lexpr;
+    }
+    if (operand == nullptr) return VersionUse{VersionUse::Kind::other, {}, {}};
+    use.kind = VersionUse::Kind::equality;
+    use.conjunct = expression_range(c, conj, limit, conjunct_end(c, false));
+    const TextRange value = expression_range(c, operand, limit, conjunct_end(c, true));
+    if (!use.conjunct.valid() || !value.valid()) return VersionUse{VersionUse::Kind::other, {}, {}};
+    use.expected = std::string(c.text(value));
+  }
+  return use;
+}
+
+// The elements of a row constructor `(a, b)` / `ROW(a, b)` starting at token `first`.
+std::vector<TextRange> row_elements(const Cursor& c, int first, int limit) {
+  std::vector<TextRange> elements;
+  int open = first;
+  if (c.is(open, PG_QUERY__TOKEN__ROW)) ++open;
+  if (!c.is(open, tok_open)) return elements;
+  int from = open + 1;
+  for (;;) {
+    const int stop = c.find(from, limit, [&c](int i) { return c[i].kind == tok_comma; });
+    if (stop >= limit || stop <= from) return {};
+    elements.push_back(c.span(from, stop - 1));
+    if (c[stop].kind != tok_comma) return elements;
+    from = stop + 1;
+  }
+}
+
+// Locates a SET list: the SET keyword and each item's extent and value. Returns the index of the
+// SET keyword, -1 when the list could not be located.
+int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, std::size_t n, WriteSite& site) {
+  if (n == 0) return -1;
+  int first = c.at(items[0]->res_target->location);
+  int set_keyword = first - 1;
+  while (set_keyword >= 0 && c[set_keyword].kind == tok_open) --set_keyword;
+  if (first < 0 || !c.is(set_keyword, PG_QUERY__TOKEN__SET)) {
+    site.unlocatable = "the SET keyword";
+    return -1;
+  }
+  site.set_keyword_end = c[set_keyword].end;
+
+  TextRange group;                   // the current `(a, b) = source` group
+  std::vector<TextRange> elements;   // its row constructor's elements, if it has one
+  std::string group_value;
+  for (std::size_t i = 0; i < n; ++i) {
+    const PgQuery__ResTarget* rt = items[i]->res_target;
+    SetItem item;
+    item.column = rt->name;
+    item.subscripted = rt->n_indirection > 0;
+    const int name = c.at(rt->location);
+    if (name < 0) {
+      site.unlocatable = "a SET item";
+      return -1;
+    }
+    if (rt->val != nullptr && rt->val->node_case == PG_QUERY__NODE__NODE_MULTI_ASSIGN_REF) {
+      const PgQuery__MultiAssignRef* ref = rt->val->multi_assign_ref;
+      item.row_wise = true;
+      if (ref->colno == 1) {
+        const int open = name - 1;
+        const int eq = c.find(open, limit, [&c](int k) { return c[k].kind == tok_equals; });
+        const int end = c.find(eq + 1, limit, set_value_end(c));
+        if (!c.is(open, tok_open) || !c.is(eq, tok_equals) || end <= eq + 1) {
+          site.unlocatable = "a row-wise SET item";
+          return -1;
+        }
+        group = c.span(open, end - 1);
+        group_value = std::string(c.text(c.span(eq + 1, end - 1)));
+        elements = row_elements(c, eq + 1, end);
+      }
+      item.item = group;
+      const auto element = static_cast<std::size_t>(ref->colno - 1);
+      item.value = elements.size() == static_cast<std::size_t>(ref->ncolumns) ? std::string(c.text(elements[element]))
+                                                                              : group_value;
+    } else {
+      const int eq = c.find(name, limit, [&c](int k) { return c[k].kind == tok_equals; });
+      const int end = c.find(eq + 1, limit, set_value_end(c));
+      if (!c.is(eq, tok_equals) || end <= eq + 1) {
+        site.unlocatable = "a SET item";
+        return -1;
+      }
+      item.is_default = rt->val != nullptr && rt->val->node_case == PG_QUERY__NODE__NODE_SET_TO_DEFAULT;
+      item.item = c.span(name, end - 1);
+      item.value = std::string(c.text(c.span(eq + 1, end - 1)));
+    }
+    site.set_items.push_back(std::move(item));
+  }
+  return set_keyword;
+}
+
+// Records a condition that starts after token `keyword` (WHERE, or AND after MATCHED).
+void analyze_condition(const Cursor& c, int limit, int keyword, const PgQuery__Node* condition, WriteSite& site) {
+  site.has_condition = true;
+  site.current_of = condition->node_case == PG_QUERY__NODE__NODE_CURRENT_OF_EXPR;
+  site.condition_is_or = condition->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+                         condition->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__OR_EXPR;
+  const int end = keyword < 0 ? limit : c.find(keyword + 1, limit, condition_end(c));
+  if (keyword < 0 || end <= keyword + 1) {
+    site.unlocatable = "the condition";
+    return;
+  }
+  site.condition = c.span(keyword + 1, end - 1);
+}
+
+class Analyzer {
+ public:
+  Analyzer(const Cursor& cursor, const Rules& rules) : c_(cursor), rules_(rules) {}
+
+  void statement(const PgQuery__Node* node, int limit, StatementAnalysis& out) {
+    limit_ = limit;
+    out_ = &out;
+    visit(node);
+  }
+
+ private:
+  void visit(const PgQuery__Node* node) {
+    if (node == nullptr) return;
+    switch (node->node_case) {
+      case PG_QUERY__NODE__NODE_UPDATE_STMT:
+        with(node->update_stmt->with_clause);
+        update(node->update_stmt);
+        break;
+      case PG_QUERY__NODE__NODE_DELETE_STMT:
+        with(node->delete_stmt->with_clause);
+        delete_(node->delete_stmt);
+        break;
+      case PG_QUERY__NODE__NODE_INSERT_STMT:
+        with(node->insert_stmt->with_clause);
+        upsert(node->insert_stmt);
+        break;
+      case PG_QUERY__NODE__NODE_MERGE_STMT:
+        with(node->merge_stmt->with_clause);
+        merge(node->merge_stmt);
+        break;
+      case PG_QUERY__NODE__NODE_SELECT_STMT:
+        with(node->select_stmt->with_clause);
+        break;
+      case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
+        visit(node->explain_stmt->query);
+        break;
+      case PG_QUERY__NODE__NODE_PREPARE_STMT:
+        visit(node->prepare_stmt->query);
+        break;
+      case PG_QUERY__NODE__NODE_COPY_STMT:
+        visit(node->copy_stmt->query);
+        break;
+      case PG_QUERY__NODE__NODE_VARIABLE_SET_STMT:
+        variable_set(node->variable_set_stmt);
+        break;
+      case PG_QUERY__NODE__NODE_DISCARD_STMT:
+        if (node->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL)
+          out_->search_path_change = SearchPathChange{};
+        break;
+      default:
+        break;
+    }
+  }
+
+  void with(const PgQuery__WithClause* w) {
+    if (w == nullptr) return;
+    for (std::size_t i = 0; i < w->n_ctes; ++i)
+      if (w->ctes[i]->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR) visit(w->ctes[i]->common_table_expr->ctequery);
+  }
+
+  // A new site for a write on `rv` when its name is protected somewhere; nullptr otherwise.
+  WriteSite* site_for(const PgQuery__RangeVar* rv, WriteKind kind, int& relation_token) {
+    if (rv == nullptr || !rules_.has_table_named(rv->relname)) return nullptr;
+    TargetName t = target_name(rv);
+    WriteSite site;
+    site.kind = kind;
+    site.schema = std::move(t.schema);
+    site.name = std::move(t.name);
+    site.refname = std::move(t.refname);
+    for (const TablePolicy& p : rules_.tables) {
+      if (p.name != site.name) continue;
+      const bool seen = std::any_of(site.versions.begin(), site.versions.end(),
+                                    [&p](const VersionFacts& f) { return f.column == p.version_column; });
+      if (!seen) site.versions.push_back(VersionFacts{p.version_column, {}, false});
+    }
+    relation_token = c_.at(rv->location);
+    if (relation_token < 0) site.unlocatable = "the table name";
+    out_->writes.push_back(std::move(site));
+    return &out_->writes.back();
+  }
+
+  void note_condition_versions(WriteSite& site, const PgQuery__Node* condition) {
+    for (VersionFacts& f : site.versions) f.condition = version_use(c_, limit_, condition, f.column, site.refname);
+  }
+
+  // The first `kind` keyword after token `after` at the same nesting level, or -1.
+  int find_keyword(int after, int kind) const {
+    if (after < 0) return -1;
+    const int i = c_.find(after + 1, limit_, [this, kind](int k) { return c_[k].kind == kind || c_[k].kind == tok_semicolon; });
+    return c_.is(i, kind) ? i : -1;
+  }
+
+  void update(const PgQuery__UpdateStmt* u) {
+    int relation = -1;
+    WriteSite* site = site_for(u->relation, WriteKind::update, relation);
+    if (site == nullptr) return;
+    const int set_keyword = analyze_set_list(c_, limit_, u->target_list, u->n_target_list, *site);
+    if (u->where_clause != nullptr) {
+      analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), u->where_clause, *site);
+      note_condition_versions(*site, u->where_clause);
+    }
+  }
+
+  void delete_(const PgQuery__DeleteStmt* d) {
+    int relation = -1;
+    WriteSite* site = site_for(d->relation, WriteKind::delete_, relation);
+    if (site == nullptr || relation < 0) return;
+    if (d->where_clause != nullptr) {
+      analyze_condition(c_, limit_, find_keyword(relation, PG_QUERY__TOKEN__WHERE), d->where_clause, *site);
+      note_condition_versions(*site, d->where_clause);
+      return;
+    }
+    const int end = c_.find(relation + 1, limit_, [this](int k) {
+      return c_[k].kind == PG_QUERY__TOKEN__RETURNING || c_[k].kind == tok_semicolon;
+    });
+    site->condition_insert_at = c_[end - 1].end;
+  }
+
+  void upsert(const PgQuery__InsertStmt* ins) {
+    const PgQuery__OnConflictClause* oc = ins->on_conflict_clause;
+    if (oc == nullptr || oc->action != PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE) return;
+    int relation = -1;
+    WriteSite* site = site_for(ins->relation, WriteKind::upsert, relation);
+    if (site == nullptr) return;
+    const int set_keyword = analyze_set_list(c_, limit_, oc->target_list, oc->n_target_list, *site);
+    if (oc->where_clause != nullptr) {
+      analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), oc->where_clause, *site);
+      note_condition_versions(*site, oc->where_clause);
+    }
+  }
+
+  void merge(const PgQuery__MergeStmt* m) {
+    if (m->relation == nullptr || !rules_.has_table_named(m->relation->relname)) return;
+    const int relation = c_.at(m->relation->location);
+    // The k-th WHEN outside parentheses and CASE belongs to the k-th WHEN clause.
+    std::vector<int> whens;
+    for (int from = relation < 0 ? limit_ : relation + 1; from < limit_;) {
+      const int i = c_.find(from, limit_, [this](int k) { return c_[k].kind == PG_QUERY__TOKEN__WHEN; });
+      if (i >= limit_ || c_[i].kind != PG_QUERY__TOKEN__WHEN) break;
+      whens.push_back(i);
+      from = i + 1;
+    }
+    for (std::size_t k = 0; k < m->n_merge_when_clauses; ++k) {
+      const PgQuery__MergeWhenClause* clause = m->merge_when_clauses[k]->merge_when_clause;
+      if (!clause->matched) continue;
+      WriteKind kind;
+      if (clause->command_type == PG_QUERY__CMD_TYPE__CMD_UPDATE)
+        kind = WriteKind::merge_update;
+      else if (clause->command_type == PG_QUERY__CMD_TYPE__CMD_DELETE)
+        kind = WriteKind::merge_delete;
+      else
+        continue;
+      int relation_token = -1;
+      WriteSite* site = site_for(m->relation, kind, relation_token);
+      for (VersionFacts& f : site->versions)
+        f.in_join_condition = m->join_condition != nullptr && mentions(m->join_condition, f.column, site->refname);
+      if (whens.size() != m->n_merge_when_clauses || !c_.is(whens[k] + 1, PG_QUERY__TOKEN__MATCHED)) {
+        site->unlocatable = "the WHEN MATCHED clause";
+        continue;
+      }
+      const int matched = whens[k] + 1;
+      if (clause->condition != nullptr) {
+        analyze_condition(c_, limit_, c_.is(matched + 1, PG_QUERY__TOKEN__AND) ? matched + 1 : -1, clause->condition,
+                          *site);
+        note_condition_versions(*site, clause->condition);
+      } else {
+        site->condition_insert_at = c_[matched].end;
+      }
+      if (kind == WriteKind::merge_update) analyze_set_list(c_, limit_, clause->target_list, clause->n_target_list, *site);
+    }
+  }
+
+  void variable_set(const PgQuery__VariableSetStmt* v) {
+    switch (v->kind) {
+      case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL:
+        out_->search_path_change = SearchPathChange{};
+        return;
+      case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT:
+      case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET:
+        if (std::strcmp(v->name, "search_path") == 0) out_->search_path_change = SearchPathChange{};
+        return;
+      case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE:
+        break;
+      default:
+        return;
+    }
+    if (std::strcmp(v->name, "search_path") != 0) return;
+    std::vector<std::string> path;
+    for (std::size_t i = 0; i < v->n_args; ++i) {
+      const PgQuery__Node* arg = v->args[i];
+      if (arg->node_case != PG_QUERY__NODE__NODE_A_CONST) continue;
+      const PgQuery__AConst* k = arg->a_const;
+      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL)
+        path.emplace_back(k->sval->sval);
+      else if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL)
+        path.push_back(std::to_string(k->ival->ival));
+      else if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL)
+        path.emplace_back(k->fval->fval);
+    }
+    out_->search_path_change = SearchPathChange{std::move(path)};
+  }
+
+  const Cursor& c_;
+  const Rules& rules_;
+  int limit_ = 0;
+  StatementAnalysis* out_ = nullptr;
+};
+
+bool has_force_hint(std::string_view sql, const std::vector<TextRange>& comments, TextRange range) {
+  for (const TextRange& r : comments) {
+    if (r.begin < range.begin || r.end > range.end) continue;
+    std::string text(sql.substr(static_cast<std::size_t>(r.begin), static_cast<std::size_t>(r.end - r.begin)));
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (text.find("occ:force") != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string fingerprint(std::string_view statement) {
+  const std::string text(statement);
+  PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
+  std::string out = result.error == nullptr && result.fingerprint_str != nullptr ? result.fingerprint_str : "";
+  pg_query_free_fingerprint_result(result);
+  return out;
+}
+
+}  // namespace
+
+const VersionFacts* WriteSite::facts(std::string_view version_column) const {
+  for (const VersionFacts& f : versions)
+    if (f.column == version_column) return &f;
+  return nullptr;
+}
+
+const SetItem* WriteSite::assignment(std::string_view column) const {
+  for (const SetItem& item : set_items)
+    if (item.column == column) return &item;
+  return nullptr;
+}
+
+SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
+  SqlAnalysis analysis;
+  // A protocol string cannot hold NUL; one that does is not ours to interpret.
+  if (sql.find('\0') != std::string_view::npos) {
+    analysis.parse_failed = true;
+    return analysis;
+  }
+  const std::string text(sql);
+  PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(text.c_str());
+  PgQuery__ParseResult* tree = nullptr;
+  ScanOutput scanned;
+  if (parsed.error == nullptr)
+    tree = pg_query__parse_result__unpack(nullptr, parsed.parse_tree.len,
+                                          reinterpret_cast<const uint8_t*>(parsed.parse_tree.data));
+  if (tree == nullptr || !scan(text, scanned)) {
+    analysis.parse_failed = true;
+  } else {
+    const Cursor cursor(sql, scanned.tokens);
+    Analyzer analyzer(cursor, rules);
+    for (std::size_t i = 0; i < tree->n_stmts; ++i) {
+      const PgQuery__RawStmt* raw = tree->stmts[i];
+      StatementAnalysis info;
+      info.range.begin = raw->stmt_location;
+      info.range.end = raw->stmt_len == 0 ? static_cast<int>(sql.size()) : raw->stmt_location + raw->stmt_len;
+      const int first = cursor.first_from(info.range.begin);
+      const int limit = cursor.first_from(info.range.end);
+      info.first_token = first < limit ? cursor[first].start : info.range.begin;
+      analyzer.statement(raw->stmt, limit, info);
+      if (!info.writes.empty()) {
+        info.force_hint = has_force_hint(sql, scanned.comments, info.range);
+        info.fingerprint = fingerprint(sql.substr(static_cast<std::size_t>(info.range.begin),
+                                                  static_cast<std::size_t>(info.range.end - info.range.begin)));
+      }
+      analysis.statements.push_back(std::move(info));
+    }
+  }
+  if (tree != nullptr) pg_query__parse_result__free_unpacked(tree, nullptr);
+  pg_query_free_protobuf_parse_result(parsed);
+  return analysis;
+}
+
+std::string quote_identifier(std::string_view name) {
+  // Memoised: the scanner call that classifies keywords is far dearer than the lookup.
+  thread_local std::unordered_map<std::string, std::string> memo;
+  const std::string key(name);
+  if (auto it = memo.find(key); it != memo.end()) return it->second;
+
+  bool plain = !name.empty() && (std::islower(static_cast<unsigned char>(name[0])) || name[0] == '_');
+  for (char ch : name)
+    plain = plain && (std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) ||
+                      ch == '_' || ch == '$');
+  if (plain) {
+    PgQueryScanResult result = pg_query_scan(key.c_str());
+    plain = result.error == nullptr;
+    if (plain) {
+      PgQuery__ScanResult* scanned = pg_query__scan_result__unpack(
+          nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
+      plain = scanned != nullptr && scanned->n_tokens == 1 &&
+              (scanned->tokens[0]->keyword_kind == PG_QUERY__KEYWORD_KIND__NO_KEYWORD ||
+               scanned->tokens[0]->keyword_kind == PG_QUERY__KEYWORD_KIND__UNRESERVED_KEYWORD);
+      if (scanned) pg_query__scan_result__free_unpacked(scanned, nullptr);
+    }
+    pg_query_free_scan_result(result);
+  }
+  std::string quoted;
+  if (plain) {
+    quoted = key;
+  } else {
+    quoted = "\"";
+    for (char ch : name) {
+      if (ch == '"') quoted += '"';
+      quoted += ch;
+    }
+    quoted += '"';
+  }
+  if (memo.size() > 4096) memo.clear();
+  memo.emplace(key, quoted);
+  return quoted;
+}
+
+}  // namespace occ

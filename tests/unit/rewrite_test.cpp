@@ -1,0 +1,486 @@
+// rewrite_sql: SQL in, SQL out, one row per case, compared with the exact text the server gets.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "rules/catalog.h"
+#include "rules/plan_cache.h"
+#include "rules/rewrite.h"
+
+namespace {
+
+const char* const tables_yaml = R"(tables:
+  - table: public.subscriptions
+    key: [id]
+  - table: billing.invoices
+    key: [id, line]
+  - table: '"Weird"."Name"'
+    key: ['"Key"']
+    version_column: '"Ver"'
+  - table: public."a$occ$b"
+    key: [id]
+)";
+
+// The `defaults:` of each rules variant the cases name.
+const std::map<std::string, std::string> variants = {
+    {"passthrough", ""},
+    {"enforce", "  app_managed_version: enforce\n"},
+    {"proxy", "  app_managed_version: enforce\n  version_bump: proxy\n"},
+    {"proxy-passthrough", "  version_bump: proxy\n"},
+    {"uuid", "  app_managed_version: enforce\n  version_bump: proxy\n  version_kind: uuid\n"},
+    {"timestamp", "  app_managed_version: enforce\n  version_bump: proxy\n  version_kind: timestamp\n"},
+    {"shadow", "  app_managed_version: enforce\n  mode: shadow\n  conflict_sqlstate: \"40P01\"\n"},
+    {"reject", "  app_managed_version: enforce\n  on_unsupported: reject\n"},
+    {"no-deletes", "  app_managed_version: enforce\n  check_deletes: false\n"},
+};
+
+occ::Rules rules_for(const std::string& variant) {
+  const std::string yaml =
+      "defaults:\n" + variants.at(variant) + "  force:\n    allowed_roles: [dba]\n" + std::string(tables_yaml);
+  return occ::parse_rules(yaml, "rules.yaml");
+}
+
+// The dollar-quoted meta argument for `@table.op@` in an expected text ("sub", "inv", "weird";
+// "update", "delete").
+std::string meta(const std::string& variant, const std::string& table, const std::string& op) {
+  const std::string mode = variant == "shadow" ? "shadow" : "enforce";
+  const std::string sqlstate = variant == "shadow" ? "40P01" : "40001";
+  std::string where;
+  if (table == "sub") where = R"("schema":"public","table":"subscriptions","key":["id"],"version_column":"version")";
+  if (table == "inv") where = R"("schema":"billing","table":"invoices","key":["id","line"],"version_column":"version")";
+  if (table == "weird") where = R"("schema":"Weird","table":"Name","key":["Key"],"version_column":"Ver")";
+  if (table == "dollar") where = R"("schema":"public","table":"a$occ$b","key":["id"],"version_column":"version")";
+  const std::string tag = table == "dollar" ? "$occ1$" : "$occ$";
+  return tag + "{" + where + R"(,"sqlstate":")" + sqlstate + R"(","mode":")" + mode + R"(","op":")" + op +
+         R"(","base":null})" + tag;
+}
+
+std::string expand(const std::string& variant, std::string text) {
+  for (std::size_t at = text.find('@'); at != std::string::npos; at = text.find('@', at)) {
+    const std::size_t dot = text.find('.', at);
+    const std::size_t end = text.find('@', at + 1);
+    const std::string m = meta(variant, text.substr(at + 1, dot - at - 1), text.substr(dot + 1, end - dot - 1));
+    text.replace(at, end - at + 1, m);
+    at += m.size();
+  }
+  return text;
+}
+
+struct Session {
+  occ::Rules rules;
+  occ::RelationIndex relations;
+  std::vector<std::string> search_path{"public"};
+  std::string user = "app";
+  occ::PlanCache cache;
+
+  explicit Session(const std::string& variant) : rules(rules_for(variant)) {}
+
+  occ::Rewrite rewrite(const std::string& sql, bool extended = false) {
+    const occ::SessionView view{user, search_path, rules, relations};
+    return occ::rewrite_sql(sql, extended, view, cache);
+  }
+};
+
+// The text the server gets: the rewrite, or the original when forwarded.
+std::string sent(const occ::Rewrite& r, const std::string& sql) {
+  return r.action == occ::Rewrite::Action::rewrite ? r.sql : sql;
+}
+
+}  // namespace
+
+TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewrite]") {
+  struct Row {
+    const char* variant;
+    const char* user;
+    const char* sql;
+    const char* expected;  // "" means forwarded unchanged
+  };
+  const Row rows[] = {
+      // Nothing to do.
+      {"enforce", "app", "SELECT * FROM subscriptions WHERE id = 1 AND version = 3", ""},
+      {"enforce", "app", "UPDATE other SET version = 1 WHERE id = 1 AND version = 3", ""},
+      {"enforce", "app", "INSERT INTO subscriptions (id, status) VALUES (1, 'new')", ""},
+      {"enforce", "app", "INSERT INTO subscriptions (id) VALUES (1) ON CONFLICT (id) DO NOTHING", ""},
+      {"enforce", "app", "CREATE INDEX ON subscriptions (status)", ""},
+      {"enforce", "app", "UPDATE weird.name SET x = 1 WHERE version = 1", ""},
+      {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1", ""},
+      {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 1", ""},
+      {"enforce", "app", "DELETE FROM subscriptions WHERE id = 1", ""},
+      {"passthrough", "app", "UPDATE subscriptions SET status = 'x', version = version + 1 WHERE id = $1 AND version = $2",
+       ""},
+      {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND (version = 3 OR version = 4)", ""},
+      {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 1 AND version = 3", ""},
+      {"no-deletes", "app", "DELETE FROM subscriptions WHERE id = 1 AND version = 3", ""},
+      {"proxy", "app", "UPDATE subscriptions SET version = 10 WHERE id = 1", ""},
+      {"passthrough", "app", "INSERT INTO subscriptions (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = 'x'", ""},
+      {"enforce", "app", "UPDATE subscriptions SET WHERE", ""},
+
+      // UPDATE, expected version from the statement (app_managed_version: enforce).
+      {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
+       "status = 'x' WHERE id = 1 AND TRUE"},
+      {"enforce", "app", "UPDATE subscriptions SET status = $1, version = version + 1 WHERE id = $2 AND version = $3",
+       "UPDATE subscriptions SET status = $1, version = CASE WHEN subscriptions.version = $3 THEN version + 1 ELSE "
+       "occ.conflict(subscriptions.version, $3, version + 1, to_jsonb(subscriptions.*), @sub.update@) END "
+       "WHERE id = $2 AND TRUE"},
+      {"enforce", "app",
+       "update public.subscriptions s set status = t.status from staging t where s.id = t.id and $1::bigint = s.version "
+       "returning s.*",
+       "update public.subscriptions s set version = CASE WHEN s.version = $1::bigint THEN s.version ELSE "
+       "occ.conflict(s.version, $1::bigint, s.version, to_jsonb(s.*), @sub.update@) END, status = t.status from "
+       "staging t where s.id = t.id and TRUE returning s.*"},
+      {"enforce", "app", "UPDATE subscriptions SET (status, notes) = ('a', 'b') WHERE (version) = -3 AND (id = 1)",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = -3 THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, -3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
+       "(status, notes) = ('a', 'b') WHERE TRUE AND (id = 1)"},
+      // Comments, spacing and casing survive; only the spliced parts change.
+      {"enforce", "app",
+       "/* app: save */ Update  subscriptions\n   SET\tstatus = 'a' -- why\n WHERE id = 1\n   AND version = 3 /* v */;",
+       "/* app: save */ Update  subscriptions\n   SET version = CASE WHEN subscriptions.version = 3 THEN "
+       "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
+       "to_jsonb(subscriptions.*), @sub.update@) END,\tstatus = 'a' -- why\n WHERE id = 1\n   AND TRUE /* v */;"},
+      // Several statements in one Query: each rewritten in place.
+      {"enforce", "app",
+       "BEGIN; UPDATE subscriptions SET status = 'a' WHERE id = 1 AND version = 3; SELECT 1;\n"
+       "DELETE FROM subscriptions WHERE id = 2 AND version = 5; COMMIT",
+       "BEGIN; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
+       "status = 'a' WHERE id = 1 AND TRUE; SELECT 1;\n"
+       "DELETE FROM subscriptions WHERE id = 2 AND TRUE AND (CASE WHEN (id = 2 AND TRUE) IS NOT TRUE THEN false WHEN "
+       "subscriptions.version = 5 THEN true ELSE occ.conflict(subscriptions.version, 5, subscriptions.version, "
+       "to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END); COMMIT"},
+      // Writable CTEs.
+      {"enforce", "app",
+       "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3 RETURNING id) SELECT * FROM u",
+       "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
+       "ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) "
+       "END, status = 'x' WHERE id = 1 AND TRUE RETURNING id) SELECT * FROM u"},
+      {"enforce", "app",
+       "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND version = 3 RETURNING *) INSERT INTO archive SELECT * FROM d",
+       "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND TRUE AND (CASE WHEN (id = 1 AND TRUE) IS NOT TRUE THEN "
+       "false WHEN subscriptions.version = 3 THEN true ELSE occ.conflict(subscriptions.version, 3, "
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) RETURNING *) INSERT INTO "
+       "archive SELECT * FROM d"},
+      // EXPLAIN ANALYZE and PREPARE run the write too.
+      {"enforce", "app", "EXPLAIN ANALYZE UPDATE subscriptions SET status = 'x' WHERE version = 3",
+       "EXPLAIN ANALYZE UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN "
+       "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
+       "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE TRUE"},
+      {"enforce", "app", "PREPARE p (int, bigint) AS UPDATE subscriptions SET status = 'x' WHERE id = $1 AND version = $2",
+       "PREPARE p (int, bigint) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2 THEN "
+       "subscriptions.version ELSE occ.conflict(subscriptions.version, $2, subscriptions.version, "
+       "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = $1 AND TRUE"},
+      // Quoted names, and a meta text that holds the default dollar-quote tag.
+      {"enforce", "app", R"(UPDATE "Weird"."Name" w SET "Note" = 'x' WHERE "Key" = 1 AND w."Ver" = 2)",
+       R"(UPDATE "Weird"."Name" w SET "Ver" = CASE WHEN w."Ver" = 2 THEN w."Ver" ELSE occ.conflict(w."Ver", 2, )"
+       R"(w."Ver", to_jsonb(w.*), @weird.update@) END, "Note" = 'x' WHERE "Key" = 1 AND TRUE)"},
+      {"enforce", "app", R"(UPDATE "a$occ$b" SET x = 1 WHERE version = 2)",
+       R"(UPDATE "a$occ$b" SET version = CASE WHEN a$occ$b.version = 2 THEN a$occ$b.version ELSE )"
+       R"(occ.conflict(a$occ$b.version, 2, a$occ$b.version, to_jsonb(a$occ$b.*), @dollar.update@) END, x = 1 )"
+       R"(WHERE TRUE)"},
+      // search_path: an earlier SET in the same message decides an unqualified name.
+      {"enforce", "app", "UPDATE invoices SET total = 1 WHERE id = 1 AND line = 2 AND version = 4", ""},
+      {"enforce", "app",
+       "SET search_path TO billing, public; UPDATE invoices SET total = 1 WHERE id = 1 AND line = 2 AND version = 4",
+       "SET search_path TO billing, public; UPDATE invoices SET version = CASE WHEN invoices.version = 4 THEN "
+       "invoices.version ELSE occ.conflict(invoices.version, 4, invoices.version, to_jsonb(invoices.*), @inv.update@) "
+       "END, total = 1 WHERE id = 1 AND line = 2 AND TRUE"},
+
+      // version_bump: proxy.
+      {"proxy", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1",
+       "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE id = 1"},
+      {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE id = 1 AND version = 3"},
+      {"proxy", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version + 1 ELSE "
+       "occ.conflict(subscriptions.version, 3, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update@) "
+       "END, status = 'x' WHERE id = 1 AND TRUE"},
+      {"uuid", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01'",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01' "
+       "THEN gen_random_uuid() ELSE occ.conflict(subscriptions.version, '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01', "
+       "gen_random_uuid(), to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
+      {"timestamp", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1",
+       "UPDATE subscriptions SET version = clock_timestamp(), status = 'x' WHERE id = 1"},
+      {"shadow", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
+       "status = 'x' WHERE id = 1 AND TRUE"},
+
+      // DELETE: a CASE guard behind the rest of the condition.
+      {"enforce", "app", "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND s.version = 3 RETURNING s.id",
+       "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND TRUE AND (CASE WHEN (s.id = t.id AND TRUE) IS "
+       "NOT TRUE THEN false WHEN s.version = 3 THEN true ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), "
+       "@sub.delete@) IS NOT NULL END) RETURNING s.id"},
+
+      // Force: no check, the write is marked so the server reports what it overwrote.
+      {"enforce", "dba", "UPDATE subscriptions SET status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@), "
+       "status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3"},
+      {"proxy", "dba", "/* occ:force */ UPDATE subscriptions SET status = 'f' WHERE id = 1",
+       "/* occ:force */ UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), "
+       "@sub.update@, subscriptions.version + 1), status = 'f' WHERE id = 1"},
+      {"enforce", "dba", "UPDATE subscriptions SET version = 99 WHERE id = 1 -- occ:force",
+       "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+       "99) WHERE id = 1 -- occ:force"},
+      {"enforce", "dba", "DELETE FROM subscriptions WHERE id = 1 OR id = 2 /*occ:force*/",
+       "DELETE FROM subscriptions WHERE (id = 1 OR id = 2) AND (CASE WHEN (id = 1 OR id = 2) IS NOT TRUE THEN false "
+       "ELSE occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) /*occ:force*/"},
+      {"enforce", "dba", "DELETE FROM subscriptions /*occ:force*/",
+       "DELETE FROM subscriptions WHERE occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS "
+       "NOT NULL /*occ:force*/"},
+      {"enforce", "bob", "SELECT 1; UPDATE subscriptions SET status = 'f' /*occ:force*/ WHERE id = 1; SELECT 2",
+       "SELECT 1; SELECT occ.reject('42501', 'occ: role \"bob\" may not force writes to public.subscriptions', 'Only "
+       "roles listed in force.allowed_roles may override the version check; nothing was written.', 'Remove the "
+       "/*occ:force*/ comment to write with the version check.', 'public', 'subscriptions'); SELECT 2"},
+      {"enforce", "bob", "SELECT 'occ:force'; UPDATE subscriptions SET status = 'x' WHERE id = 1", ""},
+
+      // INSERT ... ON CONFLICT ... DO UPDATE.
+      {"enforce", "app",
+       "INSERT INTO subscriptions AS s (id, status) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET status = "
+       "excluded.status WHERE s.version = 3 RETURNING *",
+       "INSERT INTO subscriptions AS s (id, status) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET version = CASE WHEN "
+       "s.version = 3 THEN s.version ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), @sub.update@) END, "
+       "status = excluded.status WHERE TRUE RETURNING *"},
+      {"proxy", "app",
+       "INSERT INTO subscriptions (id, status) VALUES (1, 'x') ON CONFLICT (id) WHERE status <> 'y' DO UPDATE SET "
+       "status = excluded.status",
+       "INSERT INTO subscriptions (id, status) VALUES (1, 'x') ON CONFLICT (id) WHERE status <> 'y' DO UPDATE SET "
+       "version = subscriptions.version + 1, status = excluded.status"},
+
+      // MERGE: each WHEN MATCHED action.
+      {"enforce", "app",
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND t.version = 3 AND s.gone THEN DELETE "
+       "WHEN MATCHED AND t.version = 3 THEN UPDATE SET status = CASE WHEN s.x THEN 'a' ELSE 'b' END "
+       "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND (CASE WHEN (TRUE "
+       "AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true ELSE occ.conflict(t.version, 3, t.version, "
+       "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET version = CASE "
+       "WHEN t.version = 3 THEN t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, "
+       "status = CASE WHEN s.x THEN 'a' ELSE 'b' END WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)"},
+      {"proxy", "app", "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET "
+       "status = s.status",
+       "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET version = "
+       "subscriptions.version + 1, status = s.status"},
+      {"enforce", "dba", "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED THEN DELETE -- occ:force",
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND (occ.forced(t.version, "
+       "to_jsonb(t.*), @sub.delete@) IS NOT NULL) THEN DELETE -- occ:force"},
+
+      // Forms the rewriter cannot handle: on_unsupported decides.
+      {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND (version = 3 OR version = 4)", ""},
+      {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = other_version", ""},
+      {"enforce", "app", "UPDATE subscriptions SET (status, version) = ('x', 4) WHERE id = 1 AND version = 3", ""},
+      {"enforce", "app", "UPDATE subscriptions SET version = DEFAULT WHERE id = 1 AND version = 3", ""},
+      {"enforce", "dba", "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/", ""},
+      {"enforce", "app", "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.version = s.v WHEN MATCHED "
+       "THEN UPDATE SET status = 'x'", ""},
+      {"reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND NOT version = 3;",
+       "SELECT occ.reject('0A000', 'occ: unsupported write on public.subscriptions: a version condition other than "
+       "one top-level `version = constant or parameter` conjunct', 'The proxy cannot add its version check to this "
+       "form of statement and on_unsupported is reject for this table; nothing was written.', 'Rewrite the statement "
+       "in a supported form, or set on_unsupported: passthrough for this table.', 'public', 'subscriptions');"},
+  };
+  for (const Row& row : rows) {
+    INFO(row.variant << " / " << row.user << ": " << row.sql);
+    Session s(row.variant);
+    s.user = row.user;
+    const occ::Rewrite r = s.rewrite(row.sql);
+    const std::string expected = *row.expected ? expand(row.variant, row.expected) : std::string(row.sql);
+    CHECK(sent(r, row.sql) == expected);
+    CHECK((r.action == occ::Rewrite::Action::rewrite) == (*row.expected != '\0'));
+  }
+}
+
+TEST_CASE("unparsable SQL is forwarded unchanged and flagged", "[rewrite]") {
+  Session s("enforce");
+  const occ::Rewrite r = s.rewrite("UPDATE subscriptions SET WHERE id = 1");
+  CHECK(r.action == occ::Rewrite::Action::forward);
+  CHECK(r.parse_failed);
+  CHECK(r.writes.empty());
+}
+
+TEST_CASE("unsupported forms are counted when passed through and refused under reject", "[rewrite]") {
+  const std::string sql = "UPDATE subscriptions SET status = 'x' WHERE CURRENT OF c /*occ:force*/; "
+                          "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/";
+  Session pass("enforce");
+  pass.user = "dba";
+  const occ::Rewrite passed = pass.rewrite(sql);
+  CHECK(passed.unsupported_passed == 1);
+  CHECK(passed.action == occ::Rewrite::Action::rewrite);
+  CHECK(passed.writes.size() == 1);
+
+  Session refuse("reject");
+  refuse.user = "dba";
+  const occ::Rewrite refused = refuse.rewrite("DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/", true);
+  CHECK(refused.action == occ::Rewrite::Action::reject);
+  CHECK(refused.unsupported_passed == 0);
+  REQUIRE(refused.rejection);
+  CHECK(refused.rejection->sqlstate == "0A000");
+  CHECK(refused.rejection->message == "occ: unsupported write on public.subscriptions: DELETE ... WHERE CURRENT OF");
+  CHECK(refused.rejection->schema == "public");
+  CHECK(refused.rejection->table == "subscriptions");
+}
+
+TEST_CASE("a force hint from a role not allowed is refused in the extended protocol", "[rewrite]") {
+  Session s("enforce");
+  s.user = "bob";
+  const occ::Rewrite r = s.rewrite("UPDATE subscriptions SET status = $1 WHERE id = $2 /*occ:force*/", true);
+  CHECK(r.action == occ::Rewrite::Action::reject);
+  CHECK(r.sql.empty());
+  CHECK(r.writes.empty());
+  REQUIRE(r.rejection);
+  CHECK(r.rejection->sqlstate == "42501");
+  CHECK(r.rejection->message == "occ: role \"bob\" may not force writes to public.subscriptions");
+  CHECK(r.rejection->detail ==
+        "Only roles listed in force.allowed_roles may override the version check; nothing was written.");
+  CHECK(r.rejection->hint == "Remove the /*occ:force*/ comment to write with the version check.");
+  CHECK(r.rejection->schema == "public");
+  CHECK(r.rejection->table == "subscriptions");
+}
+
+TEST_CASE("each checked or forced write is described for the audit", "[rewrite]") {
+  Session s("enforce");
+  s.user = "dba";
+  const occ::Rewrite r = s.rewrite(
+      "UPDATE subscriptions SET status = $1, (notes, plan) = (upper($2), 'p''1') WHERE id = $3 AND version = $4; "
+      "UPDATE subscriptions SET status = 'x' WHERE id = 1; "
+      "DELETE FROM subscriptions WHERE id = 9 /*occ:force*/");
+  REQUIRE(r.writes.size() == 2);
+  CHECK(r.writes[0].table == s.rules.find("public", "subscriptions"));
+  CHECK_FALSE(r.writes[0].forced);
+  using Assigned = std::vector<std::pair<std::string, std::string>>;
+  CHECK(r.writes[0].assigned == Assigned{{"status", "$1"}, {"notes", "upper($2)"}, {"plan", "'p''1'"}});
+  CHECK(r.writes[0].fingerprint.size() == 16);
+  CHECK(r.writes[1].forced);
+  CHECK(r.writes[1].assigned.empty());
+  CHECK(r.writes[0].fingerprint != r.writes[1].fingerprint);
+
+  // The fingerprint ignores constants: the same statement shape gets the same one.
+  const occ::Rewrite again = s.rewrite("UPDATE subscriptions SET status = $1, (notes, plan) = (upper($2), 'other') "
+                                       "WHERE id = $3 AND version = $4");
+  REQUIRE(again.writes.size() == 1);
+  CHECK(again.writes[0].fingerprint == r.writes[0].fingerprint);
+}
+
+TEST_CASE("search_path changes are reported as written", "[rewrite]") {
+  using Path = std::optional<std::vector<std::string>>;
+  struct Row {
+    const char* sql;
+    Path expected;
+  };
+  const Row rows[] = {
+      {"SET search_path TO billing, \"$user\", 'My Schema'", std::vector<std::string>{"billing", "$user", "My Schema"}},
+      {"set search_path = Public", std::vector<std::string>{"public"}},
+      {"SET SESSION search_path TO \"Billing\"", std::vector<std::string>{"Billing"}},
+      {"SET LOCAL search_path TO billing", std::vector<std::string>{"billing"}},
+      {"SET search_path TO DEFAULT", std::nullopt},
+      {"RESET search_path", std::nullopt},
+      {"RESET ALL", std::nullopt},
+      {"DISCARD ALL", std::nullopt},
+      {"SET search_path TO a; SELECT 1; SET search_path TO b", std::vector<std::string>{"b"}},
+  };
+  for (const Row& row : rows) {
+    INFO(row.sql);
+    Session s("enforce");
+    const occ::Rewrite r = s.rewrite(row.sql);
+    CHECK(r.action == occ::Rewrite::Action::forward);
+    REQUIRE(r.search_path_change);
+    CHECK(*r.search_path_change == row.expected);
+  }
+  Session s("enforce");
+  for (const char* sql : {"SELECT set_config('search_path', 'billing', false)", "SET statement_timeout = 0",
+                          "DISCARD PLANS", "SHOW search_path"}) {
+    INFO(sql);
+    CHECK_FALSE(s.rewrite(sql).search_path_change);
+  }
+}
+
+TEST_CASE("unqualified names resolve through the session's search_path", "[rewrite]") {
+  const std::string sql = "UPDATE invoices SET total = 1 WHERE id = 1 AND line = 1 AND version = 2";
+  Session s("enforce");
+  s.search_path = {"billing", "public"};
+  const occ::Rewrite r = s.rewrite(sql);
+  REQUIRE(r.writes.size() == 1);
+  CHECK(r.writes[0].table == s.rules.find("billing", "invoices"));
+
+  // With the catalog loaded, a relation of that name earlier in the path shadows the protected one.
+  Session shadowed("enforce");
+  shadowed.search_path = {"app", "billing"};
+  shadowed.relations.loaded = true;
+  shadowed.relations.schemas_by_name["invoices"] = {"app", "billing"};
+  CHECK(shadowed.rewrite(sql).action == occ::Rewrite::Action::forward);
+  shadowed.search_path = {"billing", "app"};
+  CHECK(shadowed.rewrite(sql).action == occ::Rewrite::Action::rewrite);
+}
+
+TEST_CASE("the pre-filter passes texts naming a protected table or search_path", "[rewrite]") {
+  const occ::Rules rules = rules_for("enforce");
+  struct Row {
+    const char* sql;
+    bool expected;
+  };
+  const Row rows[] = {
+      {"UPDATE subscriptions SET a = 1", true},
+      {"update SUBSCRIPTIONS set a = 1", true},
+      {"update public.\"subscriptions\" set a = 1", true},
+      {"update \"Weird\".\"Name\" set a = 1", true},
+      {"update \"a$occ$b\" set a = 1", true},
+      {"update U&\"\\0061bc\" set a = 1", true},
+      {"SET search_path TO x", true},
+      {"DISCARD ALL", true},
+      {"RESET ALL", true},
+      {"SELECT 1", false},
+      {"UPDATE subscriptions_archive SET a = 1", false},
+      {"UPDATE my_subscriptions SET a = 1", false},
+      {"UPDATE \"Subscriptions\" SET a = 1", false},
+      {"UPDATE name SET a = 1", false},
+      {"UPDATE \"Name\" SET a = 1", true},
+      {"", false},
+  };
+  for (const Row& row : rows) {
+    INFO(row.sql);
+    CHECK(occ::may_need_rewrite(row.sql, rules) == row.expected);
+  }
+}
+
+// Not a test: the e2e suite (tests/e2e/test_occ_sql.py) runs the real rewriter through this.
+// Reads OCC_REWRITE_RULES (rules YAML), OCC_REWRITE_SQL, OCC_REWRITE_USER, OCC_REWRITE_EXTENDED
+// ("1"), OCC_REWRITE_SEARCH_PATH (comma-separated) and writes the result as JSON to OCC_REWRITE_OUT.
+TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
+  auto env = [](const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : fallback);
+  };
+  const occ::Rules rules = occ::parse_rules(env("OCC_REWRITE_RULES", ""), "OCC_REWRITE_RULES");
+  const occ::RelationIndex relations;
+  std::vector<std::string> path;
+  const std::string path_text = env("OCC_REWRITE_SEARCH_PATH", "public");
+  for (std::size_t at = 0; at <= path_text.size();) {
+    const std::size_t comma = std::min(path_text.find(',', at), path_text.size());
+    path.push_back(path_text.substr(at, comma - at));
+    at = comma + 1;
+  }
+  const std::string user = env("OCC_REWRITE_USER", "app");
+  const std::string sql = env("OCC_REWRITE_SQL", "");
+  occ::PlanCache cache;
+  const occ::Rewrite r = occ::rewrite_sql(sql, env("OCC_REWRITE_EXTENDED", "0") == "1",
+                                          occ::SessionView{user, path, rules, relations}, cache);
+  nlohmann::json out;
+  out["action"] = r.action == occ::Rewrite::Action::rewrite  ? "rewrite"
+                  : r.action == occ::Rewrite::Action::reject ? "reject"
+                                                             : "forward";
+  out["sql"] = r.action == occ::Rewrite::Action::rewrite ? r.sql : sql;
+  out["parse_failed"] = r.parse_failed;
+  out["unsupported_passed"] = r.unsupported_passed;
+  out["writes"] = nlohmann::json::array();
+  for (const occ::WriteInfo& w : r.writes)
+    out["writes"].push_back({{"table", w.table->qualified_name()}, {"forced", w.forced}, {"assigned", w.assigned}});
+  if (r.rejection) out["rejection"] = {{"sqlstate", r.rejection->sqlstate}, {"message", r.rejection->message}};
+  std::ofstream(env("OCC_REWRITE_OUT", "/dev/stdout")) << out.dump() << '\n';
+}
