@@ -172,7 +172,8 @@ void start(const Config& config) {
 void stop() { state().stop_writer(); }
 
 void record(json event) {
-  if (!event.is_object()) throw std::invalid_argument("audit::record: the event must be a JSON object");
+  if (!event.is_object())
+    throw std::invalid_argument("audit::record: the event must be a JSON object");
   if (!event.contains("ts")) event["ts"] = format_timestamp(std::chrono::system_clock::now());
 
   json for_recent = event;

@@ -1,4 +1,4 @@
-// Boost.Beast server for the stats endpoint: a table of GET handlers behind one coroutine per client.
+// Boost.Beast server for the stats endpoint: a table of GET handlers, one coroutine per client.
 #include <utility>
 
 #include "stats/http_server.h"
@@ -228,9 +228,8 @@ std::function<bool()> upstream_probe(Endpoint upstream) {
         [&](const boost::system::error_code& ec, const tcp::resolver::results_type& results) {
           if (ec) return;
           net::async_connect(socket, results,
-                             [&](const boost::system::error_code& connect_ec, const tcp::endpoint&) {
-                               connected = !connect_ec;
-                             });
+                             [&](const boost::system::error_code& connect_ec,
+                                 const tcp::endpoint&) { connected = !connect_ec; });
         });
     ioc.run_for(kProbeTimeout);
 
@@ -259,6 +258,8 @@ auto log_failure(const char* what) {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
       spdlog::error("stats http: {}: {}", what, ex.what());
+    } catch (...) {
+      spdlog::error("stats http: {}: unknown exception", what);
     }
   };
 }
@@ -279,7 +280,8 @@ http::response<http::string_body> to_beast(const Response& r, unsigned version, 
 std::optional<Response> read_failure_response(const beast::error_code& ec) {
   if (ec == http::error::header_limit) return error_response(431, "request header too large");
   if (ec == http::error::body_limit) return error_response(413, "request body too large");
-  const bool parse_error = ec.category() == http::make_error_code(http::error::bad_method).category();
+  const bool parse_error =
+      ec.category() == http::make_error_code(http::error::bad_method).category();
   if (parse_error && ec != http::error::end_of_stream && ec != http::error::partial_message)
     return error_response(400, "malformed HTTP request: " + ec.message());
   return std::nullopt;
@@ -296,8 +298,9 @@ net::awaitable<void> serve_connection(tcp::socket socket, const HttpServerOption
     stream.expires_after(options.timeout);
     co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
     if (ec) {
+      if (ec != http::error::end_of_stream)
+        spdlog::debug("stats http: closing a connection: {}", ec.message());
       if (auto reply = read_failure_response(ec)) {
-        spdlog::debug("stats http: closing connection: {}", ec.message());
         auto res = to_beast(*reply, 11, false);
         co_await http::async_write(stream, res, net::redirect_error(net::use_awaitable, ec));
       }
@@ -358,7 +361,8 @@ void HttpServer::start() {
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error(where + ": cannot listen: " + e.code().message());
   }
-  net::co_spawn(impl_->ioc, accept_connections(impl_->acceptor, impl_->options), log_failure("listener stopped"));
+  net::co_spawn(impl_->ioc, accept_connections(impl_->acceptor, impl_->options),
+                log_failure("listener stopped"));
   impl_->thread = std::thread([impl = impl_.get()] { impl->ioc.run(); });
   spdlog::info("stats endpoint listening on {}:{}", listen.host, port_);
 }
