@@ -16,7 +16,9 @@
 
 #include "audit/audit_log.h"
 #include "proxy/config.h"
+#include "rules/migrate.h"
 #include "rules/pg_connection.h"
+#include "rules/rules.h"
 #include "stats/counters.h"
 
 using nlohmann::json;
@@ -177,13 +179,15 @@ TEST_CASE("an unreachable audit table is counted and never stops the file log", 
 // The [pg] cases need a PostgreSQL they may write to: OCCPROXY_TEST_ADMIN_DSN="host=... dbname=...".
 class ConflictLogDb {
  public:
+  // The table as `occproxy migrate` creates it, emptied.
   ConflictLogDb() : dsn_(required_dsn()), conn_(dsn_) {
-    conn_.exec(
-        "CREATE SCHEMA IF NOT EXISTS occ; DROP TABLE IF EXISTS occ.conflict_log; "
-        "CREATE TABLE occ.conflict_log (id bigserial PRIMARY KEY, logged_at timestamptz NOT NULL "
-        "DEFAULT now(), kind text, table_name text, key jsonb, expected text, current text, "
-        "username text, application_name text, client_addr text, fingerprint text, diff jsonb, "
-        "record jsonb)");
+    occ::Config config;
+    config.admin_dsn = dsn_;
+    const occ::MigrateResult migrated =
+        occ::run_migrations(config, occ::Rules{}, OCCPROXY_MIGRATIONS_DIR);
+    INFO(migrated.error);
+    REQUIRE(migrated.ok);
+    conn_.exec("TRUNCATE occ.conflict_log");
   }
 
   const std::string& dsn() const { return dsn_; }
