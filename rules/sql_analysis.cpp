@@ -409,7 +409,8 @@ int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, st
         }
         group = c.span(open, end - 1);
         group_value = std::string(c.text(c.span(eq + 1, end - 1)));
-        elements = row_elements(c, eq + 1, end);
+        const bool row = ref->source != nullptr && ref->source->node_case == PG_QUERY__NODE__NODE_ROW_EXPR;
+        elements = row ? row_elements(c, eq + 1, end) : std::vector<TextRange>{};
       }
       item.item = group;
       const auto element = static_cast<std::size_t>(ref->colno - 1);

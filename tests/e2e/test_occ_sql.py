@@ -1,0 +1,379 @@
+# The SQL layer on a real server, without the proxy: migrations/001 installed with psql, and the rewriter's own output (the unit test binary's rewrite CLI) run directly.
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+import time
+
+import psycopg
+import psycopg2
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MIGRATION = REPO / "migrations" / "001_occ_schema.sql"
+
+RULES = """\
+defaults:
+  app_managed_version: enforce
+  force:
+    allowed_roles: [dba]
+tables:
+  - table: public.subscriptions
+    key: [id]
+  - table: public.invoices
+    key: [id]
+    version_bump: proxy
+  - table: public.tokens
+    key: [id]
+    version_bump: proxy
+    version_kind: uuid
+  - table: public.trials
+    key: [id]
+    mode: shadow
+  - table: public.lines
+    key: [invoice, line]
+    on_unsupported: reject
+"""
+
+# What `occproxy migrate` gives each table: a version column, and (version_bump: trigger) a trigger
+# that advances the version when an UPDATE leaves it unchanged.
+SCHEMA = """
+CREATE FUNCTION bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.version IS NOT DISTINCT FROM OLD.version THEN
+    NEW.version := OLD.version + 1;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TABLE subscriptions (id int PRIMARY KEY, status text, notes text, version bigint NOT NULL DEFAULT 1);
+CREATE TRIGGER occ_bump_version BEFORE UPDATE ON subscriptions FOR EACH ROW EXECUTE FUNCTION bump_version();
+CREATE TABLE trials (id int PRIMARY KEY, status text, version bigint NOT NULL DEFAULT 1);
+CREATE TRIGGER occ_bump_version BEFORE UPDATE ON trials FOR EACH ROW EXECUTE FUNCTION bump_version();
+CREATE TABLE lines (invoice int, line int, amount int, version bigint NOT NULL DEFAULT 1, PRIMARY KEY (invoice, line));
+CREATE TRIGGER occ_bump_version BEFORE UPDATE ON lines FOR EACH ROW EXECUTE FUNCTION bump_version();
+CREATE TABLE invoices (id int PRIMARY KEY, total int, version bigint NOT NULL DEFAULT 1);
+CREATE TABLE tokens (id int PRIMARY KEY, secret text, version uuid NOT NULL DEFAULT gen_random_uuid());
+CREATE TABLE staging (id int, status text, gone bool DEFAULT false);
+"""
+
+HINT = (
+    "Re-read the row and retry the transaction. A role listed in force.allowed_roles can override "
+    "with /*occ:force*/."
+)
+
+
+@pytest.fixture(scope="module")
+def rewriter():
+    """rewrite(sql, user="app", rules=RULES) -> dict: the real rewriter's result for that SQL."""
+    default = pathlib.Path(os.environ.get("OCCPROXY_BIN", REPO / "build" / "occproxy")).parent / "unit_tests"
+    binary = pathlib.Path(os.environ.get("OCC_UNIT_TESTS_BIN", default))
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"unit test binary not found at {binary}: build it (cmake) or set OCC_UNIT_TESTS_BIN")
+    out_dir = tempfile.mkdtemp(prefix="occ-rewrite-")
+    out = pathlib.Path(out_dir) / "rewrite.json"
+
+    def rewrite(sql, user="app", rules=RULES):
+        env = dict(os.environ, OCC_REWRITE_RULES=rules, OCC_REWRITE_SQL=sql, OCC_REWRITE_USER=user,
+                   OCC_REWRITE_OUT=str(out))
+        result = subprocess.run([str(binary), "[rewrite-cli]"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(out.read_text())
+
+    yield rewrite
+    out.unlink(missing_ok=True)
+    os.rmdir(out_dir)
+
+
+@pytest.fixture
+def occdb(pg, db):
+    pg.psql(MIGRATION.read_text(), dbname=db)
+    pg.psql(SCHEMA, dbname=db)
+    return db
+
+
+def connect(pg, db):
+    conn = psycopg2.connect(pg.dsn(db))
+    conn.autocommit = True
+    return conn
+
+
+def query(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def execute(conn, sql):
+    """Runs sql; returns its rowcount."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.rowcount
+
+
+def conflict(conn, sql):
+    """Runs sql, which must fail; returns the psycopg2 error."""
+    with pytest.raises(psycopg2.Error) as caught:
+        execute(conn, sql)
+    return caught.value
+
+
+def collect_notices(conn):
+    """(severity, sqlstate, message) of each notice on a psycopg 3 connection, from now on."""
+    notices = []
+    # A Diagnostic is only valid inside the handler: copy what the test needs.
+    conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
+    return notices
+
+
+def events(notices):
+    """The OC000 events among collected notices, decoded."""
+    return [json.loads(message) for _, sqlstate, message in notices if sqlstate == "OC000"]
+
+
+def test_migration_is_idempotent_and_complete(pg, occdb):
+    pg.psql(MIGRATION.read_text(), dbname=occdb)
+    functions = pg.psql(
+        "SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'occ'::regnamespace ORDER BY 1",
+        dbname=occdb,
+    ).split("\n")
+    assert "occ.conflict(anycompatible,anycompatible,anycompatible,jsonb,text)" in functions
+    assert "occ.forced(anyelement,jsonb,text)" in functions
+    assert "occ.forced(anycompatible,jsonb,text,anycompatible)" in functions
+    assert "occ.reject(text,text,text,text,text,text)" in functions
+    columns = pg.psql(
+        "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'occ.conflict_log'::regclass AND attnum > 0",
+        dbname=occdb,
+    ).strip()
+    assert columns == ("id,at,kind,table_name,key,expected,current,username,application_name,client_addr,"
+                       "fingerprint,diff,record")
+
+
+def test_conflict_error_carries_every_field(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (42, 'active', 'n', 4)", dbname=occdb)
+    r = rewriter("UPDATE subscriptions SET status = 'paused', notes = 'x' WHERE id = 42 AND version = 3")
+    assert r["action"] == "rewrite"
+    assert r["writes"] == [{"table": "public.subscriptions", "forced": False,
+                            "assigned": [["status", "'paused'"], ["notes", "'x'"]]}]
+    conn = connect(pg, occdb)
+    e = conflict(conn, r["sql"])
+    assert e.pgcode == "40001"
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(42): expected version 3, current version 4"
+    )
+    assert e.diag.message_detail == "Current version is 4; the row was changed after version 3."
+    assert e.diag.message_hint == HINT
+    assert e.diag.schema_name == "public"
+    assert e.diag.table_name == "subscriptions"
+    assert e.diag.constraint_name == "occ_version"
+    assert query(conn, "SELECT status, notes, version FROM subscriptions") == [("active", "n", 4)]
+
+
+def test_detail_names_the_columns_changed_since_the_read(pg, occdb):
+    pg.psql("INSERT INTO subscriptions VALUES (42, 'active', 'n', 4)", dbname=occdb)
+    conn = connect(pg, occdb)
+    meta = json.dumps({"schema": "public", "table": "subscriptions", "key": ["id", "status"],
+                       "version_column": "version", "sqlstate": "40P01", "mode": "enforce", "op": "update",
+                       "base": {"id": "42", "status": "trial", "notes": "old", "version": "3"}})
+    e = conflict(conn, "SELECT occ.conflict(s.version, 3, s.version, to_jsonb(s.*), %s) FROM subscriptions s"
+                 % psycopg2.extensions.adapt(meta).getquoted().decode())
+    assert e.pgcode == "40P01"
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id, status)=(42, active): expected version 3, current version 4"
+    )
+    assert e.diag.message_detail == "Current version is 4. Changed since your read: status, notes."
+
+
+def test_missing_row_is_not_a_conflict_and_a_current_one_is_written_once(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'active', 'n', 4)", dbname=occdb)
+    conn = connect(pg, occdb)
+    assert execute(conn, rewriter("UPDATE subscriptions SET status = 'x' WHERE id = 999 AND version = 4")["sql"]) == 0
+    assert execute(conn, rewriter("DELETE FROM subscriptions WHERE id = 999 AND version = 4")["sql"]) == 0
+    assert execute(conn, rewriter("UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 4")["sql"]) == 1
+    assert query(conn, "SELECT status, version FROM subscriptions") == [("x", 5)]
+
+
+def test_no_false_conflict_when_every_row_is_scanned(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions SELECT i, 'active', 'n', 1 + i % 5 FROM generate_series(1, 2000) i",
+            dbname=occdb)
+    conn = connect(pg, occdb)
+    execute(conn, "SET enable_indexscan = off")
+    execute(conn, "SET enable_bitmapscan = off")
+    update = rewriter("UPDATE subscriptions SET status = 'paused' WHERE id = 1010 AND version = 1")["sql"]
+    delete = rewriter("DELETE FROM subscriptions WHERE id = 1011 AND version = 2")["sql"]
+    for sql in (update, delete):
+        plan = "\n".join(row[0] for row in query(conn, "EXPLAIN " + sql))
+        assert "Seq Scan on subscriptions" in plan
+    assert execute(conn, update) == 1
+    assert execute(conn, delete) == 1
+    assert query(conn, "SELECT status, version FROM subscriptions WHERE id = 1010") == [("paused", 2)]
+    assert query(conn, "SELECT count(*), sum(version)::int FROM subscriptions") == [(1999, 5999)]
+    assert query(conn, "SELECT count(*) FROM subscriptions WHERE status <> 'active'") == [(1,)]
+
+
+def wait_until_blocked(conn, pid):
+    for _ in range(200):
+        if query(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)) == [("Lock",)]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"backend {pid} never waited for the row lock")
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE subscriptions SET status = 'b' WHERE id = 7 AND version = 1",
+    "DELETE FROM subscriptions WHERE id = 7 AND version = 1",
+])
+def test_read_committed_recheck_sees_the_concurrent_write(pg, occdb, rewriter, statement):
+    pg.psql("INSERT INTO subscriptions VALUES (7, 'open', 'n', 1)", dbname=occdb)
+    first = connect(pg, occdb)
+    second = connect(pg, occdb)
+    watcher = connect(pg, occdb)
+    first.autocommit = False
+    execute(first, "UPDATE subscriptions SET notes = 'first' WHERE id = 7")
+    sql = rewriter(statement)["sql"]
+    outcome = {}
+
+    def run():
+        try:
+            outcome["rows"] = execute(second, sql)
+        except psycopg2.Error as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until_blocked(watcher, second.get_backend_pid())
+    first.commit()
+    thread.join(30)
+    assert "rows" not in outcome
+    assert outcome["error"].pgcode == "40001"
+    assert outcome["error"].diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(7): expected version 1, current version 2"
+    )
+    assert query(watcher, "SELECT status, notes, version FROM subscriptions") == [("open", "first", 2)]
+
+
+def test_read_committed_recheck_of_a_row_that_no_longer_matches_is_not_found(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (8, 'open', 'n', 1)", dbname=occdb)
+    first = connect(pg, occdb)
+    second = connect(pg, occdb)
+    first.autocommit = False
+    execute(first, "UPDATE subscriptions SET status = 'closed' WHERE id = 8")
+    sql = rewriter("UPDATE subscriptions SET notes = 'b' WHERE id = 8 AND status = 'open' AND version = 1")["sql"]
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("rows", execute(second, sql)))
+    thread.start()
+    wait_until_blocked(first, second.get_backend_pid())
+    first.commit()
+    thread.join(30)
+    assert outcome == {"rows": 0}
+
+
+def test_bulk_updates_advance_each_row_once(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions SELECT i, 'a', 'n', 2 FROM generate_series(1, 100) i;"
+            "INSERT INTO invoices SELECT i, 0, 1 + i % 3 FROM generate_series(1, 100) i", dbname=occdb)
+    conn = connect(pg, occdb)
+    unchecked = rewriter("UPDATE subscriptions SET notes = 'bulk' WHERE id <= 100")
+    assert unchecked["action"] == "forward"
+    assert execute(conn, unchecked["sql"]) == 100
+    checked = rewriter("UPDATE subscriptions SET notes = 'bulk 2' WHERE id <= 100 AND version = 3")
+    assert checked["action"] == "rewrite"
+    assert execute(conn, checked["sql"]) == 100
+    assert query(conn, "SELECT min(version), max(version) FROM subscriptions") == [(4, 4)]
+    proxy_bump = rewriter("UPDATE invoices SET total = total + 1")
+    assert proxy_bump["sql"] == "UPDATE invoices SET version = invoices.version + 1, total = total + 1"
+    assert execute(conn, proxy_bump["sql"]) == 100
+    assert query(conn, "SELECT count(*) FROM invoices WHERE version = 2 + id % 3 AND total = 1") == [(100,)]
+
+
+def test_shadow_mode_lets_the_write_through_and_reports_it(pg, occdb, rewriter):
+    pg.psql("INSERT INTO trials VALUES (1, 'trial', 2)", dbname=occdb)
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        notices = collect_notices(conn)
+        conn.execute("SET client_min_messages = error")
+        sql = rewriter("UPDATE trials SET status = 'paid' WHERE id = 1 AND version = 1")["sql"]
+        assert conn.execute(sql).rowcount == 1
+        assert conn.execute("SELECT status, version FROM trials").fetchall() == [("paid", 3)]
+        assert conn.execute("SHOW client_min_messages").fetchone() == ("error",)
+    assert [severity for severity, _, _ in notices] == ["WARNING"]
+    assert events(notices) == [{
+        "event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1},
+        "expected": "1", "current": "2", "op": "update", "base": None,
+        "current_row": {"id": 1, "status": "trial", "version": 2},
+    }]
+
+
+def test_forced_writes_are_reported_and_other_roles_refused(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 5); INSERT INTO invoices VALUES (2, 10, 7)", dbname=occdb)
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        notices = collect_notices(conn)
+        forced = rewriter("UPDATE subscriptions SET status = 'f' WHERE id = 1 AND version = 2 /*occ:force*/", user="dba")
+        assert forced["writes"][0]["forced"] is True
+        assert conn.execute(forced["sql"]).rowcount == 0  # the statement's own condition still holds
+        forced = rewriter("UPDATE subscriptions SET status = 'f' WHERE id = 1 /*occ:force*/", user="dba")
+        assert conn.execute(forced["sql"]).rowcount == 1
+        forced = rewriter("/*occ:force*/ UPDATE invoices SET total = 0 WHERE id = 2", user="dba")
+        assert conn.execute(forced["sql"]).rowcount == 1
+        refused = rewriter("UPDATE subscriptions SET status = 'bob' WHERE id = 1 /*occ:force*/", user="bob")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(refused["sql"])
+        assert caught.value.sqlstate == "42501"
+        assert caught.value.diag.message_primary == 'occ: role "bob" may not force writes to public.subscriptions'
+        assert caught.value.diag.table_name == "subscriptions"
+        assert conn.execute("SELECT status, version FROM subscriptions").fetchall() == [("f", 6)]
+        assert conn.execute("SELECT total, version FROM invoices").fetchall() == [(0, 8)]
+    assert [(e["event"], e["table"], e["key"], e["current"]) for e in events(notices)] == [
+        ("forced_write", "subscriptions", {"id": 1}, "5"),
+        ("forced_write", "invoices", {"id": 2}, "7"),
+    ]
+
+
+def test_upsert_and_merge_are_checked_like_updates(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 3), (2, 'b', 'n', 1);"
+            "INSERT INTO staging VALUES (1, 'merged', false), (2, 'gone', true), (3, 'new', false)", dbname=occdb)
+    conn = connect(pg, occdb)
+    upsert = ("INSERT INTO subscriptions AS s (id, status) VALUES (1, 'up') ON CONFLICT (id) "
+              "DO UPDATE SET status = excluded.status WHERE s.version = {}")
+    e = conflict(conn, rewriter(upsert.format(2))["sql"])
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(1): expected version 2, current version 3")
+    assert execute(conn, rewriter(upsert.format(3))["sql"]) == 1
+    merge = ("MERGE INTO subscriptions t USING staging s ON t.id = s.id "
+             "WHEN MATCHED AND s.gone AND t.version = {0} THEN DELETE "
+             "WHEN MATCHED AND t.version = {0} THEN UPDATE SET status = s.status "
+             "WHEN NOT MATCHED THEN INSERT (id, status) VALUES (s.id, s.status)")
+    e = conflict(conn, rewriter(merge.format(4))["sql"])
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(2): expected version 4, current version 1")
+    execute(conn, "UPDATE subscriptions SET version = 4 WHERE id = 2")  # both rows at version 4 now
+    assert execute(conn, rewriter(merge.format(4))["sql"]) == 3
+    assert query(conn, "SELECT id, status, version FROM subscriptions ORDER BY id") == [
+        (1, "merged", 5), (3, "new", 1)]
+
+
+def test_uuid_versions(pg, occdb, rewriter):
+    pg.psql("INSERT INTO tokens VALUES (1, 's', '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01')", dbname=occdb)
+    conn = connect(pg, occdb)
+    stale = "UPDATE tokens SET secret = 't' WHERE id = 1 AND version = '00000000-0000-0000-0000-000000000000'"
+    e = conflict(conn, rewriter(stale)["sql"])
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.tokens (id)=(1): expected version 00000000-0000-0000-0000-000000000000, "
+        "current version 8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01")
+    current = "UPDATE tokens SET secret = 't' WHERE id = 1 AND version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01'"
+    assert execute(conn, rewriter(current)["sql"]) == 1
+    [(version,)] = query(conn, "SELECT version::text FROM tokens")
+    assert version != "8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01"
+
+
+def test_unsupported_form_is_refused_under_reject(pg, occdb, rewriter):
+    pg.psql("INSERT INTO lines VALUES (1, 1, 10, 1)", dbname=occdb)
+    conn = connect(pg, occdb)
+    r = rewriter("SELECT 1; UPDATE lines SET amount = 0 WHERE invoice = 1 AND (version = 1 OR version = 2)")
+    assert r["sql"].startswith("SELECT 1; SELECT occ.reject('0A000', ")
+    e = conflict(conn, r["sql"])
+    assert e.pgcode == "0A000"
+    assert e.diag.message_primary == (
+        "occ: unsupported write on public.lines: a version condition other than one top-level "
+        "`version = constant or parameter` conjunct")
+    assert query(conn, "SELECT amount, version FROM lines") == [(10, 1)]

@@ -1,0 +1,188 @@
+// analyze_sql and PlanCache: what each write's parts are and where they sit in the text.
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "rules/plan_cache.h"
+#include "rules/sql_analysis.h"
+
+namespace {
+
+occ::Rules protected_tables() {
+  return occ::parse_rules(R"(tables:
+  - table: public.subscriptions
+    key: [id]
+  - table: billing.subscriptions
+    key: [id]
+    version_column: rev
+)",
+                          "rules.yaml");
+}
+
+std::string text_of(const std::string& sql, occ::TextRange r) {
+  return r.valid() ? sql.substr(static_cast<std::size_t>(r.begin), static_cast<std::size_t>(r.end - r.begin)) : "<none>";
+}
+
+const char* kind_name(occ::VersionUse::Kind k) {
+  switch (k) {
+    case occ::VersionUse::Kind::none:
+      return "none";
+    case occ::VersionUse::Kind::equality:
+      return "equality";
+    case occ::VersionUse::Kind::other:
+      return "other";
+  }
+  return "?";
+}
+
+}  // namespace
+
+TEST_CASE("a write's target, SET list and condition are located in the text", "[sql_analysis]") {
+  struct Row {
+    const char* sql;
+    const char* refname;
+    const char* set_items;   // "column=value|..." with flags r (row-wise), s (subscripted), d (DEFAULT)
+    const char* condition;   // "<none>" without one
+    const char* version;     // for column `version`: "kind conjunct => expected"
+  };
+  const Row rows[] = {
+      {"UPDATE subscriptions SET status = 'a', notes = $1 WHERE id = 1 AND version = 3", "subscriptions",
+       "status='a'|notes=$1", "id = 1 AND version = 3", "equality version = 3 => 3"},
+      {"update public.subscriptions AS s set (a, b) = (1, (2)), c[1] = DEFAULT where 3 = s.version", "s",
+       "a=1 r|b=(2) r|c=DEFAULT s d", "3 = s.version", "equality 3 = s.version => 3"},
+      {"UPDATE subscriptions SET (a, b) = (SELECT x, y FROM t WHERE t.id = 1) WHERE (version) = $2::int8 RETURNING *",
+       "subscriptions", "a=(SELECT x, y FROM t WHERE t.id = 1) r|b=(SELECT x, y FROM t WHERE t.id = 1) r",
+       "(version) = $2::int8", "equality (version) = $2::int8 => $2::int8"},
+      {"UPDATE subscriptions SET a = b IS DISTINCT FROM c, d = CASE WHEN e THEN 1 END FROM t WHERE x AND version = -2",
+       "subscriptions", "a=b IS DISTINCT FROM c|d=CASE WHEN e THEN 1 END", "x AND version = -2",
+       "equality version = -2 => -2"},
+      {"UPDATE subscriptions SET note = U&'d\\0061ta' WHERE note <> 'h\xc3\xa9' OR version = 1", "subscriptions",
+       "note=U&'d\\0061ta'", "note <> 'h\xc3\xa9' OR version = 1", "other  => "},
+      {"UPDATE subscriptions SET a = 1 WHERE version = 1 AND version = 2", "subscriptions", "a=1",
+       "version = 1 AND version = 2", "other  => "},
+      {"UPDATE subscriptions SET a = 1 WHERE version = other.version", "subscriptions", "a=1",
+       "version = other.version", "other  => "},
+      {"UPDATE subscriptions SET a = 1 WHERE other.version = 1", "subscriptions", "a=1", "other.version = 1",
+       "none  => "},
+      {"DELETE FROM subscriptions x USING t WHERE (x.id = t.id) AND (x.version = 4) RETURNING 1", "x", "",
+       "(x.id = t.id) AND (x.version = 4)", "equality x.version = 4 => 4"},
+      {"DELETE FROM ONLY subscriptions", "subscriptions", "", "<none>", "none  => "},
+      {"WITH u AS (UPDATE subscriptions SET a = 1 WHERE version = 7) SELECT 1", "subscriptions", "a=1",
+       "version = 7", "equality version = 7 => 7"},
+      {"INSERT INTO subscriptions AS s VALUES (1) ON CONFLICT (id) WHERE a > 0 DO UPDATE SET a = excluded.a WHERE "
+       "s.version = excluded.version",
+       "s", "a=excluded.a", "s.version = excluded.version", "other  => "},
+  };
+  const occ::Rules rules = protected_tables();
+  for (const Row& row : rows) {
+    const std::string sql = row.sql;
+    INFO(sql);
+    const occ::SqlAnalysis a = occ::analyze_sql(sql, rules);
+    REQUIRE_FALSE(a.parse_failed);
+    REQUIRE(a.statements.size() == 1);
+    REQUIRE(a.statements[0].writes.size() == 1);
+    const occ::WriteSite& w = a.statements[0].writes[0];
+    CHECK(w.unlocatable.empty());
+    CHECK(w.refname == row.refname);
+    std::string items;
+    for (const occ::SetItem& item : w.set_items) {
+      if (!items.empty()) items += "|";
+      items += item.column + "=" + item.value;
+      if (item.row_wise) items += " r";
+      if (item.subscripted) items += " s";
+      if (item.is_default) items += " d";
+    }
+    CHECK(items == row.set_items);
+    CHECK(text_of(sql, w.has_condition ? w.condition : occ::TextRange{}) == row.condition);
+    const occ::VersionFacts* v = w.facts("version");
+    REQUIRE(v != nullptr);
+    const std::string conjunct = v->condition.kind == occ::VersionUse::Kind::equality
+                                     ? text_of(sql, v->condition.conjunct)
+                                     : std::string();
+    CHECK(std::string(kind_name(v->condition.kind)) + " " + conjunct + " => " + v->condition.expected == row.version);
+  }
+}
+
+TEST_CASE("every schema's version column of a protected name is a candidate", "[sql_analysis]") {
+  const occ::SqlAnalysis a =
+      occ::analyze_sql("UPDATE subscriptions SET a = 1 WHERE rev = 2 AND version = 3", protected_tables());
+  const occ::WriteSite& w = a.statements.at(0).writes.at(0);
+  REQUIRE(w.versions.size() == 2);
+  CHECK(w.facts("version")->condition.expected == "3");
+  CHECK(w.facts("rev")->condition.expected == "2");
+  CHECK(w.facts("other") == nullptr);
+  CHECK(w.schema.empty());
+  CHECK(w.name == "subscriptions");
+}
+
+TEST_CASE("statements of one text keep their extents, hints and fingerprints", "[sql_analysis]") {
+  const std::string sql =
+      "/* first */ SELECT 1;\n/*occ:force*/ UPDATE subscriptions SET a = 1 ;  MERGE INTO subscriptions t USING s "
+      "ON t.id = s.id WHEN MATCHED AND t.version = 2 THEN DELETE WHEN MATCHED THEN UPDATE SET a = 2";
+  const occ::SqlAnalysis a = occ::analyze_sql(sql, protected_tables());
+  REQUIRE(a.statements.size() == 3);
+  CHECK(text_of(sql, a.statements[0].range) == "/* first */ SELECT 1");
+  CHECK(a.statements[0].first_token == 12);
+  CHECK(a.statements[0].fingerprint.empty());
+  CHECK_FALSE(a.statements[0].force_hint);
+  CHECK(text_of(sql, a.statements[1].range) == "\n/*occ:force*/ UPDATE subscriptions SET a = 1 ");
+  CHECK(a.statements[1].force_hint);
+  CHECK(a.statements[1].fingerprint.size() == 16);
+  const auto& merge = a.statements[2].writes;
+  REQUIRE(merge.size() == 2);
+  CHECK(merge[0].kind == occ::WriteKind::merge_delete);
+  CHECK(text_of(sql, merge[0].condition) == "t.version = 2");
+  CHECK(merge[1].kind == occ::WriteKind::merge_update);
+  CHECK_FALSE(merge[1].has_condition);
+  CHECK(sql.substr(0, static_cast<std::size_t>(merge[1].condition_insert_at)).ends_with("WHEN MATCHED"));
+  CHECK(merge[1].set_items.at(0).value == "2");
+}
+
+TEST_CASE("texts the parser rejects are flagged, not analysed", "[sql_analysis]") {
+  const std::vector<std::string> texts = {"UPDATE subscriptions SET", "SELECT 'open", std::string("SELECT 1\0; SELECT 2", 20)};
+  for (const std::string& sql : texts) {
+    INFO(sql);
+    CHECK(occ::analyze_sql(sql, protected_tables()).parse_failed);
+  }
+}
+
+TEST_CASE("identifiers are quoted only when PostgreSQL needs it", "[sql_analysis]") {
+  struct Row {
+    const char* name;
+    const char* quoted;
+  };
+  const Row rows[] = {
+      {"version", "version"}, {"lock_version", "lock_version"}, {"t$1", "t$1"},     {"Ver", "\"Ver\""},
+      {"select", "\"select\""}, {"user", "\"user\""},         {"int", "\"int\""},   {"1st", "\"1st\""},
+      {"we\"ird", "\"we\"\"ird\""}, {"caf\xc3\xa9", "\"caf\xc3\xa9\""},           {"", "\"\""},
+  };
+  for (const Row& row : rows) {
+    INFO(row.name);
+    CHECK(occ::quote_identifier(row.name) == row.quoted);
+  }
+}
+
+TEST_CASE("the plan cache returns one analysis per text and evicts the least recently used", "[sql_analysis]") {
+  const occ::Rules rules = protected_tables();
+  occ::PlanCache cache(2);
+  const auto first = cache.analysis("UPDATE subscriptions SET a = 1", rules);
+  CHECK(cache.analysis("UPDATE subscriptions SET a = 1", rules) == first);
+  cache.analysis("SELECT 2", rules);
+  cache.analysis("UPDATE subscriptions SET a = 1", rules);  // now most recent
+  cache.analysis("SELECT 3", rules);                        // evicts SELECT 2
+  CHECK(cache.size() == 2);
+  CHECK(cache.hits() == 2);
+  CHECK(cache.misses() == 3);
+  CHECK(cache.analysis("UPDATE subscriptions SET a = 1", rules) == first);
+  cache.analysis("SELECT 2", rules);
+  CHECK(cache.misses() == 4);
+
+  // Other rules: the analyses are stale (which names are protected may differ).
+  const occ::Rules reloaded = occ::parse_rules("tables: []\n", "rules.yaml");
+  const auto again = cache.analysis("UPDATE subscriptions SET a = 1", reloaded);
+  CHECK(again != first);
+  CHECK(again->statements.at(0).writes.empty());
+  CHECK(cache.size() == 1);
+  CHECK_THROWS_AS(occ::PlanCache(0), std::invalid_argument);
+}
