@@ -1,0 +1,138 @@
+# Shared steps of the OCC end-to-end tests: a migrated protected schema behind a proxy, errors, stats, audit.
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+# The OCC tests drive the proxy's own behaviour; against the bare server there is nothing to check.
+requires_proxy = pytest.mark.skipif(
+    os.environ.get("OCC_E2E_DIRECT") == "1", reason="checks what occproxy adds to the server's behaviour"
+)
+
+SUBSCRIPTIONS = """
+CREATE TABLE subscriptions (
+  id int PRIMARY KEY,
+  plan_id int NOT NULL DEFAULT 1,
+  status text NOT NULL,
+  notes text
+);
+INSERT INTO subscriptions (id, status, notes) VALUES (42, 'active', 'old'), (43, 'active', 'n43'), (44, 'active', 'n44');
+"""
+
+CONFLICT_HINT = (
+    "Re-read the row and retry the transaction. A role listed in force.allowed_roles can override with /*occ:force*/."
+)
+
+
+def conflict_message(key, expected, current, table="public.subscriptions", key_columns="id"):
+    return (f"occ: version conflict on {table} ({key_columns})=({key}): "
+            f"expected version {expected}, current version {current}")
+
+
+def rules_yaml(tables=("public.subscriptions",), **defaults):
+    """A rules file: `tables` are names (key [id]) or full table mappings; keyword arguments become defaults."""
+    doc = {}
+    if defaults:
+        doc["defaults"] = defaults
+    doc["tables"] = [t if isinstance(t, dict) else {"table": t, "key": ["id"]} for t in tables]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def migrate(make_config, run_occproxy, db, rules):
+    result = run_occproxy("migrate", "--config", make_config(db, rules=rules))
+    assert result.returncode == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def occ_proxy(pg, db, make_config, run_occproxy, start_proxy):
+    """occ_proxy(rules, schema=SUBSCRIPTIONS, config=None) -> Proxy in front of a migrated `db`."""
+
+    def start(rules, schema=SUBSCRIPTIONS, config=None):
+        pg.psql(schema, dbname=db)
+        migrate(make_config, run_occproxy, db, rules)
+        return start_proxy(db, rules=rules, config=config)
+
+    return start
+
+
+def pg_error(e):
+    """What a program can match a psycopg2 error on."""
+    d = e.diag
+    return {
+        "sqlstate": e.pgcode,
+        "message": d.message_primary,
+        "detail": d.message_detail,
+        "hint": d.message_hint,
+        "schema": d.schema_name,
+        "table": d.table_name,
+        "constraint": d.constraint_name,
+    }
+
+
+def conflict_error(key, expected, current, detail, sqlstate="40001", table="subscriptions"):
+    """The full conflict error a psycopg2 client sees (SPEC 3.5)."""
+    return {
+        "sqlstate": sqlstate,
+        "message": conflict_message(key, expected, current, table="public." + table),
+        "detail": detail,
+        "hint": CONFLICT_HINT,
+        "schema": "public",
+        "table": table,
+        "constraint": "occ_version",
+    }
+
+
+def unread_detail(expected, current):
+    """DETAIL of a conflict on a row the writer never read through the proxy."""
+    return f"Current version is {current}; the row was changed after version {expected}."
+
+
+def read_detail(current, changed):
+    """DETAIL of a conflict on a row the writer read through the proxy."""
+    if not changed:
+        return f"Current version is {current}. No column differs from your read."
+    return f"Current version is {current}. Changed since your read: {', '.join(changed)}."
+
+
+def rows(pg, db, sql):
+    """Rows of a query run directly on the server, as lists of text fields."""
+    return [line.split("|") for line in pg.psql(sql, dbname=db).splitlines()]
+
+
+def http_json(proxy, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.stats_port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def stats(proxy):
+    return http_json(proxy, "/stats")
+
+
+def counters(proxy):
+    return stats(proxy)["counters"]
+
+
+def wait_for(what, condition, timeout=10):
+    """Polls `condition` until it returns a true value (returned) or fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_for_audit(proxy, count, timeout=10):
+    """The audit records once `count` of them are written (the writer is asynchronous), and no more."""
+    wait_for(f"{count} audit lines in {proxy.audit_path}", lambda: len(proxy.audit_lines()) >= count, timeout)
+    # A record that should not be there would come through the same queue: give it a moment to show.
+    time.sleep(0.3)
+    lines = proxy.audit_lines()
+    assert len(lines) == count, lines
+    return lines
