@@ -1,6 +1,8 @@
 # OCC through the proxy: lost updates become conflict errors with the agreed fields, audit and counters (SPEC 3).
 import re
 
+import psycopg
+import psycopg.errors
 import psycopg2
 import psycopg2.errors
 import pytest
@@ -41,6 +43,14 @@ def fails(conn, sql, args=None):
     with pytest.raises(psycopg2.Error) as caught:
         run(conn, sql, args)
     return pg_error(caught.value)
+
+
+def psycopg3_error(e):
+    """pg_error's fields from a psycopg 3 error."""
+    d = e.diag
+    return {"sqlstate": e.sqlstate, "message": d.message_primary, "detail": d.message_detail,
+            "hint": d.message_hint, "schema": d.schema_name, "table": d.table_name,
+            "constraint": d.constraint_name}
 
 
 def subscription(pg, db, id=42):
@@ -157,8 +167,7 @@ def test_force_override_only_for_allowed_roles(pg, db, occ_proxy):
         "diff": {"notes": {"mine": "forced", "theirs": "old"}},
     }
 
-    clerk = connect(proxy.dsn(db, user="clerk", password="clerk"))
-    assert fails(clerk, forced) == {
+    refusal = {
         "sqlstate": "42501",
         "message": 'occ: role "clerk" may not force writes to public.subscriptions',
         "detail": "Only roles listed in force.allowed_roles may override the version check; nothing was written.",
@@ -167,9 +176,17 @@ def test_force_override_only_for_allowed_roles(pg, db, occ_proxy):
         "table": "subscriptions",
         "constraint": None,
     }
+    clerk = connect(proxy.dsn(db, user="clerk", password="clerk"))
+    assert fails(clerk, forced) == refusal
+    # The extended protocol refuses at Parse; inside a transaction block that aborts it like any error.
+    with psycopg.connect(proxy.dsn(db, user="clerk", password="clerk")) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+            conn.execute(forced.replace("'forced'", "%s"), ("extended",))
+        assert psycopg3_error(caught.value) == refusal
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
     assert subscription(pg, db) == [["paused", "forced", "3"]]
     c = counters(proxy)
-    assert (c["forced_writes"], c["force_refused"], c["conflicts"]) == (1, 1, 0)
+    assert (c["forced_writes"], c["force_refused"], c["conflicts"]) == (1, 2, 0)
     wait_for_audit(proxy, 1)
 
 
@@ -259,13 +276,17 @@ def test_unsupported_forms_follow_on_unsupported(pg, db, occ_proxy):
     assert refused["message"].startswith("occ: unsupported write on public.subscriptions: "), refused
     assert "version" in refused["message"][len("occ: unsupported write on public.subscriptions: "):]
     assert (refused["sqlstate"], refused["schema"], refused["table"]) == ("0A000", "public", "subscriptions")
+    with psycopg.connect(proxy.dsn(db), autocommit=True) as extended:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+            extended.execute(UNSUPPORTED.format(table="subscriptions").replace("'x'", "%s"), ("extended",))
+        assert psycopg3_error(caught.value) == refused
     assert rows(pg, db, "SELECT notes, version FROM subscriptions") == [["old", "1"]]
 
     assert run(conn, UNSUPPORTED.format(table="invoices")) == ("UPDATE 1", None)
     assert rows(pg, db, "SELECT notes, version FROM invoices") == [["x", "2"]]
 
     c = counters(proxy)
-    assert (c["unsupported_rejected"], c["unsupported_passed"]) == (1, 1)
+    assert (c["unsupported_rejected"], c["unsupported_passed"]) == (2, 1)
     assert "is not supported; statement forwarded unchanged" in proxy.log_text()
 
 
