@@ -5,13 +5,14 @@
 
 namespace occ {
 
-PlanCache::PlanCache(std::size_t capacity) : capacity_(capacity) {
+PlanCache::PlanCache(std::size_t capacity, std::size_t max_bytes) : capacity_(capacity), max_bytes_(max_bytes) {
   if (capacity_ == 0) throw std::invalid_argument("PlanCache capacity must be at least 1");
 }
 
 void PlanCache::clear() {
   index_.clear();
   entries_.clear();
+  bytes_ = 0;
 }
 
 std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, const Rules& rules) {
@@ -28,12 +29,15 @@ std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, con
   }
   ++misses_;
   auto analysis = std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules));
-  if (entries_.size() >= capacity_) {
+  if (sql.size() > max_bytes_ / 64) return analysis;
+  while (!entries_.empty() && (entries_.size() >= capacity_ || bytes_ + sql.size() > max_bytes_)) {
+    bytes_ -= entries_.back().sql.size();
     index_.erase(entries_.back().sql);
     entries_.pop_back();
   }
   entries_.push_front(Entry{std::string(sql), analysis});
   index_.emplace(entries_.front().sql, entries_.begin());
+  bytes_ += sql.size();
   return analysis;
 }
 

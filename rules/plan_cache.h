@@ -16,10 +16,12 @@
 namespace occ {
 
 // Least-recently-used map from SQL text to its analysis under one Rules object. Analyses depend
-// on which names are protected, so the cache empties itself when it sees other rules.
+// on which names are protected, so the cache empties itself when it sees other rules. Bounded in
+// entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but not kept (a bulk
+// statement is rarely repeated verbatim).
 class PlanCache {
  public:
-  explicit PlanCache(std::size_t capacity = 4096);
+  explicit PlanCache(std::size_t capacity = 4096, std::size_t max_bytes = 32u << 20);
 
   std::shared_ptr<const SqlAnalysis> analysis(std::string_view sql, const Rules& rules);
 
@@ -35,6 +37,8 @@ class PlanCache {
   };
 
   std::size_t capacity_;
+  std::size_t max_bytes_;
+  std::size_t bytes_ = 0;     // SQL text held
   std::list<Entry> entries_;  // most recently used first
   std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;  // views into entries_
   const Rules* rules_ = nullptr;

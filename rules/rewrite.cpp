@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "rules/plan_cache.h"
@@ -26,6 +25,9 @@ std::string splice(std::string_view sql, TextRange range, std::vector<Edit> edit
   std::stable_sort(edits.begin(), edits.end(),
                    [](const Edit& a, const Edit& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   std::string out;
+  std::size_t size = static_cast<std::size_t>(range.end - range.begin);
+  for (const Edit& e : edits) size += e.text.size();
+  out.reserve(size);
   int at = range.begin;
   for (const Edit& e : edits) {
     if (e.begin < at || e.end > range.end) continue;
@@ -57,18 +59,46 @@ std::string dollar_quoted(const std::string& text) {
   return "$" + tag + "$" + text + "$" + tag + "$";
 }
 
+// `s` as a JSON string. Written by hand: this runs for every checked statement, and a
+// nlohmann document costs several times more than the text itself.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  for (char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20) {
+      out += "\\u00";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+}
+
 // What occ.conflict / occ.forced need to know about the table (migrations/001_occ_schema.sql).
 std::string meta_json(const TablePolicy& p, bool deletes) {
-  nlohmann::ordered_json meta;
-  meta["schema"] = p.schema;
-  meta["table"] = p.name;
-  meta["key"] = p.key;
-  meta["version_column"] = p.version_column;
-  meta["sqlstate"] = p.conflict_sqlstate;
-  meta["mode"] = to_string(p.mode);
-  meta["op"] = deletes ? "delete" : "update";
-  meta["base"] = nullptr;
-  return meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string out = "{\"schema\":";
+  append_json_string(out, p.schema);
+  out += ",\"table\":";
+  append_json_string(out, p.name);
+  out += ",\"key\":[";
+  for (std::size_t i = 0; i < p.key.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, p.key[i]);
+  }
+  out += "],\"version_column\":";
+  append_json_string(out, p.version_column);
+  out += ",\"sqlstate\":";
+  append_json_string(out, p.conflict_sqlstate);
+  out += ",\"mode\":";
+  append_json_string(out, to_string(p.mode));
+  out += deletes ? R"(,"op":"delete","base":null})" : R"(,"op":"update","base":null})";
+  return out;
 }
 
 // The version a written row gets when the proxy, not the trigger, advances it.

@@ -25,6 +25,8 @@ const char* const tables_yaml = R"(tables:
     version_column: '"Ver"'
   - table: public."a$occ$b"
     key: [id]
+  - table: quoted
+    key: ['"we""ird"']
 )";
 
 // The `defaults:` of each rules variant the cases name.
@@ -55,6 +57,7 @@ std::string meta(const std::string& variant, const std::string& table, const std
   if (table == "sub") where = R"("schema":"public","table":"subscriptions","key":["id"],"version_column":"version")";
   if (table == "inv") where = R"("schema":"billing","table":"invoices","key":["id","line"],"version_column":"version")";
   if (table == "weird") where = R"("schema":"Weird","table":"Name","key":["Key"],"version_column":"Ver")";
+  if (table == "quoted") where = R"("schema":"public","table":"quoted","key":["we\"ird"],"version_column":"version")";
   if (table == "dollar") where = R"("schema":"public","table":"a$occ$b","key":["id"],"version_column":"version")";
   const std::string tag = table == "dollar" ? "$occ1$" : "$occ$";
   return tag + "{" + where + R"(,"sqlstate":")" + sqlstate + R"(","mode":")" + mode + R"(","op":")" + op +
@@ -185,6 +188,9 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        R"(UPDATE "a$occ$b" SET version = CASE WHEN a$occ$b.version = 2 THEN a$occ$b.version ELSE )"
        R"(occ.conflict(a$occ$b.version, 2, a$occ$b.version, to_jsonb(a$occ$b.*), @dollar.update@) END, x = 1 )"
        R"(WHERE TRUE)"},
+      {"enforce", "app", "UPDATE quoted SET a = 1 WHERE version = 1",
+       "UPDATE quoted SET version = CASE WHEN quoted.version = 1 THEN quoted.version ELSE occ.conflict(quoted.version, "
+       "1, quoted.version, to_jsonb(quoted.*), @quoted.update@) END, a = 1 WHERE TRUE"},
       // search_path: an earlier SET in the same message decides an unqualified name.
       {"enforce", "app", "UPDATE invoices SET total = 1 WHERE id = 1 AND line = 2 AND version = 4", ""},
       {"enforce", "app",

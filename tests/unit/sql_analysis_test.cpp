@@ -186,3 +186,17 @@ TEST_CASE("the plan cache returns one analysis per text and evicts the least rec
   CHECK(cache.size() == 1);
   CHECK_THROWS_AS(occ::PlanCache(0), std::invalid_argument);
 }
+
+TEST_CASE("the plan cache keeps its SQL text within its byte budget", "[sql_analysis]") {
+  const occ::Rules rules = protected_tables();
+  occ::PlanCache cache(100, 64 * 40);  // texts up to 40 bytes are kept, 2560 bytes in all
+  const std::string big = "SELECT '" + std::string(40, 'x') + "'";
+  cache.analysis(big, rules);
+  cache.analysis(big, rules);
+  CHECK(cache.size() == 0);
+  CHECK(cache.misses() == 2);
+  for (int i = 0; i < 100; ++i) cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1", rules);  // 17 bytes
+  CHECK(cache.size() == 100);
+  for (int i = 0; i < 100; ++i) cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1 + 2 + 3 + 4 + 5 + 6", rules);
+  CHECK(cache.size() == 69);  // 37 bytes each: 69 * 37 = 2553
+}
