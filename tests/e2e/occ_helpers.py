@@ -19,7 +19,8 @@ CREATE TABLE subscriptions (
   status text NOT NULL,
   notes text
 );
-INSERT INTO subscriptions (id, status, notes) VALUES (42, 'active', 'old'), (43, 'active', 'n43'), (44, 'active', 'n44');
+INSERT INTO subscriptions (id, status, notes)
+VALUES (42, 'active', 'old'), (43, 'active', 'n43'), (44, 'active', 'n44');
 """
 
 CONFLICT_HINT = (
@@ -27,8 +28,8 @@ CONFLICT_HINT = (
 )
 
 
-def conflict_message(key, expected, current, table="public.subscriptions", key_columns="id"):
-    return (f"occ: version conflict on {table} ({key_columns})=({key}): "
+def conflict_message(key, expected, current, table="public.subscriptions"):
+    return (f"occ: version conflict on {table} (id)=({key}): "
             f"expected version {expected}, current version {current}")
 
 
@@ -47,8 +48,8 @@ def migrate(make_config, run_occproxy, db, rules):
     return result.output
 
 
-@pytest.fixture
-def occ_proxy(pg, db, make_config, run_occproxy, start_proxy):
+@pytest.fixture(name="occ_proxy")
+def occ_proxy_fixture(pg, db, make_config, run_occproxy, start_proxy):
     """occ_proxy(rules, schema=SUBSCRIPTIONS, config=None) -> Proxy in front of a migrated `db`."""
 
     def start(rules, schema=SUBSCRIPTIONS, config=None):
@@ -64,6 +65,20 @@ def pg_error(e):
     d = e.diag
     return {
         "sqlstate": e.pgcode,
+        "message": d.message_primary,
+        "detail": d.message_detail,
+        "hint": d.message_hint,
+        "schema": d.schema_name,
+        "table": d.table_name,
+        "constraint": d.constraint_name,
+    }
+
+
+def psycopg3_error(e):
+    """pg_error's fields from a psycopg 3 error."""
+    d = e.diag
+    return {
+        "sqlstate": e.sqlstate,
         "message": d.message_primary,
         "detail": d.message_detail,
         "hint": d.message_hint,

@@ -7,12 +7,13 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from occ_helpers import (  # noqa: F401 (occ_proxy is a fixture)
+from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     conflict_error,
     conflict_message,
     counters,
-    occ_proxy,
+    occ_proxy_fixture,
     pg_error,
+    psycopg3_error,
     read_detail,
     requires_proxy,
     rows,
@@ -43,14 +44,6 @@ def fails(conn, sql, args=None):
     with pytest.raises(psycopg2.Error) as caught:
         run(conn, sql, args)
     return pg_error(caught.value)
-
-
-def psycopg3_error(e):
-    """pg_error's fields from a psycopg 3 error."""
-    d = e.diag
-    return {"sqlstate": e.sqlstate, "message": d.message_primary, "detail": d.message_detail,
-            "hint": d.message_hint, "schema": d.schema_name, "table": d.table_name,
-            "constraint": d.constraint_name}
 
 
 def subscription(pg, db, id=42):

@@ -7,14 +7,14 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from occ_helpers import (  # noqa: F401 (occ_proxy is a fixture)
+from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     SUBSCRIPTIONS,
     conflict_error,
     conflict_message,
     counters,
     http_json,
     migrate,
-    occ_proxy,
+    occ_proxy_fixture,
     pg_error,
     requires_proxy,
     rows,

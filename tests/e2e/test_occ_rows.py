@@ -6,10 +6,10 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from occ_helpers import (  # noqa: F401 (occ_proxy is a fixture)
+from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     conflict_error,
     counters,
-    occ_proxy,
+    occ_proxy_fixture,
     pg_error,
     read_detail,
     requires_proxy,
@@ -57,7 +57,8 @@ def read_modify_write(dsn, versioned, threads=16, per_thread=50):
                 value, version = cur.fetchone()
                 try:
                     if versioned:
-                        cur.execute("UPDATE counters SET value = %s WHERE id = 1 AND version = %s", (value + 1, version))
+                        cur.execute("UPDATE counters SET value = %s WHERE id = 1 AND version = %s",
+                                    (value + 1, version))
                     else:
                         cur.execute("UPDATE counters SET value = %s WHERE id = 1", (value + 1,))
                 except psycopg2.errors.SerializationFailure:
@@ -162,7 +163,8 @@ def test_no_false_conflicts_when_the_scan_filters(pg, db, occ_proxy):
     direct = connect(pg.dsn(db))
     run(direct, NO_INDEXES)
     assert run(direct, "EXPLAIN (COSTS OFF) UPDATE subscriptions SET notes = 'y' WHERE id = 1010") == (
-        "EXPLAIN", [("Update on subscriptions",), ("  ->  Seq Scan on subscriptions",), ("        Filter: (id = 1010)",)])
+        "EXPLAIN",
+        [("Update on subscriptions",), ("  ->  Seq Scan on subscriptions",), ("        Filter: (id = 1010)",)])
 
     conn = connect(proxy.dsn(db))
     run(conn, NO_INDEXES)
