@@ -136,17 +136,21 @@ def test_bulk_update_checks_and_bumps_each_row_once(pg, db, occ_proxy, bump):
     assert (status, len(read)) == ("SELECT 100", 100)
     assert run(conn, "UPDATE subscriptions SET status = 'y' WHERE plan_id = 7") == ("UPDATE 100", None)
     assert versions_shifted_by(pg, db, 2) == [[""]]
+    # The session's own writes refreshed what it knows: the versions it read are gone, no conflict.
+    assert run(conn, "UPDATE subscriptions SET status = 'y2' WHERE plan_id = 7") == ("UPDATE 100", None)
+    assert versions_shifted_by(pg, db, 3) == [[""]]
 
-    # The session's own writes refreshed what it knows; one row changed behind its back fails the
-    # whole statement.
+    # One row changed behind the session's back since its last read fails the whole statement.
+    status, read = run(conn, "SELECT id, status, notes FROM subscriptions WHERE plan_id = 7 ORDER BY id")
+    assert (status, len(read)) == ("SELECT 100", 100)
     # Under version_bump: proxy no trigger bumps a direct write: this one advances the version itself.
     pg.psql("UPDATE subscriptions SET notes = 'direct', version = version + 1 WHERE id = 50", dbname=db)
     with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
         run(conn, "UPDATE subscriptions SET status = 'z' WHERE plan_id = 7")
-    assert pg_error(caught.value) == conflict_error(50, 3, 4, read_detail(4, ["notes"]))
+    assert pg_error(caught.value) == conflict_error(50, 4, 5, read_detail(5, ["notes"]))
     assert rows(pg, db, "SELECT status, count(*) FROM subscriptions GROUP BY status ORDER BY status") == [
-        ["active", "5"], ["y", "100"]]
-    assert versions_shifted_by(pg, db, 2) == [["50"]]
+        ["active", "5"], ["y2", "100"]]
+    assert versions_shifted_by(pg, db, 3) == [["50"]]
 
 
 SCAN_SCHEMA = """
