@@ -1,4 +1,4 @@
--- The occ helper schema: the conflict log and the functions rewritten statements call only when a version check fails, a write is forced or a statement is refused.
+-- The occ helper schema: the conflict log and the functions that rewritten statements call.
 CREATE SCHEMA IF NOT EXISTS occ;
 
 -- Application roles call these functions from inside their own statements.

@@ -38,8 +38,8 @@ class PlanCache {
 
   std::size_t capacity_;
   std::size_t max_bytes_;
-  std::size_t bytes_ = 0;     // SQL text held
-  std::list<Entry> entries_;  // most recently used first
+  std::size_t bytes_ = 0;                                                   // SQL text held
+  std::list<Entry> entries_;                                                // most recently used first
   std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;  // views into entries_
   const Rules* rules_ = nullptr;
   std::chrono::system_clock::time_point rules_loaded_at_{};

@@ -1,6 +1,4 @@
-// rewrite_sql: the session-dependent half of the SQL layer. Resolves each write of the cached
-// analysis to its protected table and splices in the version check, the increment, the
-// forced-write marker or a refusal; everything else of the text is kept byte for byte.
+// rewrite_sql: resolves each write of the cached analysis to its protected table and splices in the check.
 #include "rules/rewrite.h"
 
 #include <algorithm>
@@ -167,6 +165,9 @@ class SitePlanner {
     const std::string ref = quote_identifier(site_.refname);
     const std::string version_ref = ref + "." + version;
 
+    // Where the expected version comes from (SPEC 3.2): a force hint means none is checked; else
+    // the statement's own `version = <constant or parameter>` under app_managed_version: enforce.
+    // It is an SQL expression, so a per-row one (the session's read set) can take its place.
     std::string expected;
     if (!st_.force_hint) {
       const bool app_managed =
@@ -174,10 +175,11 @@ class SitePlanner {
       if (!app_managed || !p_.enforce_app_managed) {
         // Nothing to check: at most the proxy's own increment.
         if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
-        if (!site_.unlocatable.empty()) return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
-        return edited({site_.set_keyword_end, site_.set_keyword_end,
-                       " " + version + " = " + proxy_bump(p_, version_ref) + ","},
-                      false);
+        if (!site_.unlocatable.empty())
+          return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
+        return edited(
+            {site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + proxy_bump(p_, version_ref) + ","},
+            false);
       }
       if (facts->in_join_condition) return unsupported("the version column in MERGE's join condition");
       if (facts->condition.kind == VersionUse::Kind::other)
@@ -185,11 +187,13 @@ class SitePlanner {
       expected = facts->condition.expected;
       edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
     }
-    if (!site_.unlocatable.empty()) return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
+    if (!site_.unlocatable.empty())
+      return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
 
     const std::string meta = dollar_quoted(meta_json(p_, deletes));
     const std::string row = "to_jsonb(" + ref + ".*)";
     const std::string forced_call = "occ.forced(" + version_ref + ", " + row + ", " + meta;
+    const std::string matches = version_ref + " = " + expected;
     auto conflict_call = [&](const std::string& next) {
       return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ")";
     };
@@ -206,9 +210,10 @@ class SitePlanner {
       }
       std::string value;
       if (st_.force_hint)
-        value = own == nullptr && p_.version_bump == VersionBump::trigger ? forced_call + ")" : forced_call + ", " + next + ")";
+        value = own == nullptr && p_.version_bump == VersionBump::trigger ? forced_call + ")"
+                                                                          : forced_call + ", " + next + ")";
       else
-        value = "CASE WHEN " + version_ref + " = " + expected + " THEN " + next + " ELSE " + conflict_call(next) + " END";
+        value = "CASE WHEN " + matches + " THEN " + next + " ELSE " + conflict_call(next) + " END";
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -216,13 +221,12 @@ class SitePlanner {
     if (site_.current_of) return unsupported("DELETE ... WHERE CURRENT OF");
     // The guard must not raise for a row the rest of the condition excludes, whatever order the
     // planner evaluates conjuncts in: hence the condition is repeated in front of the check.
-    const std::string when_matches = st_.force_hint ? "" : "WHEN " + version_ref + " = " + expected + " THEN true ";
-    const std::string otherwise =
-        (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
+    const std::string when_matches = st_.force_hint ? "" : "WHEN " + matches + " THEN true ";
+    const std::string otherwise = (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
     if (site_.has_condition) {
       const TextRange cond = site_.condition;
-      const std::string guard = "CASE WHEN (" + splice(sql_, cond, edits_) + ") IS NOT TRUE THEN false " + when_matches +
-                                "ELSE " + otherwise + " END";
+      const std::string guard = "CASE WHEN (" + splice(sql_, cond, edits_) + ") IS NOT TRUE THEN false " +
+                                when_matches + "ELSE " + otherwise + " END";
       if (site_.condition_is_or) edits_.push_back({cond.begin, cond.begin, "("});
       return edited({cond.end, cond.end, std::string(site_.condition_is_or ? ")" : "") + " AND (" + guard + ")"}, true);
     }

@@ -1,5 +1,4 @@
-// SQL text -> SqlAnalysis: walks libpg_query's protobuf tree for what is written, and its scanner
-// tokens for where each part starts and ends, so the rewriter can splice the original text.
+// analyze_sql: libpg_query's tree for what a text writes, its scanner tokens for where each part sits.
 #include "rules/sql_analysis.h"
 
 #include <algorithm>
@@ -28,9 +27,7 @@ constexpr int tok_comma = ',';
 constexpr int tok_semicolon = ';';
 constexpr int tok_equals = '=';
 
-bool is_comment(int kind) {
-  return kind == PG_QUERY__TOKEN__SQL_COMMENT || kind == PG_QUERY__TOKEN__C_COMMENT;
-}
+bool is_comment(int kind) { return kind == PG_QUERY__TOKEN__SQL_COMMENT || kind == PG_QUERY__TOKEN__C_COMMENT; }
 
 // libpg_query reports no usable end for U&"..." and U&'...' tokens: find the closing quote.
 int unicode_escape_token_end(std::string_view sql, int start) {
@@ -51,7 +48,7 @@ int unicode_escape_token_end(std::string_view sql, int start) {
 }
 
 struct ScanOutput {
-  std::vector<Token> tokens;     // comments left out: they never delimit anything
+  std::vector<Token> tokens;  // comments left out: they never delimit anything
   std::vector<TextRange> comments;
 };
 
@@ -59,8 +56,8 @@ bool scan(const std::string& sql, ScanOutput& out) {
   PgQueryScanResult result = pg_query_scan(sql.c_str());
   bool ok = result.error == nullptr;
   if (ok) {
-    PgQuery__ScanResult* scanned = pg_query__scan_result__unpack(
-        nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
+    PgQuery__ScanResult* scanned =
+        pg_query__scan_result__unpack(nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
     ok = scanned != nullptr;
     for (std::size_t i = 0; ok && i < scanned->n_tokens; ++i) {
       const PgQuery__ScanToken* t = scanned->tokens[i];
@@ -128,7 +125,7 @@ LocationBounds location_bounds(const PgQuery__Node* node) {
 
 std::string_view string_value(const PgQuery__Node* n) {
   return n != nullptr && n->node_case == PG_QUERY__NODE__NODE_STRING ? std::string_view(n->string->sval)
-                                                                      : std::string_view();
+                                                                     : std::string_view();
 }
 
 // The statement's tokens and text, and the navigation the analysis needs over them.
@@ -142,14 +139,14 @@ class Cursor {
 
   // Index of the token starting exactly at `offset`, or -1.
   int at(int offset) const {
-    auto it = std::lower_bound(tokens_.begin(), tokens_.end(), offset,
-                               [](const Token& t, int off) { return t.start < off; });
+    auto it =
+        std::lower_bound(tokens_.begin(), tokens_.end(), offset, [](const Token& t, int off) { return t.start < off; });
     return it != tokens_.end() && it->start == offset ? static_cast<int>(it - tokens_.begin()) : -1;
   }
   // Index of the first token starting at or after `offset`.
   int first_from(int offset) const {
-    auto it = std::lower_bound(tokens_.begin(), tokens_.end(), offset,
-                               [](const Token& t, int off) { return t.start < off; });
+    auto it =
+        std::lower_bound(tokens_.begin(), tokens_.end(), offset, [](const Token& t, int off) { return t.start < off; });
     return static_cast<int>(it - tokens_.begin());
   }
 
@@ -287,8 +284,7 @@ bool mentions(const PgQuery__Node* node, std::string_view column, std::string_vi
       found = found || names_target_column(reinterpret_cast<const PgQuery__ColumnRef*>(m), column, refname);
     } else if (m->descriptor == &pg_query__a__indirection__descriptor) {
       const auto* ind = reinterpret_cast<const PgQuery__AIndirection*>(m);
-      for (std::size_t i = 0; i < ind->n_indirection; ++i)
-        found = found || string_value(ind->indirection[i]) == column;
+      for (std::size_t i = 0; i < ind->n_indirection; ++i) found = found || string_value(ind->indirection[i]) == column;
     }
   };
   walk(as_message(node), check);
@@ -383,8 +379,8 @@ int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, st
   }
   site.set_keyword_end = c[set_keyword].end;
 
-  TextRange group;                   // the current `(a, b) = source` group
-  std::vector<TextRange> elements;   // its row constructor's elements, if it has one
+  TextRange group;                  // the current `(a, b) = source` group
+  std::vector<TextRange> elements;  // its row constructor's elements, if it has one
   std::string group_value;
   for (std::size_t i = 0; i < n; ++i) {
     const PgQuery__ResTarget* rt = items[i]->res_target;
@@ -503,7 +499,8 @@ class Analyzer {
   void with(const PgQuery__WithClause* w) {
     if (w == nullptr) return;
     for (std::size_t i = 0; i < w->n_ctes; ++i)
-      if (w->ctes[i]->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR) visit(w->ctes[i]->common_table_expr->ctequery);
+      if (w->ctes[i]->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR)
+        visit(w->ctes[i]->common_table_expr->ctequery);
   }
 
   // A new site for a write on `rv` when its name is protected somewhere; nullptr otherwise.
@@ -534,7 +531,8 @@ class Analyzer {
   // The first `kind` keyword after token `after` at the same nesting level, or -1.
   int find_keyword(int after, int kind) const {
     if (after < 0) return -1;
-    const int i = c_.find(after + 1, limit_, [this, kind](int k) { return c_[k].kind == kind || c_[k].kind == tok_semicolon; });
+    const int i =
+        c_.find(after + 1, limit_, [this, kind](int k) { return c_[k].kind == kind || c_[k].kind == tok_semicolon; });
     return c_.is(i, kind) ? i : -1;
   }
 
@@ -614,7 +612,8 @@ class Analyzer {
       } else {
         site->condition_insert_at = c_[matched].end;
       }
-      if (kind == WriteKind::merge_update) analyze_set_list(c_, limit_, clause->target_list, clause->n_target_list, *site);
+      if (kind == WriteKind::merge_update)
+        analyze_set_list(c_, limit_, clause->target_list, clause->n_target_list, *site);
     }
   }
 
@@ -741,8 +740,8 @@ std::string quote_identifier(std::string_view name) {
     PgQueryScanResult result = pg_query_scan(key.c_str());
     plain = result.error == nullptr;
     if (plain) {
-      PgQuery__ScanResult* scanned = pg_query__scan_result__unpack(
-          nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
+      PgQuery__ScanResult* scanned =
+          pg_query__scan_result__unpack(nullptr, result.pbuf.len, reinterpret_cast<const uint8_t*>(result.pbuf.data));
       plain = scanned != nullptr && scanned->n_tokens == 1 &&
               (scanned->tokens[0]->keyword_kind == PG_QUERY__KEYWORD_KIND__NO_KEYWORD ||
                scanned->tokens[0]->keyword_kind == PG_QUERY__KEYWORD_KIND__UNRESERVED_KEYWORD);

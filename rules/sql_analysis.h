@@ -1,5 +1,4 @@
-// What one SQL text writes, and where in the text: libpg_query's parse tree for the structure,
-// its scanner for exact token extents. Depends on the SQL text and the rules, never on a session.
+// What one SQL text writes and where in the text: session-independent, so it is cached by text.
 #pragma once
 
 #include <optional>
@@ -44,7 +43,7 @@ struct VersionUse {
 // several schemas with different version columns; the session's search_path picks one).
 struct VersionFacts {
   std::string column;
-  VersionUse condition;      // in the write's own condition (WHERE / WHEN MATCHED AND ...)
+  VersionUse condition;            // in the write's own condition (WHERE / WHEN MATCHED AND ...)
   bool in_join_condition = false;  // MERGE: mentioned in ON ...
 };
 

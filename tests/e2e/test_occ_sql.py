@@ -1,4 +1,4 @@
-# The SQL layer on a real server, without the proxy: migrations/001 installed with psql, and the rewriter's own output (the unit test binary's rewrite CLI) run directly.
+# The SQL layer on a real server without the proxy: migrations/001 and the rewriter's own output, run directly.
 import json
 import os
 import pathlib

@@ -115,13 +115,14 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
       {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1", ""},
       {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 1", ""},
       {"enforce", "app", "DELETE FROM subscriptions WHERE id = 1", ""},
-      {"passthrough", "app", "UPDATE subscriptions SET status = 'x', version = version + 1 WHERE id = $1 AND version = $2",
-       ""},
+      {"passthrough", "app",
+       "UPDATE subscriptions SET status = 'x', version = version + 1 WHERE id = $1 AND version = $2", ""},
       {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND (version = 3 OR version = 4)", ""},
       {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 1 AND version = 3", ""},
       {"no-deletes", "app", "DELETE FROM subscriptions WHERE id = 1 AND version = 3", ""},
       {"proxy", "app", "UPDATE subscriptions SET version = 10 WHERE id = 1", ""},
-      {"passthrough", "app", "INSERT INTO subscriptions (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = 'x'", ""},
+      {"passthrough", "app", "INSERT INTO subscriptions (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET status = 'x'",
+       ""},
       {"enforce", "app", "UPDATE subscriptions SET WHERE", ""},
 
       // UPDATE, expected version from the statement (app_managed_version: enforce).
@@ -134,7 +135,8 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "occ.conflict(subscriptions.version, $3, version + 1, to_jsonb(subscriptions.*), @sub.update@) END "
        "WHERE id = $2 AND TRUE"},
       {"enforce", "app",
-       "update public.subscriptions s set status = t.status from staging t where s.id = t.id and $1::bigint = s.version "
+       "update public.subscriptions s set status = t.status from staging t where s.id = t.id and $1::bigint = "
+       "s.version "
        "returning s.*",
        "update public.subscriptions s set version = CASE WHEN s.version = $1::bigint THEN s.version ELSE "
        "occ.conflict(s.version, $1::bigint, s.version, to_jsonb(s.*), @sub.update@) END, status = t.status from "
@@ -166,7 +168,8 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) "
        "END, status = 'x' WHERE id = 1 AND TRUE RETURNING id) SELECT * FROM u"},
       {"enforce", "app",
-       "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND version = 3 RETURNING *) INSERT INTO archive SELECT * FROM d",
+       "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND version = 3 RETURNING *) INSERT INTO archive SELECT * "
+       "FROM d",
        "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND TRUE AND (CASE WHEN (id = 1 AND TRUE) IS NOT TRUE THEN "
        "false WHEN subscriptions.version = 3 THEN true ELSE occ.conflict(subscriptions.version, 3, "
        "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) RETURNING *) INSERT INTO "
@@ -176,7 +179,8 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "EXPLAIN ANALYZE UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN "
        "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
        "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE TRUE"},
-      {"enforce", "app", "PREPARE p (int, bigint) AS UPDATE subscriptions SET status = 'x' WHERE id = $1 AND version = $2",
+      {"enforce", "app",
+       "PREPARE p (int, bigint) AS UPDATE subscriptions SET status = 'x' WHERE id = $1 AND version = $2",
        "PREPARE p (int, bigint) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2 THEN "
        "subscriptions.version ELSE occ.conflict(subscriptions.version, $2, subscriptions.version, "
        "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = $1 AND TRUE"},
@@ -208,7 +212,8 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version + 1 ELSE "
        "occ.conflict(subscriptions.version, 3, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update@) "
        "END, status = 'x' WHERE id = 1 AND TRUE"},
-      {"uuid", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01'",
+      {"uuid", "app",
+       "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01'",
        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01' "
        "THEN gen_random_uuid() ELSE occ.conflict(subscriptions.version, '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01', "
        "gen_random_uuid(), to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
@@ -220,8 +225,10 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "status = 'x' WHERE id = 1 AND TRUE"},
 
       // DELETE: a CASE guard behind the rest of the condition.
-      {"enforce", "app", "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND s.version = 3 RETURNING s.id",
-       "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND TRUE AND (CASE WHEN (s.id = t.id AND TRUE) IS "
+      {"enforce", "app",
+       "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND s.version = 3 RETURNING s.id",
+       "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND TRUE AND (CASE WHEN (s.id = t.id AND TRUE) "
+       "IS "
        "NOT TRUE THEN false WHEN s.version = 3 THEN true ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), "
        "@sub.delete@) IS NOT NULL END) RETURNING s.id"},
 
@@ -230,14 +237,16 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
        "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@), "
        "status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3"},
       {"proxy", "dba", "/* occ:force */ UPDATE subscriptions SET status = 'f' WHERE id = 1",
-       "/* occ:force */ UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), "
+       "/* occ:force */ UPDATE subscriptions SET version = occ.forced(subscriptions.version, "
+       "to_jsonb(subscriptions.*), "
        "@sub.update@, subscriptions.version + 1), status = 'f' WHERE id = 1"},
       {"enforce", "dba", "UPDATE subscriptions SET version = 99 WHERE id = 1 -- occ:force",
        "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
        "99) WHERE id = 1 -- occ:force"},
       {"enforce", "dba", "DELETE FROM subscriptions WHERE id = 1 OR id = 2 /*occ:force*/",
        "DELETE FROM subscriptions WHERE (id = 1 OR id = 2) AND (CASE WHEN (id = 1 OR id = 2) IS NOT TRUE THEN false "
-       "ELSE occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) /*occ:force*/"},
+       "ELSE occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) "
+       "/*occ:force*/"},
       {"enforce", "dba", "DELETE FROM subscriptions /*occ:force*/",
        "DELETE FROM subscriptions WHERE occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS "
        "NOT NULL /*occ:force*/"},
@@ -262,19 +271,23 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
 
       // MERGE: each WHEN MATCHED action.
       {"enforce", "app",
-       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND t.version = 3 AND s.gone THEN DELETE "
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND t.version = 3 AND s.gone THEN "
+       "DELETE "
        "WHEN MATCHED AND t.version = 3 THEN UPDATE SET status = CASE WHEN s.x THEN 'a' ELSE 'b' END "
        "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
-       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND (CASE WHEN (TRUE "
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND (CASE WHEN "
+       "(TRUE "
        "AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true ELSE occ.conflict(t.version, 3, t.version, "
        "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET version = CASE "
        "WHEN t.version = 3 THEN t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, "
        "status = CASE WHEN s.x THEN 'a' ELSE 'b' END WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)"},
-      {"proxy", "app", "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET "
+      {"proxy", "app",
+       "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET "
        "status = s.status",
        "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET version = "
        "subscriptions.version + 1, status = s.status"},
-      {"enforce", "dba", "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED THEN DELETE -- occ:force",
+      {"enforce", "dba",
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED THEN DELETE -- occ:force",
        "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND (occ.forced(t.version, "
        "to_jsonb(t.*), @sub.delete@) IS NOT NULL) THEN DELETE -- occ:force"},
 
@@ -284,8 +297,10 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
       {"enforce", "app", "UPDATE subscriptions SET (status, version) = ('x', 4) WHERE id = 1 AND version = 3", ""},
       {"enforce", "app", "UPDATE subscriptions SET version = DEFAULT WHERE id = 1 AND version = 3", ""},
       {"enforce", "dba", "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/", ""},
-      {"enforce", "app", "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.version = s.v WHEN MATCHED "
-       "THEN UPDATE SET status = 'x'", ""},
+      {"enforce", "app",
+       "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.version = s.v WHEN MATCHED "
+       "THEN UPDATE SET status = 'x'",
+       ""},
       {"reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND NOT version = 3;",
        "SELECT occ.reject('0A000', 'occ: unsupported write on public.subscriptions: a version condition other than "
        "one top-level `version = constant or parameter` conjunct', 'The proxy cannot add its version check to this "
@@ -312,8 +327,9 @@ TEST_CASE("unparsable SQL is forwarded unchanged and flagged", "[rewrite]") {
 }
 
 TEST_CASE("unsupported forms are counted when passed through and refused under reject", "[rewrite]") {
-  const std::string sql = "UPDATE subscriptions SET status = 'x' WHERE CURRENT OF c /*occ:force*/; "
-                          "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/";
+  const std::string sql =
+      "UPDATE subscriptions SET status = 'x' WHERE CURRENT OF c /*occ:force*/; "
+      "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/";
   Session pass("enforce");
   pass.user = "dba";
   const occ::Rewrite passed = pass.rewrite(sql);
@@ -368,8 +384,9 @@ TEST_CASE("each checked or forced write is described for the audit", "[rewrite]"
   CHECK(r.writes[0].fingerprint != r.writes[1].fingerprint);
 
   // The fingerprint ignores constants: the same statement shape gets the same one.
-  const occ::Rewrite again = s.rewrite("UPDATE subscriptions SET status = $1, (notes, plan) = (upper($2), 'other') "
-                                       "WHERE id = $3 AND version = $4");
+  const occ::Rewrite again = s.rewrite(
+      "UPDATE subscriptions SET status = $1, (notes, plan) = (upper($2), 'other') "
+      "WHERE id = $3 AND version = $4");
   REQUIRE(again.writes.size() == 1);
   CHECK(again.writes[0].fingerprint == r.writes[0].fingerprint);
 }

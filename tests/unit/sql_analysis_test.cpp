@@ -21,7 +21,8 @@ occ::Rules protected_tables() {
 }
 
 std::string text_of(const std::string& sql, occ::TextRange r) {
-  return r.valid() ? sql.substr(static_cast<std::size_t>(r.begin), static_cast<std::size_t>(r.end - r.begin)) : "<none>";
+  return r.valid() ? sql.substr(static_cast<std::size_t>(r.begin), static_cast<std::size_t>(r.end - r.begin))
+                   : "<none>";
 }
 
 const char* kind_name(occ::VersionUse::Kind k) {
@@ -42,9 +43,9 @@ TEST_CASE("a write's target, SET list and condition are located in the text", "[
   struct Row {
     const char* sql;
     const char* refname;
-    const char* set_items;   // "column=value|..." with flags r (row-wise), s (subscripted), d (DEFAULT)
-    const char* condition;   // "<none>" without one
-    const char* version;     // for column `version`: "kind conjunct => expected"
+    const char* set_items;  // "column=value|..." with flags r (row-wise), s (subscripted), d (DEFAULT)
+    const char* condition;  // "<none>" without one
+    const char* version;    // for column `version`: "kind conjunct => expected"
   };
   const Row rows[] = {
       {"UPDATE subscriptions SET status = 'a', notes = $1 WHERE id = 1 AND version = 3", "subscriptions",
@@ -68,8 +69,8 @@ TEST_CASE("a write's target, SET list and condition are located in the text", "[
       {"DELETE FROM subscriptions x USING t WHERE (x.id = t.id) AND (x.version = 4) RETURNING 1", "x", "",
        "(x.id = t.id) AND (x.version = 4)", "equality x.version = 4 => 4"},
       {"DELETE FROM ONLY subscriptions", "subscriptions", "", "<none>", "none  => "},
-      {"WITH u AS (UPDATE subscriptions SET a = 1 WHERE version = 7) SELECT 1", "subscriptions", "a=1",
-       "version = 7", "equality version = 7 => 7"},
+      {"WITH u AS (UPDATE subscriptions SET a = 1 WHERE version = 7) SELECT 1", "subscriptions", "a=1", "version = 7",
+       "equality version = 7 => 7"},
       {"INSERT INTO subscriptions AS s VALUES (1) ON CONFLICT (id) WHERE a > 0 DO UPDATE SET a = excluded.a WHERE "
        "s.version = excluded.version",
        "s", "a=excluded.a", "s.version = excluded.version", "other  => "},
@@ -97,9 +98,8 @@ TEST_CASE("a write's target, SET list and condition are located in the text", "[
     CHECK(text_of(sql, w.has_condition ? w.condition : occ::TextRange{}) == row.condition);
     const occ::VersionFacts* v = w.facts("version");
     REQUIRE(v != nullptr);
-    const std::string conjunct = v->condition.kind == occ::VersionUse::Kind::equality
-                                     ? text_of(sql, v->condition.conjunct)
-                                     : std::string();
+    const std::string conjunct =
+        v->condition.kind == occ::VersionUse::Kind::equality ? text_of(sql, v->condition.conjunct) : std::string();
     CHECK(std::string(kind_name(v->condition.kind)) + " " + conjunct + " => " + v->condition.expected == row.version);
   }
 }
@@ -140,7 +140,8 @@ TEST_CASE("statements of one text keep their extents, hints and fingerprints", "
 }
 
 TEST_CASE("texts the parser rejects are flagged, not analysed", "[sql_analysis]") {
-  const std::vector<std::string> texts = {"UPDATE subscriptions SET", "SELECT 'open", std::string("SELECT 1\0; SELECT 2", 20)};
+  const std::vector<std::string> texts = {"UPDATE subscriptions SET", "SELECT 'open",
+                                          std::string("SELECT 1\0; SELECT 2", 20)};
   for (const std::string& sql : texts) {
     INFO(sql);
     CHECK(occ::analyze_sql(sql, protected_tables()).parse_failed);
@@ -153,9 +154,17 @@ TEST_CASE("identifiers are quoted only when PostgreSQL needs it", "[sql_analysis
     const char* quoted;
   };
   const Row rows[] = {
-      {"version", "version"}, {"lock_version", "lock_version"}, {"t$1", "t$1"},     {"Ver", "\"Ver\""},
-      {"select", "\"select\""}, {"user", "\"user\""},         {"int", "\"int\""},   {"1st", "\"1st\""},
-      {"we\"ird", "\"we\"\"ird\""}, {"caf\xc3\xa9", "\"caf\xc3\xa9\""},           {"", "\"\""},
+      {"version", "version"},
+      {"lock_version", "lock_version"},
+      {"t$1", "t$1"},
+      {"Ver", "\"Ver\""},
+      {"select", "\"select\""},
+      {"user", "\"user\""},
+      {"int", "\"int\""},
+      {"1st", "\"1st\""},
+      {"we\"ird", "\"we\"\"ird\""},
+      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},
+      {"", "\"\""},
   };
   for (const Row& row : rows) {
     INFO(row.name);
@@ -197,6 +206,7 @@ TEST_CASE("the plan cache keeps its SQL text within its byte budget", "[sql_anal
   CHECK(cache.misses() == 2);
   for (int i = 0; i < 100; ++i) cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1", rules);  // 17 bytes
   CHECK(cache.size() == 100);
-  for (int i = 0; i < 100; ++i) cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1 + 2 + 3 + 4 + 5 + 6", rules);
+  for (int i = 0; i < 100; ++i)
+    cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1 + 2 + 3 + 4 + 5 + 6", rules);
   CHECK(cache.size() == 69);  // 37 bytes each: 69 * 37 = 2553
 }
