@@ -23,8 +23,8 @@ OCCPROXY_BIN=${OCCPROXY_BIN:-$repo/build/occproxy}
 WORKLOADS=${WORKLOADS:-select_simple select_extended select_prepared tpcb connect_select}
 TARGETS=${TARGETS:-direct occproxy pgbouncer}
 if [[ "${BENCH_OCC:-0}" == 1 ]]; then
-  TARGETS+=" occproxy_occ"
-  WORKLOADS+=" occ_read_update"
+  [[ " $TARGETS " == *" occproxy_occ "* ]] || TARGETS+=" occproxy_occ"
+  [[ " $WORKLOADS " == *" occ_read_update "* ]] || WORKLOADS+=" occ_read_update"
 fi
 
 # --- workloads: each prints the pgbench arguments of one run ------------------------------------
