@@ -4,6 +4,7 @@ import pathlib
 import threading
 
 import asyncpg
+import pytest
 
 CLIENTS = 200
 QUERIES = 20
@@ -66,6 +67,7 @@ async def run_clients(target, dbname):
     return await asyncio.wait_for(asyncio.gather(*clients), timeout=120)
 
 
+@pytest.mark.slow
 def test_200_concurrent_sessions_with_fixed_threads(db, start_proxy):
     proxy = start_proxy(db, config={"threads": THREADS})
     if proxy.process is None:

@@ -36,6 +36,7 @@ def copy_in(dsn, table, data):
     return rowcount
 
 
+@pytest.mark.slow
 def test_copy_100k_rows_round_trip(pg, db, start_proxy):
     pg.psql("CREATE TABLE via_proxy (id int PRIMARY KEY, name text, amount numeric, note text);"
             "CREATE TABLE via_direct (LIKE via_proxy INCLUDING ALL);", dbname=db)

@@ -73,6 +73,7 @@ def run_jdbc(classes, target, dbname):
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_jdbc_prepared_statements_match_direct(pg, db, start_proxy, jdbc_classes):
     proxy = start_proxy(db)
     direct = run_jdbc(jdbc_classes, pg, db)

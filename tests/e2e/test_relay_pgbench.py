@@ -23,6 +23,7 @@ def bench_proxy(db, start_proxy):
     return proxy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_pgbench_runs_clean(pg, db, bench_proxy, mode):
     run = pgbench(bench_proxy, db, "-t", "200", "-c", "4", "-M", mode, "-n")
