@@ -168,24 +168,25 @@ class SitePlanner {
     // Where the expected version comes from (SPEC 3.2): a force hint means none is checked; else
     // the statement's own `version = <constant or parameter>` under app_managed_version: enforce.
     // It is an SQL expression, so a per-row one (the session's read set) can take its place.
+    // Under enforce that conjunct is the proxy's check, so it gives way to TRUE (a stale version
+    // must reach the check, and a force must override it); under passthrough it is the app's own.
     std::string expected;
-    if (!st_.force_hint) {
-      const bool app_managed =
-          facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
-      if (!app_managed || !p_.enforce_app_managed) {
-        // Nothing to check: at most the proxy's own increment.
-        if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
-        if (!site_.unlocatable.empty())
-          return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
-        return edited(
-            {site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + proxy_bump(p_, version_ref) + ","},
-            false);
-      }
+    const bool app_managed =
+        facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
+    if (app_managed && p_.enforce_app_managed) {
       if (facts->in_join_condition) return unsupported("the version column in MERGE's join condition");
       if (facts->condition.kind == VersionUse::Kind::other)
         return unsupported("a version condition other than one top-level `version = constant or parameter` conjunct");
-      expected = facts->condition.expected;
+      if (!st_.force_hint) expected = facts->condition.expected;
       edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
+    } else if (!st_.force_hint) {
+      // Nothing to check: at most the proxy's own increment.
+      if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
+      if (!site_.unlocatable.empty())
+        return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
+      return edited(
+          {site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + proxy_bump(p_, version_ref) + ","},
+          false);
     }
     if (!site_.unlocatable.empty())
       return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
@@ -375,6 +376,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
         return rejected;
       }
       edits.push_back({st.first_token, st.range.end, rejection_sql(*refusal)});
+      if (!out.rejection) out.rejection = std::move(refusal);
     } else if (passed_unchanged) {
       for (const SitePlan& plan : plans) {
         if (plan.kind != SitePlan::Kind::unsupported) continue;

@@ -91,7 +91,8 @@ struct Rewrite {
   // Action::rewrite: the text to send instead. In the simple protocol a refused statement is
   // replaced by SQL that makes the server raise `rejection` at that point of the message.
   std::string sql;
-  // Action::reject (extended protocol only): the error to give the client for this Parse.
+  // Action::reject (extended protocol): the error to give the client for this Parse. In the simple
+  // protocol the refusal is already in `sql`; this then holds the first one, for counting and logs.
   std::optional<Rejection> rejection;
   std::vector<WriteInfo> writes;
   // A SET / RESET search_path in this text: the new path as written ("$user" not substituted);

@@ -235,6 +235,9 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
       // Force: no check, the write is marked so the server reports what it overwrote.
       {"enforce", "dba", "UPDATE subscriptions SET status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3",
        "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@), "
+       "status = 'f' /*occ:force*/ WHERE id = 1 AND TRUE"},
+      {"passthrough", "dba", "UPDATE subscriptions SET status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3",
+       "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@), "
        "status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3"},
       {"proxy", "dba", "/* occ:force */ UPDATE subscriptions SET status = 'f' WHERE id = 1",
        "/* occ:force */ UPDATE subscriptions SET version = occ.forced(subscriptions.version, "
@@ -297,6 +300,7 @@ TEST_CASE("statements are rewritten exactly, or forwarded byte for byte", "[rewr
       {"enforce", "app", "UPDATE subscriptions SET (status, version) = ('x', 4) WHERE id = 1 AND version = 3", ""},
       {"enforce", "app", "UPDATE subscriptions SET version = DEFAULT WHERE id = 1 AND version = 3", ""},
       {"enforce", "dba", "DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/", ""},
+      {"enforce", "dba", "UPDATE subscriptions SET status = 'f' WHERE (version = 1 OR version = 2) /*occ:force*/", ""},
       {"enforce", "app",
        "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.version = s.v WHEN MATCHED "
        "THEN UPDATE SET status = 'x'",
@@ -347,6 +351,14 @@ TEST_CASE("unsupported forms are counted when passed through and refused under r
   CHECK(refused.rejection->message == "occ: unsupported write on public.subscriptions: DELETE ... WHERE CURRENT OF");
   CHECK(refused.rejection->schema == "public");
   CHECK(refused.rejection->table == "subscriptions");
+
+  // In the simple protocol the server raises it; the first refusal is still reported.
+  const occ::Rewrite simple = refuse.rewrite("DELETE FROM subscriptions WHERE CURRENT OF c /*occ:force*/; SELECT 1");
+  CHECK(simple.action == occ::Rewrite::Action::rewrite);
+  CHECK(simple.sql.starts_with("SELECT occ.reject('0A000', 'occ: unsupported write on public.subscriptions: DELETE "));
+  CHECK(simple.sql.ends_with("'public', 'subscriptions'); SELECT 1"));
+  REQUIRE(simple.rejection);
+  CHECK(simple.rejection->message == refused.rejection->message);
 }
 
 TEST_CASE("a force hint from a role not allowed is refused in the extended protocol", "[rewrite]") {
