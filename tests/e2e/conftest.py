@@ -36,6 +36,18 @@ def free_port():
     raise RuntimeError("no free loopback port found")
 
 
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+
+
+def parse_duration(text):
+    """Seconds in a config duration ("500ms", "5s", "2m"), as the proxy reads them."""
+    text = str(text).strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if text.endswith(suffix) and text[:-len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[:-len(suffix)]) * scale
+    raise ValueError(f"not a duration: {text!r}")
+
+
 def port_accepts(host, port):
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -204,16 +216,28 @@ class Proxy:
     def reload(self):
         self.process.send_signal(signal.SIGHUP)
 
-    def stop(self, timeout=15):
-        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit status."""
+    def stop(self, timeout=None):
+        """SIGTERM, then SIGKILL if it does not exit in time (default: its shutdown_timeout + 10 s);
+        returns the exit status."""
         if self.process.poll() is None:
+            if timeout is None:
+                timeout = parse_duration(self.config.get("shutdown_timeout", "30s")) + 10
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.hung_on_stop = True
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def trouble(self):
+        """Why this proxy's end looks like a bug (a crash, or ignoring SIGTERM), or None."""
+        if getattr(self, "hung_on_stop", False):
+            return "did not exit after SIGTERM within shutdown_timeout + 10 s"
+        if self.process.returncode is not None and -self.process.returncode in CRASH_SIGNALS:
+            return f"died of {signal.Signals(-self.process.returncode).name}"
+        return None
 
     def audit_lines(self):
         if not self.audit_path.exists():
@@ -244,8 +268,11 @@ class DirectTarget:
     def reload(self):
         pass
 
-    def stop(self, timeout=15):
+    def stop(self, timeout=None):
         return 0
+
+    def trouble(self):
+        return None
 
     def audit_lines(self):
         return []
@@ -372,8 +399,13 @@ def start_proxy(pg, occproxy_bin, request):
     yield start
     for proxy in started:
         proxy.stop()
+    troubles = [(proxy, proxy.trouble()) for proxy in started if proxy.trouble()]
     for proxy in started:
-        shutil.rmtree(proxy.dir, ignore_errors=True)
+        if proxy.trouble() is None:
+            shutil.rmtree(proxy.dir, ignore_errors=True)
+    if troubles:
+        pytest.fail("\n".join(
+            f"occproxy {why} (log kept in {proxy.dir}):\n{tail(proxy.log_path, 50)}" for proxy, why in troubles))
 
 
 @pytest.fixture
