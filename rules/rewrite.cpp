@@ -1,9 +1,10 @@
 // rewrite_sql: resolves each write of the cached analysis to its protected table and splices in the check.
 #include "rules/rewrite.h"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
 
 #include "rules/plan_cache.h"
 #include "rules/sql_analysis.h"
@@ -18,20 +19,31 @@ struct Edit {
   std::string text;
 };
 
-// `range` of `sql` with the edits that fall inside it applied.
+// Characters that would fuse with a neighbour into one token: `WHERE` + `TRUE` must not become
+// `WHERETRUE`, nor `TRUE` + `'x'` a typed literal.
+bool joins(char ch) {
+  const auto u = static_cast<unsigned char>(ch);
+  return std::isalnum(u) || ch == '_' || ch == '$' || ch == '"' || ch == '\'' || u >= 0x80;
+}
+
+// `range` of `sql` with the edits that fall inside it applied. The edits of one statement never
+// overlap (each write's regions are disjoint); one that would is dropped, not spliced across.
 std::string splice(std::string_view sql, TextRange range, std::vector<Edit> edits) {
   std::stable_sort(edits.begin(), edits.end(),
                    [](const Edit& a, const Edit& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   std::string out;
-  std::size_t size = static_cast<std::size_t>(range.end - range.begin);
+  std::size_t size = static_cast<std::size_t>(range.end - range.begin) + 2 * edits.size();
   for (const Edit& e : edits) size += e.text.size();
   out.reserve(size);
   int at = range.begin;
   for (const Edit& e : edits) {
     if (e.begin < at || e.end > range.end) continue;
     out.append(sql.substr(static_cast<std::size_t>(at), static_cast<std::size_t>(e.begin - at)));
+    if (!out.empty() && !e.text.empty() && joins(out.back()) && joins(e.text.front())) out += ' ';
     out += e.text;
     at = e.end;
+    if (at < range.end && !e.text.empty() && joins(e.text.back()) && joins(sql[static_cast<std::size_t>(at)]))
+      out += ' ';
   }
   out.append(sql.substr(static_cast<std::size_t>(at), static_cast<std::size_t>(range.end - at)));
   return out;

@@ -1,14 +1,14 @@
 // analyze_sql: libpg_query's tree for what a text writes, its scanner tokens for where each part sits.
 #include "rules/sql_analysis.h"
 
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <unordered_map>
-
-#include <pg_query.h>
-#include <pg_query/pg_query.pb-c.h>
 
 namespace occ {
 namespace {
@@ -153,11 +153,13 @@ class Cursor {
   // Scans from `from` up to `limit`, outside parentheses, brackets and CASE ... END, for the
   // first token where stop(index) holds. Also stops at an unmatched closing parenthesis or
   // bracket (the end of an enclosing construct, e.g. a CTE's body). Returns limit if none.
+  // A keyword right after a dot is a name (`t.from`, `s.end`): never a stop, never CASE/END.
   template <class Stop>
   int find(int from, int limit, Stop stop) const {
     int depth = 0;
     int cases = 0;
     for (int i = from; i < limit; ++i) {
+      if (i > 0 && (*this)[i - 1].kind == '.') continue;
       const int k = (*this)[i].kind;
       if (depth == 0 && cases == 0 && stop(i)) return i;
       if (k == tok_open || k == tok_open_bracket) {
