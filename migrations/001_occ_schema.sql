@@ -35,6 +35,14 @@ LANGUAGE sql IMMUTABLE AS $fn$
   FROM jsonb_array_elements_text(key_columns) WITH ORDINALITY AS k(col, ord)
 $fn$;
 
+-- The row with the columns listed in meta "redact" blanked: events also reach the server log.
+CREATE OR REPLACE FUNCTION occ.redacted(cur_row jsonb, columns jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $fn$
+  SELECT cur_row || coalesce((SELECT jsonb_object_agg(c, '<redacted>')
+                              FROM jsonb_array_elements_text(coalesce(columns, '[]'::jsonb)) AS c
+                              WHERE cur_row ? c), '{}'::jsonb)
+$fn$;
+
 -- Hands one event to the proxy as a WARNING with SQLSTATE OC000; the proxy audits it and never
 -- shows it to the client.
 CREATE OR REPLACE FUNCTION occ.emit(event jsonb) RETURNS void
@@ -82,7 +90,8 @@ END
 $fn$;
 
 -- Called in place of the new version when the row's version is not the expected one.
--- meta: {"schema", "table", "key": [columns], "version_column", "sqlstate", "mode", "op", "base"}.
+-- meta: {"schema", "table", "key": [columns], "version_column", "sqlstate", "mode", "op", "base"},
+-- and "redact": [columns] when the table has any.
 -- enforce: raises the conflict error; shadow: lets the write through with `next`.
 CREATE OR REPLACE FUNCTION occ.conflict(cur anycompatible, expected anycompatible, next anycompatible,
                                         cur_row jsonb, meta text) RETURNS anycompatible
@@ -100,7 +109,7 @@ BEGIN
     'key', occ.key_json(cur_row, m -> 'key'),
     'expected', expected::text,
     'current', cur::text,
-    'current_row', cur_row,
+    'current_row', occ.redacted(cur_row, m -> 'redact'),
     'op', m -> 'op',
     'base', m -> 'base'));
   IF shadow THEN
@@ -143,7 +152,7 @@ BEGIN
     'key', occ.key_json(cur_row, m -> 'key'),
     'expected', NULL,
     'current', cur,
-    'current_row', cur_row,
+    'current_row', occ.redacted(cur_row, m -> 'redact'),
     'op', m -> 'op',
     'base', m -> 'base'));
 END

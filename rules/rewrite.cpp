@@ -107,6 +107,15 @@ std::string meta_json(const TablePolicy& p, bool deletes) {
   append_json_string(out, p.conflict_sqlstate);
   out += ",\"mode\":";
   append_json_string(out, to_string(p.mode));
+  if (!p.redact.empty()) {
+    // The events also reach the server log: redacted values must not.
+    out += ",\"redact\":[";
+    for (std::size_t i = 0; i < p.redact.size(); ++i) {
+      if (i > 0) out += ',';
+      append_json_string(out, p.redact[i]);
+    }
+    out += ']';
+  }
   out += deletes ? R"(,"op":"delete","base":null})" : R"(,"op":"update","base":null})";
   return out;
 }

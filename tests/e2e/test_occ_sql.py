@@ -32,6 +32,7 @@ tables:
   - table: public.trials
     key: [id]
     mode: shadow
+    redact: [secret]
   - table: public.lines
     key: [invoice, line]
     on_unsupported: reject
@@ -49,7 +50,7 @@ BEGIN
 END $$;
 CREATE TABLE subscriptions (id int PRIMARY KEY, status text, notes text, version bigint NOT NULL DEFAULT 1);
 CREATE TRIGGER occ_bump_version BEFORE UPDATE ON subscriptions FOR EACH ROW EXECUTE FUNCTION bump_version();
-CREATE TABLE trials (id int PRIMARY KEY, status text, version bigint NOT NULL DEFAULT 1);
+CREATE TABLE trials (id int PRIMARY KEY, status text, secret text, version bigint NOT NULL DEFAULT 1);
 CREATE TRIGGER occ_bump_version BEFORE UPDATE ON trials FOR EACH ROW EXECUTE FUNCTION bump_version();
 CREATE TABLE lines (invoice int, line int, amount int, version bigint NOT NULL DEFAULT 1, PRIMARY KEY (invoice, line));
 CREATE TRIGGER occ_bump_version BEFORE UPDATE ON lines FOR EACH ROW EXECUTE FUNCTION bump_version();
@@ -288,7 +289,7 @@ def test_bulk_updates_advance_each_row_once(pg, occdb, rewriter):
 
 
 def test_shadow_mode_lets_the_write_through_and_reports_it(pg, occdb, rewriter):
-    pg.psql("INSERT INTO trials VALUES (1, 'trial', 2)", dbname=occdb)
+    pg.psql("INSERT INTO trials VALUES (1, 'trial', 's3cret', 2)", dbname=occdb)
     with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
         notices = collect_notices(conn)
         conn.execute("SET client_min_messages = error")
@@ -300,8 +301,9 @@ def test_shadow_mode_lets_the_write_through_and_reports_it(pg, occdb, rewriter):
     assert events(notices) == [{
         "event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1},
         "expected": "1", "current": "2", "op": "update", "base": None,
-        "current_row": {"id": 1, "status": "trial", "version": 2},
+        "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2},
     }]
+    assert "s3cret" not in pathlib.Path(pg.log_path).read_text()
 
 
 def test_forced_writes_are_reported_and_other_roles_refused(pg, occdb, rewriter):

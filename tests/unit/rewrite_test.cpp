@@ -42,6 +42,7 @@ const std::map<std::string, std::string> variants = {
     {"shadow", "  app_managed_version: enforce\n  mode: shadow\n  conflict_sqlstate: \"40P01\"\n"},
     {"reject", "  app_managed_version: enforce\n  on_unsupported: reject\n"},
     {"no-deletes", "  app_managed_version: enforce\n  check_deletes: false\n"},
+    {"redact", "  app_managed_version: enforce\n  redact: [notes, '\"Card\"']\n"},
 };
 
 occ::Rules rules_for(const std::string& variant) {
@@ -62,8 +63,9 @@ std::string meta(const std::string& variant, const std::string& table, const std
   if (table == "quoted") where = R"("schema":"public","table":"quoted","key":["we\"ird"],"version_column":"version")";
   if (table == "dollar") where = R"("schema":"public","table":"a$occ$b","key":["id"],"version_column":"version")";
   const std::string tag = table == "dollar" ? "$occ1$" : "$occ$";
-  return tag + "{" + where + R"(,"sqlstate":")" + sqlstate + R"(","mode":")" + mode + R"(","op":")" + op +
-         R"(","base":null})" + tag;
+  const std::string redact = variant == "redact" ? R"(,"redact":["notes","Card"])" : "";
+  return tag + "{" + where + R"(,"sqlstate":")" + sqlstate + R"(","mode":")" + mode + "\"" + redact + R"(,"op":")" +
+         op + R"(","base":null})" + tag;
 }
 
 std::string expand(const std::string& variant, std::string text) {
@@ -225,6 +227,10 @@ const Row rewrite_rows[] = {
      "gen_random_uuid(), to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
     {"timestamp", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1",
      "UPDATE subscriptions SET version = clock_timestamp(), status = 'x' WHERE id = 1"},
+    {"redact", "app", "UPDATE subscriptions SET notes = 'x' WHERE id = 1 AND version = 3",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
+     "notes = 'x' WHERE id = 1 AND TRUE"},
     {"shadow", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
      "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
