@@ -34,6 +34,7 @@ constexpr std::size_t kStreamThreshold = 256 * 1024;
 // SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
+constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
 constexpr int32_t kTextOid = 25;
 // Longest value read that the read set keeps for the conflict diff; longer ones are left out.
 constexpr std::size_t kMaxBaseValue = 2048;
@@ -979,7 +980,14 @@ void Session::on_error_response(const Frame& frame) {
       stats::table_add(std::string(fields.get('s')) + "." + std::string(fields.get('t')),
                        stats::TableCounter::conflicts);
     }
-    to_client_.forward(frame.raw);
+    // An error raised by an occ helper function is the proxy's own: its PL/pgSQL CONTEXT line
+    // would only tell the client about the rewriting.
+    if (fields.get('W').starts_with(kOccContextPrefix)) {
+      std::erase_if(fields.fields, [](const auto& field) { return field.first == 'W'; });
+      pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
+    } else {
+      to_client_.forward(frame.raw);
+    }
   }
   // After an error in the extended protocol the server skips everything up to Sync.
   if (current && current->kind != Pending::query && current->kind != Pending::function_call) {
