@@ -45,6 +45,9 @@ constexpr std::size_t kHeaderLimit = 8 * 1024;
 constexpr std::size_t kBodyLimit = 8 * 1024;
 constexpr std::chrono::seconds kProbeTimeout{1};
 constexpr std::chrono::seconds kProbeCacheFor{1};
+// After refusing a request, how long and how much of the rest of it to read and discard.
+constexpr std::chrono::seconds kLingerFor{2};
+constexpr std::size_t kLingerLimit = 16 * 1024 * 1024;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kHtml = "text/html; charset=utf-8";
@@ -287,6 +290,22 @@ std::optional<Response> read_failure_response(const beast::error_code& ec) {
   return std::nullopt;
 }
 
+// Closing with unread input makes the kernel reset the connection, and a client still sending an
+// oversized request then gets the reset instead of the error reply: read what it still sends,
+// within bounds, before closing.
+net::awaitable<void> linger(beast::tcp_stream& stream) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) co_return;
+  stream.expires_after(kLingerFor);
+  std::array<char, 64 * 1024> discard;
+  for (std::size_t drained = 0; drained < kLingerLimit;) {
+    drained += co_await stream.async_read_some(net::buffer(discard),
+                                               net::redirect_error(net::use_awaitable, ec));
+    if (ec) co_return;
+  }
+}
+
 net::awaitable<void> serve_connection(tcp::socket socket, const HttpServerOptions& options) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(kHeaderLimit + kBodyLimit);
@@ -303,6 +322,7 @@ net::awaitable<void> serve_connection(tcp::socket socket, const HttpServerOption
       if (auto reply = read_failure_response(ec)) {
         auto res = to_beast(*reply, 11, false);
         co_await http::async_write(stream, res, net::redirect_error(net::use_awaitable, ec));
+        if (!ec) co_await linger(stream);
       }
       break;
     }

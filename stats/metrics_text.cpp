@@ -9,10 +9,11 @@ namespace {
 
 constexpr std::string_view kPrefix = "occproxy_";
 
-// Shortest text that reads back as the same double, as Prometheus clients print "le" bounds.
+// Shortest text that reads back as the same double, in %g style as the Go client prints "le"
+// bounds ("0.0001", not "1e-04"), so selectors written for other exporters' buckets match.
 std::string format_double(double v) {
   char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
   return std::string(buf, end);
 }
 

@@ -323,6 +323,15 @@ TEST_CASE("malformed, oversized and idle requests close the connection", "[http]
     net::write(socket, net::buffer(request), ec);
     CHECK(read_to_eof(socket).rfind("HTTP/1.1 431 Request Header Fields Too Large\r\n", 0) == 0);
   }
+  SECTION("a header too big for the socket buffers still gets its 431") {
+    tcp::socket socket = connect_to(ioc, server.port());
+    const std::string request =
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(8 << 20, 'a') + "\r\n\r\n";
+    boost::system::error_code ec;
+    net::write(socket, net::buffer(request), ec);
+    REQUIRE_FALSE(ec);
+    CHECK(read_to_eof(socket).rfind("HTTP/1.1 431 Request Header Fields Too Large\r\n", 0) == 0);
+  }
   SECTION("a body gets 413") {
     tcp::socket socket = connect_to(ioc, server.port());
     const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +

@@ -275,6 +275,13 @@ TEST_CASE("metrics of the live counters parse too", "[stats][metrics]") {
   CHECK(m.samples.count("occproxy_rules_reload_ok_total") == 1);
 }
 
+TEST_CASE("latency bounds are printed as the Go client prints them", "[stats][metrics]") {
+  const ParsedMetrics m = parse_metrics(metrics_text(snapshot()));
+  for (const std::string le : {"5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
+                               "0.001", "0.005", "0.025", "+Inf"})
+    CHECK(m.samples.count("occproxy_added_latency_seconds_bucket{le=\"" + le + "\"}") == 1);
+}
+
 TEST_CASE("html_escape escapes the five special characters", "[stats][html]") {
   CHECK(html_escape("<a href=\"x\">Tom & Jerry's</a>") ==
         "&lt;a href=&quot;x&quot;&gt;Tom &amp; Jerry&#39;s&lt;/a&gt;");
