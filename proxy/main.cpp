@@ -43,43 +43,47 @@ void set_log_level(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
 }
 
-// Loads and checks the rules named by the config. Nullopt (with the reason logged) on failure.
-std::optional<occ::Policy> load_policy(const occ::Config& config) {
-  occ::Policy policy;
-  if (config.rules_path.empty()) return policy;
+// The rules file named by the config: nullopt, with the mistake reported, when it is bad.
+std::optional<occ::Rules> read_rules(const occ::Config& config, bool to_stderr) {
   try {
-    policy.rules = std::make_shared<const occ::Rules>(occ::load_rules(config.rules_path));
+    return occ::load_rules(config.rules_path);
   } catch (const occ::RulesError& e) {
-    spdlog::error("rules not loaded: {}", e.what());
+    if (to_stderr)
+      std::cerr << e.what() << "\n";
+    else
+      spdlog::error("rules not loaded: {}", e.what());
     return std::nullopt;
   }
-  auto report = occ::check_catalog(config, *policy.rules);
+}
+
+// The rules checked against the live catalog: nullopt, with the report logged, on any problem.
+std::optional<occ::Policy> checked_policy(const occ::Config& config, occ::Rules rules) {
+  auto report = occ::check_catalog(config, rules);
   if (!report.ok) {
     spdlog::error("rules not loaded, the catalog check failed:\n{}", report.text());
     return std::nullopt;
   }
+  occ::Policy policy;
+  policy.rules = std::make_shared<const occ::Rules>(std::move(rules));
   policy.relations = std::move(report.relations);
   return policy;
 }
 
 int run_proxy(const occ::Config& config) {
   set_log_level(config.log_level);
-  occ::PolicyStore store;
+  occ::Policy initial;
   if (!config.rules_path.empty()) {
-    try {
-      occ::load_rules(config.rules_path);
-    } catch (const occ::RulesError& e) {
-      std::cerr << e.what() << "\n";
-      return kExitUsage;
-    }
-  }
-  auto policy = load_policy(config);
-  if (!policy) return kExitProblem;
-  if (policy->rules)
-    spdlog::info("{} protected tables from {}", policy->rules->tables.size(), config.rules_path);
-  else
+    auto rules = read_rules(config, true);
+    if (!rules) return kExitUsage;
+    auto policy = checked_policy(config, std::move(*rules));
+    if (!policy) return kExitProblem;
+    initial = std::move(*policy);
+    spdlog::info("{} protected tables from {}", initial.rules->tables.size(), config.rules_path);
+  } else {
     spdlog::warn("no rules file configured: relaying only, no table is protected");
-  store.set(std::make_shared<const occ::Policy>(std::move(*policy)));
+  }
+  occ::PolicyStore store;
+  store.set(std::make_shared<const occ::Policy>(std::move(initial)));
 
   occ::audit::start(config);
   occ::stats::HttpServer http(occ::stats::HttpServerOptions{
@@ -94,7 +98,12 @@ int run_proxy(const occ::Config& config) {
   }
 
   auto reload = [&config, &store] {
-    auto next = load_policy(config);
+    if (config.rules_path.empty()) {
+      spdlog::info("SIGHUP: no rules file configured, nothing to reload");
+      return;
+    }
+    auto rules = read_rules(config, false);
+    auto next = rules ? checked_policy(config, std::move(*rules)) : std::nullopt;
     if (!next) {
       occ::stats::add(occ::stats::Counter::rules_reload_failed);
       spdlog::error("SIGHUP: reload failed, the previous rules stay in force");
@@ -116,14 +125,9 @@ int run_migrate(const occ::Config& config) {
     std::cerr << config.path << ": `rules` is required for migrate\n";
     return kExitUsage;
   }
-  occ::Rules rules;
-  try {
-    rules = occ::load_rules(config.rules_path);
-  } catch (const occ::RulesError& e) {
-    std::cerr << e.what() << "\n";
-    return kExitUsage;
-  }
-  auto result = occ::run_migrations(config, rules, OCCPROXY_MIGRATIONS_DIR);
+  auto rules = read_rules(config, true);
+  if (!rules) return kExitUsage;
+  auto result = occ::run_migrations(config, *rules, OCCPROXY_MIGRATIONS_DIR);
   if (!result.ok) {
     std::cerr << "migrate failed: " << result.error << "\n";
     return kExitProblem;
@@ -138,14 +142,9 @@ int run_check(const occ::Config& config) {
     std::cout << "no rules configured: nothing to check\n";
     return kExitOk;
   }
-  occ::Rules rules;
-  try {
-    rules = occ::load_rules(config.rules_path);
-  } catch (const occ::RulesError& e) {
-    std::cerr << e.what() << "\n";
-    return kExitUsage;
-  }
-  auto report = occ::check_catalog(config, rules);
+  auto rules = read_rules(config, true);
+  if (!rules) return kExitUsage;
+  auto report = occ::check_catalog(config, *rules);
   std::cout << report.text();
   return report.ok ? kExitOk : kExitProblem;
 }
