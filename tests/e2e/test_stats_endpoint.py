@@ -406,7 +406,6 @@ def test_conflicts_page_in_headless_chromium(pg, db, occ_stats_proxy):
 
     OUTPUT_DIR.mkdir(exist_ok=True)
     # Screenshots are looked at, never committed.
-    (OUTPUT_DIR / ".gitignore").write_text("*\n")
     screenshot = OUTPUT_DIR / "conflicts.png"
     screenshot.unlink(missing_ok=True)
     chromium(url, f"--screenshot={screenshot}")
