@@ -290,9 +290,16 @@ awaitable<bool> Session::read_startup() {
 awaitable<bool> Session::connect_upstream() {
   const auto& up = config_.upstream;
   try {
-    tcp::resolver resolver(server_.get_executor());
-    auto endpoints = co_await resolver.async_resolve(up.host, std::to_string(up.port), use_awaitable);
-    co_await asio::async_connect(server_, endpoints, use_awaitable);
+    boost::system::error_code not_numeric;
+    const auto address = asio::ip::make_address(up.host, not_numeric);
+    if (!not_numeric) {
+      // No resolver for an IP address: Asio would start a resolver thread per io_context.
+      co_await server_.async_connect(tcp::endpoint(address, up.port), use_awaitable);
+    } else {
+      tcp::resolver resolver(server_.get_executor());
+      auto endpoints = co_await resolver.async_resolve(up.host, std::to_string(up.port), use_awaitable);
+      co_await asio::async_connect(server_, endpoints, use_awaitable);
+    }
     server_.set_option(tcp::no_delay(true));
     co_return true;
   } catch (const boost::system::system_error& e) {
