@@ -43,6 +43,26 @@ Endpoint parse_endpoint(const std::string& text) {
   return Endpoint{host, static_cast<uint16_t>(value)};
 }
 
+const char* to_string(ClientTlsMode mode) {
+  switch (mode) {
+    case ClientTlsMode::disable: return "disable";
+    case ClientTlsMode::allow: return "allow";
+    case ClientTlsMode::require: return "require";
+  }
+  return "?";
+}
+
+const char* to_string(UpstreamTlsMode mode) {
+  switch (mode) {
+    case UpstreamTlsMode::disable: return "disable";
+    case UpstreamTlsMode::prefer: return "prefer";
+    case UpstreamTlsMode::require: return "require";
+    case UpstreamTlsMode::verify_ca: return "verify-ca";
+    case UpstreamTlsMode::verify_full: return "verify-full";
+  }
+  return "?";
+}
+
 namespace {
 
 std::string anchored(const std::string& config_path, const std::string& path) {
@@ -94,12 +114,16 @@ class ConfigParser {
       } else if (e.key == "auth") {
         auth(e);
       } else {
-        yaml_.fail(e.key_node, e.path, "TLS is not supported by this build yet; remove the tls section");
+        tls(e);
       }
     }
     if (!have_upstream) {
       // A key that is absent has no line of its own: point at the top of the file.
       yaml_.fail(YAML::Node(), "upstream", "missing; set it to the PostgreSQL server's host:port");
+    }
+    if (config_.auth.mode == AuthMode::terminate && config_.admin_dsn.empty()) {
+      yaml_.fail(auth_mode_at_, "auth.mode",
+                 "terminate needs admin_dsn: the proxy looks up each role's password verifier through it");
     }
     return config_;
   }
@@ -140,17 +164,88 @@ class ConfigParser {
     }
   }
 
+  // terminate does not require TLS on either hop: without it the client still proves its password
+  // by SCRAM (just without channel binding), which is what the server itself offers a plaintext
+  // client, and the password never crosses either connection.
   void auth(const YamlReader::Entry& section) {
-    for (const auto& e : yaml_.entries(section.value, section.path, {"mode"})) {
-      if (yaml_.string(e) == "terminate") {
-        yaml_.fail(e.key_node, e.path, "terminate is not supported by this build yet; use passthrough");
+    for (const auto& e : yaml_.entries(section.value, section.path, {"mode", "query", "cache_ttl"})) {
+      if (e.key == "mode") {
+        auth_mode_at_ = e.key_node;
+        const bool terminate = yaml_.choice(e, {"passthrough", "terminate"}) == "terminate";
+        config_.auth.mode = terminate ? AuthMode::terminate : AuthMode::passthrough;
+      } else if (e.key == "query") {
+        config_.auth.query = yaml_.string(e);
+        if (config_.auth.query.find("$1") == std::string::npos) {
+          yaml_.fail(e.key_node, e.path, "must take the role name as $1 and return (rolname, rolpassword)");
+        }
+      } else {
+        config_.auth.cache_ttl = yaml_.duration(e, true);
       }
-      yaml_.choice(e, {"passthrough"});
+    }
+  }
+
+  void tls(const YamlReader::Entry& section) {
+    YAML::Node cert_at, key_at, client_mode_at, upstream_mode_at, ca_at;
+    bool client_mode_given = false;
+    for (const auto& e : yaml_.entries(section.value, section.path,
+                                       {"cert_file", "key_file", "client_mode", "upstream_mode", "upstream_ca_file"})) {
+      if (e.key == "cert_file") {
+        cert_at = e.key_node;
+        config_.tls.cert_file = path(e);
+      } else if (e.key == "key_file") {
+        key_at = e.key_node;
+        config_.tls.key_file = path(e);
+      } else if (e.key == "client_mode") {
+        client_mode_at = e.key_node;
+        client_mode_given = true;
+        const auto mode = yaml_.choice(e, {"disable", "allow", "require"});
+        config_.tls.client_mode = mode == "disable" ? ClientTlsMode::disable
+                                  : mode == "allow" ? ClientTlsMode::allow
+                                                    : ClientTlsMode::require;
+      } else if (e.key == "upstream_mode") {
+        upstream_mode_at = e.key_node;
+        const auto mode = yaml_.choice(e, {"disable", "prefer", "require", "verify-ca", "verify-full"});
+        config_.tls.upstream_mode = mode == "disable"     ? UpstreamTlsMode::disable
+                                    : mode == "prefer"    ? UpstreamTlsMode::prefer
+                                    : mode == "require"   ? UpstreamTlsMode::require
+                                    : mode == "verify-ca" ? UpstreamTlsMode::verify_ca
+                                                          : UpstreamTlsMode::verify_full;
+      } else {
+        ca_at = e.key_node;
+        config_.tls.upstream_ca_file = path(e);
+      }
+    }
+    auto& tls = config_.tls;
+    if (!tls.cert_file.empty() && tls.key_file.empty()) {
+      yaml_.fail(cert_at, "tls.cert_file", "needs tls.key_file, the certificate's private key");
+    }
+    if (tls.cert_file.empty() && !tls.key_file.empty()) {
+      yaml_.fail(key_at, "tls.key_file", "needs tls.cert_file, the certificate it belongs to");
+    }
+    if (!client_mode_given) {
+      tls.client_mode = tls.cert_file.empty() ? ClientTlsMode::disable : ClientTlsMode::allow;
+    } else if (tls.client_mode != ClientTlsMode::disable && tls.cert_file.empty()) {
+      yaml_.fail(client_mode_at, "tls.client_mode",
+                 std::string(to_string(tls.client_mode)) + " needs tls.cert_file and tls.key_file");
+    }
+    const bool verifies =
+        tls.upstream_mode == UpstreamTlsMode::verify_ca || tls.upstream_mode == UpstreamTlsMode::verify_full;
+    if (verifies && tls.upstream_ca_file.empty()) {
+      yaml_.fail(upstream_mode_at, "tls.upstream_mode",
+                 std::string(to_string(tls.upstream_mode)) +
+                     " needs tls.upstream_ca_file, the CA certificates that the server's certificate must chain to");
+    }
+    // A CA file that nothing checks against would look like verification without being one.
+    if (!verifies && !tls.upstream_ca_file.empty()) {
+      yaml_.fail(ca_at, "tls.upstream_ca_file",
+                 "is only used by upstream_mode verify-ca or verify-full, but upstream_mode is " +
+                     std::string(to_string(tls.upstream_mode)));
     }
   }
 
   YamlReader yaml_;
   Config config_;
+  YAML::Node auth_mode_at_;
 };
 
 }  // namespace

@@ -31,8 +31,9 @@ std::string md5_hex(std::string_view data) {
 }  // namespace
 
 bool is_md5_hash(std::string_view stored) {
-  return stored.size() == 35 && stored.starts_with("md5") &&
-         std::all_of(stored.begin() + 3, stored.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return stored.size() == 35 && stored.starts_with("md5") && std::all_of(stored.begin() + 3, stored.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 std::string md5_hash(std::string_view user, std::string_view password) {

@@ -135,7 +135,8 @@ class AttributeReader {
   // "attr=value" for this attribute, up to and including the next comma.
   std::string_view value(char attr) {
     if (peek() != attr) {
-      throw malformed("Expected attribute \"" + std::string(1, attr) + "\" but found \"" + sanitize_char(peek()) + "\".");
+      throw malformed("Expected attribute \"" + std::string(1, attr) + "\" but found \"" + sanitize_char(peek()) +
+                      "\".");
     }
     skip();
     return after_name(attr);
@@ -333,7 +334,8 @@ std::string ScramServer::client_first(std::string_view mechanism, std::string_vi
                          "However, this server does support channel binding.");
       }
       in.skip();
-      if (in.peek() != ',') throw malformed("Comma expected, but found character \"" + sanitize_char(in.peek()) + "\".");
+      if (in.peek() != ',')
+        throw malformed("Comma expected, but found character \"" + sanitize_char(in.peek()) + "\".");
       in.skip();
       break;
     case 'p': {
@@ -348,8 +350,7 @@ std::string ScramServer::client_first(std::string_view mechanism, std::string_vi
       }
       break;
     }
-    default:
-      throw malformed("Unexpected channel-binding flag \"" + sanitize_char(cbind_flag_) + "\".");
+    default: throw malformed("Unexpected channel-binding flag \"" + sanitize_char(cbind_flag_) + "\".");
   }
   if (in.peek() == 'a') {
     throw ScramError(kFeatureNotSupported, "client uses authorization identity, but it is not supported");
@@ -428,7 +429,9 @@ ScramClient::ScramClient(ScramVerifier verifier, ScramKey client_key, bool tls, 
 
 std::string ScramClient::select_mechanism(const std::vector<std::string>& offered) {
   if (step_ != Step::select) throw std::logic_error("ScramClient: mechanism selected twice");
-  auto has = [&offered](std::string_view name) { return std::find(offered.begin(), offered.end(), name) != offered.end(); };
+  auto has = [&offered](std::string_view name) {
+    return std::find(offered.begin(), offered.end(), name) != offered.end();
+  };
   std::string chosen;
   if (tls_ && has(kScramSha256Plus)) {
     if (end_point_.empty()) {
@@ -445,7 +448,8 @@ std::string ScramClient::select_mechanism(const std::vector<std::string>& offere
   } else {
     std::string list;
     for (const auto& name : offered) list += (list.empty() ? "" : ", ") + name;
-    throw ScramError(kInvalidAuthorization, "the server offers no SCRAM-SHA-256 authentication (offered: " + list + ")");
+    throw ScramError(kInvalidAuthorization,
+                     "the server offers no SCRAM-SHA-256 authentication (offered: " + list + ")");
   }
   step_ = Step::client_first;
   return chosen;
@@ -498,7 +502,8 @@ void ScramClient::server_final(std::string_view message) {
     throw malformed("Invalid server signature in server-final-message.");
   }
   if (!same_key(hmac_sha256(verifier_.server_key, auth_message_), *signature)) {
-    throw ScramError(kInvalidAuthorization, "the server's SCRAM signature is wrong: it does not hold this role's ServerKey");
+    throw ScramError(kInvalidAuthorization,
+                     "the server's SCRAM signature is wrong: it does not hold this role's ServerKey");
   }
   step_ = Step::done;
 }

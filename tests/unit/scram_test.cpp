@@ -75,8 +75,14 @@ std::optional<std::string> exchange(occ::ScramClient& client, occ::ScramServer& 
 
 TEST_CASE("base64 as RFC 4648 writes it", "[scram]") {
   const std::pair<std::string, std::string> rows[] = {
-      {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}, {std::string("\xff\x00\xfe", 3), "/wD+"},
+      {"", ""},
+      {"f", "Zg=="},
+      {"fo", "Zm8="},
+      {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"},
+      {std::string("\xff\x00\xfe", 3), "/wD+"},
   };
   for (const auto& [bytes, text] : rows) {
     INFO(text);
@@ -103,14 +109,20 @@ TEST_CASE("what is not a SCRAM verifier is refused", "[scram]") {
   const char* rows[] = {
       "",
       "md5be7c196ba46fc85c5c274253855bb5d1",
-      "SCRAM-SHA-1$4096:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
-      "SCRAM-SHA-256$0:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
-      "SCRAM-SHA-256$x:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
+      "SCRAM-SHA-1$4096:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
+      "SCRAM-SHA-256$0:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
+      "SCRAM-SHA-256$x:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
       "SCRAM-SHA-256$4096:$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
-      "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA=$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
+      "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA=$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
       "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=",
-      "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJ",
-      "SCRAM-SHA-256$4096$7qJbBxoJuxNUxeKcSYKxVA==:3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
+      "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA==$3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJ",
+      "SCRAM-SHA-256$4096$7qJbBxoJuxNUxeKcSYKxVA==:3mcnq817Z2YfuQQENtkCu+GTMozNLdfkPuLYVI/tB/8=:8SmGNuUmy+PR/"
+      "2nUtQXiCuL89j9PmoVSHo/e5gEJvKI=",
   };
   for (const char* row : rows) {
     INFO(row);
@@ -222,8 +234,23 @@ TEST_CASE("a channel binding to another certificate is refused", "[scram]") {
 }
 
 TEST_CASE("malformed client-first-messages fail as in PostgreSQL", "[scram]") {
-  const std::string plain = "08P01";
+  const std::string sha = "SCRAM-SHA-256", plus = "SCRAM-SHA-256-PLUS", violation = "08P01";
   const std::string malformed = "malformed SCRAM message";
+  const Failure ok{"", "no error", ""};
+  const Failure bad_mechanism{violation, "client selected an invalid SASL authentication mechanism", ""};
+  const Failure plus_without_data{
+      violation, malformed,
+      "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data."};
+  const Failure data_without_plus{violation, malformed,
+                                  "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message "
+                                  "includes channel binding data."};
+  const Failure y_over_tls{"28000", "SCRAM channel binding negotiation error",
+                           "The client supports SCRAM channel binding but thinks the server does not.  However, "
+                           "this server does support channel binding."};
+  const Failure authzid{"0A000", "client uses authorization identity, but it is not supported", ""};
+  const Failure extension{"0A000", "client requires an unsupported SCRAM extension", ""};
+  auto detail = [&](const std::string& text) { return Failure{violation, malformed, text}; };
+  auto error = [&](const std::string& text) { return Failure{violation, text, ""}; };
   struct Row {
     bool tls;
     std::string mechanism;
@@ -231,38 +258,31 @@ TEST_CASE("malformed client-first-messages fail as in PostgreSQL", "[scram]") {
     Failure failure;
   };
   const Row rows[] = {
-      {false, "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=x",
-       {plain, "client selected an invalid SASL authentication mechanism", ""}},
-      {true, "SCRAM-SHA-1", "n,,n=,r=x", {plain, "client selected an invalid SASL authentication mechanism", ""}},
-      {false, "SCRAM-SHA-256", "", {plain, malformed, "The message is empty."}},
-      {false, "SCRAM-SHA-256", std::string("n,,n=,r=x\0y", 11), {plain, malformed, "Message length does not match input length."}},
-      {true, "SCRAM-SHA-256-PLUS", "n,,n=,r=x",
-       {plain, malformed,
-        "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data."}},
-      {true, "SCRAM-SHA-256", "y,,n=,r=x",
-       {"28000", "SCRAM channel binding negotiation error",
-        "The client supports SCRAM channel binding but thinks the server does not.  However, this server does "
-        "support channel binding."}},
-      {false, "SCRAM-SHA-256", "p=tls-server-end-point,,n=,r=x",
-       {plain, malformed,
-        "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding "
-        "data."}},
-      {true, "SCRAM-SHA-256-PLUS", "p=tls-unique,,n=,r=x", {plain, "unsupported SCRAM channel-binding type \"tls-unique\"", ""}},
-      {true, "SCRAM-SHA-256-PLUS", "p=tls server\x01" "end-point-and-then-some-more,,n=,r=x",
-       {plain, "unsupported SCRAM channel-binding type \"tls?server?end-point-and-then-\"", ""}},
-      {false, "SCRAM-SHA-256", "x,,n=,r=x", {plain, malformed, "Unexpected channel-binding flag \"'x'\"."}},
-      {false, "SCRAM-SHA-256", "\x01,,n=,r=x", {plain, malformed, "Unexpected channel-binding flag \"0x01\"."}},
-      {false, "SCRAM-SHA-256", "n;,n=,r=x", {plain, malformed, "Comma expected, but found character \"';'\"."}},
-      {false, "SCRAM-SHA-256", "n,a=bob,n=,r=x", {"0A000", "client uses authorization identity, but it is not supported", ""}},
-      {false, "SCRAM-SHA-256", "n,x,n=,r=x", {plain, malformed, "Unexpected attribute \"'x'\" in client-first-message."}},
-      {false, "SCRAM-SHA-256", "n,,m=ext,n=,r=x", {"0A000", "client requires an unsupported SCRAM extension", ""}},
-      {false, "SCRAM-SHA-256", "n,,r=x", {plain, malformed, "Expected attribute \"n\" but found \"'r'\"."}},
-      {false, "SCRAM-SHA-256", "n,,n", {plain, malformed, "Expected character \"=\" for attribute \"n\"."}},
-      {false, "SCRAM-SHA-256", "n,,n=", {plain, malformed, "Expected attribute \"r\" but found \"0x00\"."}},
-      {false, "SCRAM-SHA-256", "n,,n=,r=a b", {plain, "non-printable characters in SCRAM nonce", ""}},
-      {false, "SCRAM-SHA-256", "n,,n=,r=x,1=2", {plain, malformed, "Attribute expected, but found invalid character \"'1'\"."}},
-      {false, "SCRAM-SHA-256", "n,,n=,r=x,", {"", "no error", ""}},
-      {false, "SCRAM-SHA-256", "n,,n=someone,r=x,e=ext", {"", "no error", ""}},
+      {false, plus, "p=tls-server-end-point,,n=,r=x", bad_mechanism},
+      {true, "SCRAM-SHA-1", "n,,n=,r=x", bad_mechanism},
+      {false, sha, "", detail("The message is empty.")},
+      {false, sha, std::string("n,,n=,r=x\0y", 11), detail("Message length does not match input length.")},
+      {true, plus, "n,,n=,r=x", plus_without_data},
+      {true, plus, "y,,n=,r=x", plus_without_data},
+      {true, sha, "y,,n=,r=x", y_over_tls},
+      {false, sha, "p=tls-server-end-point,,n=,r=x", data_without_plus},
+      {true, plus, "p=tls-unique,,n=,r=x", error("unsupported SCRAM channel-binding type \"tls-unique\"")},
+      {true, plus, "p=tls server\x01-end-point-and-then-more,,n=,r=x",
+       error("unsupported SCRAM channel-binding type \"tls?server?-end-point-and-then\"")},
+      {false, sha, "x,,n=,r=x", detail("Unexpected channel-binding flag \"'x'\".")},
+      {false, sha, "\x01,,n=,r=x", detail("Unexpected channel-binding flag \"0x01\".")},
+      {false, sha, "n;,n=,r=x", detail("Comma expected, but found character \"';'\".")},
+      {false, sha, "n,a=bob,n=,r=x", authzid},
+      {false, sha, "n,x,n=,r=x", detail("Unexpected attribute \"'x'\" in client-first-message.")},
+      {false, sha, "n,,m=ext,n=,r=x", extension},
+      {false, sha, "n,,r=x", detail("Expected attribute \"n\" but found \"'r'\".")},
+      {false, sha, "n,,n", detail("Expected character \"=\" for attribute \"n\".")},
+      {false, sha, "n,,n=", detail("Expected attribute \"r\" but found \"0x00\".")},
+      {false, sha, "n,,n=,r=a b", error("non-printable characters in SCRAM nonce")},
+      {false, sha, "n,,n=,r=x,1=2", detail("Attribute expected, but found invalid character \"'1'\".")},
+      {false, sha, "n,,n=,r=x,", ok},
+      {false, sha, "n,,n=someone,r=x,e=ext", ok},
+      {true, plus, "p=tls-server-end-point,,n=,r=x", ok},
   };
   const auto v = pg_verifier();
   for (const auto& row : rows) {
@@ -273,29 +293,30 @@ TEST_CASE("malformed client-first-messages fail as in PostgreSQL", "[scram]") {
 }
 
 TEST_CASE("malformed client-final-messages fail as in PostgreSQL", "[scram]") {
-  const std::string plain = "08P01";
-  const std::string malformed = "malformed SCRAM message";
+  const std::string violation = "08P01";
   const std::string proof = "p=" + occ::base64_encode(std::string(32, 'k'));
+  const std::string short_proof = "p=" + occ::base64_encode(std::string(31, 'k'));
+  const Failure ok{"", "no error", ""};
+  const Failure flag_changed{violation, "unexpected SCRAM channel-binding attribute in client-final-message", ""};
+  const Failure nonce{violation, "invalid SCRAM response", "Nonce does not match."};
+  auto detail = [&](const std::string& text) { return Failure{violation, "malformed SCRAM message", text}; };
   struct Row {
     std::string client_first;
     std::string message;
     Failure failure;
   };
   const Row rows[] = {
-      {"n,,n=,r=c", "c=eSws,r=cs," + proof,
-       {plain, "unexpected SCRAM channel-binding attribute in client-final-message", ""}},
-      {"y,,n=,r=c", "c=biws,r=cs," + proof,
-       {plain, "unexpected SCRAM channel-binding attribute in client-final-message", ""}},
-      {"n,,n=,r=c", "r=cs," + proof, {plain, malformed, "Expected attribute \"c\" but found \"'r'\"."}},
-      {"n,,n=,r=c", "c=biws,r=cs", {plain, malformed, "Attribute expected, but found end of string."}},
-      {"n,,n=,r=c", "c=biws,r=cs,p=abc", {plain, malformed, "Malformed proof in client-final-message."}},
-      {"n,,n=,r=c", "c=biws,r=cs,p=" + occ::base64_encode(std::string(31, 'k')),
-       {plain, malformed, "Malformed proof in client-final-message."}},
-      {"n,,n=,r=c", "c=biws,r=cs," + proof + ",x=1", {plain, malformed, "Garbage found at the end of client-final-message."}},
-      {"n,,n=,r=c", "c=biws,r=cX," + proof, {plain, "invalid SCRAM response", "Nonce does not match."}},
-      {"n,,n=,r=c", "c=biws,r=c," + proof, {plain, "invalid SCRAM response", "Nonce does not match."}},
-      {"n,,n=,r=c", "c=biws,r=cs,x=ext," + proof, {"", "no error", ""}},
-      {"y,,n=,r=c", "c=eSws,r=cs," + proof + ",", {"", "no error", ""}},
+      {"n,,n=,r=c", "c=eSws,r=cs," + proof, flag_changed},
+      {"y,,n=,r=c", "c=biws,r=cs," + proof, flag_changed},
+      {"n,,n=,r=c", "r=cs," + proof, detail("Expected attribute \"c\" but found \"'r'\".")},
+      {"n,,n=,r=c", "c=biws,r=cs", detail("Attribute expected, but found end of string.")},
+      {"n,,n=,r=c", "c=biws,r=cs,p=abc", detail("Malformed proof in client-final-message.")},
+      {"n,,n=,r=c", "c=biws,r=cs," + short_proof, detail("Malformed proof in client-final-message.")},
+      {"n,,n=,r=c", "c=biws,r=cs," + proof + ",x=1", detail("Garbage found at the end of client-final-message.")},
+      {"n,,n=,r=c", "c=biws,r=cX," + proof, nonce},
+      {"n,,n=,r=c", "c=biws,r=c," + proof, nonce},
+      {"n,,n=,r=c", "c=biws,r=cs,x=ext," + proof, ok},
+      {"y,,n=,r=c", "c=eSws,r=cs," + proof + ",", ok},
   };
   const auto v = pg_verifier();
   for (const auto& row : rows) {
@@ -319,15 +340,17 @@ TEST_CASE("the client side picks the mechanism libpq would", "[scram]") {
     std::vector<std::string> offered;
     std::string chosen;  // or the error
   };
+  const std::vector<std::string> neither{"OAUTHBEARER", "SCRAM-SHA-512"};
+  const std::string no_hash =
+      "the server offers SCRAM-SHA-256-PLUS, but the hash of its certificate for channel binding is unknown";
+  const std::string none = "the server offers no SCRAM-SHA-256 authentication (offered: OAUTHBEARER, SCRAM-SHA-512)";
   const Row rows[] = {
       {true, end_point, both, "SCRAM-SHA-256-PLUS"},
       {true, end_point, plain, "SCRAM-SHA-256"},
       {false, "", both, "SCRAM-SHA-256"},
       {false, "", plain, "SCRAM-SHA-256"},
-      {true, "", both,
-       "the server offers SCRAM-SHA-256-PLUS, but the hash of its certificate for channel binding is unknown"},
-      {false, "", {"OAUTHBEARER", "SCRAM-SHA-512"},
-       "the server offers no SCRAM-SHA-256 authentication (offered: OAUTHBEARER, SCRAM-SHA-512)"},
+      {true, "", both, no_hash},
+      {false, "", neither, none},
   };
   for (const auto& row : rows) {
     INFO(row.chosen);
@@ -352,21 +375,24 @@ TEST_CASE("the client side refuses a server it cannot trust", "[scram]") {
     std::string server_first;
     Failure failure;
   };
+  const Failure ok{"", "no error", ""};
+  const Failure nonce{"08P01", "invalid SCRAM response from the server", "Nonce does not match."};
+  const Failure stale{
+      "28000",
+      "the server's SCRAM salt or iteration count differ from the verifier looked up: the role's password has changed",
+      ""};
+  auto detail = [](const std::string& text) { return Failure{"08P01", "malformed SCRAM message", text}; };
   const Row rows[] = {
-      {"r=cs" + salt + ",i=4096", {"", "no error", ""}},
-      {"r=cs" + salt + ",i=4096,x=ext", {"", "no error", ""}},
-      {"r=c" + salt + ",i=4096", {"08P01", "invalid SCRAM response from the server", "Nonce does not match."}},
-      {"r=xs" + salt + ",i=4096", {"08P01", "invalid SCRAM response from the server", "Nonce does not match."}},
-      {"r=cs,s=!!!!,i=4096", {"08P01", "malformed SCRAM message", "Invalid salt in server-first-message."}},
-      {"r=cs" + salt + ",i=0", {"08P01", "malformed SCRAM message", "Invalid iteration count in server-first-message."}},
-      {"r=cs" + salt, {"08P01", "malformed SCRAM message", "Expected attribute \"i\" but found \"0x00\"."}},
+      {"r=cs" + salt + ",i=4096", ok},
+      {"r=cs" + salt + ",i=4096,x=ext", ok},
+      {"r=c" + salt + ",i=4096", nonce},
+      {"r=xs" + salt + ",i=4096", nonce},
+      {"r=cs,s=!!!!,i=4096", detail("Invalid salt in server-first-message.")},
+      {"r=cs" + salt + ",i=0", detail("Invalid iteration count in server-first-message.")},
+      {"r=cs" + salt, detail("Expected attribute \"i\" but found \"0x00\".")},
       {"m=x,r=cs" + salt + ",i=4096", {"08P01", "the server requires an unsupported SCRAM extension", ""}},
-      {"r=cs" + salt + ",i=8192",
-       {"28000", "the server's SCRAM salt or iteration count differ from the verifier looked up: the role's password "
-                 "has changed", ""}},
-      {"r=cs,s=AAAAAAAAAAAAAAAAAAAAAA==,i=4096",
-       {"28000", "the server's SCRAM salt or iteration count differ from the verifier looked up: the role's password "
-                 "has changed", ""}},
+      {"r=cs" + salt + ",i=8192", stale},
+      {"r=cs,s=AAAAAAAAAAAAAAAAAAAAAA==,i=4096", stale},
   };
   for (const auto& row : rows) {
     INFO(row.server_first);
@@ -388,8 +414,7 @@ TEST_CASE("the client side refuses a server it cannot trust", "[scram]") {
     const std::pair<std::string, Failure> finals[] = {
         {"e=invalid-proof", {"28000", "the server refused the SCRAM exchange: invalid-proof", ""}},
         {"v=abc", {"08P01", "malformed SCRAM message", "Invalid server signature in server-final-message."}},
-        {tampered,
-         {"28000", "the server's SCRAM signature is wrong: it does not hold this role's ServerKey", ""}},
+        {tampered, {"28000", "the server's SCRAM signature is wrong: it does not hold this role's ServerKey", ""}},
         {*server_final, {"", "no error", ""}},
     };
     for (const auto& [message, failure] : finals) {
@@ -404,8 +429,8 @@ TEST_CASE("the client side refuses a server it cannot trust", "[scram]") {
 TEST_CASE("md5 from PostgreSQL's stored hash", "[scram][md5]") {
   CHECK(occ::md5_hash("md5_user", "correct horse") == pg_md5_hash);
   CHECK(occ::is_md5_hash(pg_md5_hash));
-  for (const char* bad : {"", "md5", "md5BE7C196BA46FC85C5C274253855BB5D1", "md5be7c196ba46fc85c5c274253855bb5d", "sha5be7c196ba46fc85c5c274253855bb5d1",
-                          "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA==$a:b"}) {
+  for (const char* bad : {"", "md5", "md5BE7C196BA46FC85C5C274253855BB5D1", "md5be7c196ba46fc85c5c274253855bb5d",
+                          "sha5be7c196ba46fc85c5c274253855bb5d1", "SCRAM-SHA-256$4096:7qJbBxoJuxNUxeKcSYKxVA==$a:b"}) {
     INFO(bad);
     CHECK_FALSE(occ::is_md5_hash(bad));
   }
