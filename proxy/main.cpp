@@ -13,6 +13,7 @@
 #include "proxy/demo.h"
 #include "proxy/listener.h"
 #include "proxy/policy_store.h"
+#include "proxy/tls_context.h"
 #include "rules/catalog.h"
 #include "rules/migrate.h"
 #include "rules/rules.h"
@@ -41,6 +42,10 @@ Signals: SIGHUP reloads the rules, SIGTERM shuts down gracefully, SIGINT at once
 void set_log_level(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+}
+
+bool tls_configured(const occ::Config& config) {
+  return config.tls.client_mode != occ::ClientTlsMode::disable || config.tls.upstream_mode != occ::UpstreamTlsMode::disable;
 }
 
 // The rules file named by the config: nullopt, with the mistake reported, when it is bad.
@@ -82,6 +87,23 @@ int run_proxy(const occ::Config& config) {
   } else {
     spdlog::warn("no rules file configured: relaying only, no table is protected");
   }
+  if (config.auth.mode == occ::AuthMode::terminate) {
+    std::cerr << config.path << ": auth.mode: terminate is not available in this build yet; use passthrough\n";
+    return kExitUsage;
+  }
+  if (tls_configured(config)) {
+    auto tls = occ::load_tls(config.tls);
+    if (!tls.contexts) {
+      std::cerr << config.path << ": tls: " << tls.error << "\n";
+      return kExitUsage;
+    }
+    initial.tls = std::move(tls.contexts);
+    spdlog::info("TLS: clients {}, upstream {}", occ::to_string(config.tls.client_mode),
+                 occ::to_string(config.tls.upstream_mode));
+    if (config.tls.client_mode != occ::ClientTlsMode::disable && config.tls.upstream_mode != occ::UpstreamTlsMode::disable)
+      spdlog::warn("TLS on both hops with auth.mode: passthrough: clients that use SCRAM channel binding "
+                   "(libpq's default over TLS) are refused with a clear error; they need channel_binding=disable");
+  }
   occ::PolicyStore store;
   store.set(std::make_shared<const occ::Policy>(std::move(initial)));
 
@@ -97,21 +119,34 @@ int run_proxy(const occ::Config& config) {
     return kExitProblem;
   }
 
+  // Rules and certificates are reloaded independently: a part that fails keeps its old version.
   auto reload = [&config, &store] {
-    if (config.rules_path.empty()) {
-      spdlog::info("SIGHUP: no rules file configured, nothing to reload");
-      return;
+    occ::Policy next = *store.get();
+    bool ok = true;
+    if (!config.rules_path.empty()) {
+      auto rules = read_rules(config, false);
+      auto checked = rules ? checked_policy(config, std::move(*rules)) : std::nullopt;
+      if (checked) {
+        next.rules = std::move(checked->rules);
+        next.relations = std::move(checked->relations);
+        spdlog::info("SIGHUP: rules reloaded from {}", config.rules_path);
+      } else {
+        ok = false;
+        spdlog::error("SIGHUP: rules not reloaded, the previous rules stay in force");
+      }
     }
-    auto rules = read_rules(config, false);
-    auto next = rules ? checked_policy(config, std::move(*rules)) : std::nullopt;
-    if (!next) {
-      occ::stats::add(occ::stats::Counter::rules_reload_failed);
-      spdlog::error("SIGHUP: reload failed, the previous rules stay in force");
-      return;
+    if (tls_configured(config)) {
+      auto tls = occ::load_tls(config.tls);
+      if (tls.contexts) {
+        next.tls = std::move(tls.contexts);
+        spdlog::info("SIGHUP: TLS certificates reloaded");
+      } else {
+        ok = false;
+        spdlog::error("SIGHUP: TLS not reloaded ({}), the previous certificates stay in force", tls.error);
+      }
     }
-    store.set(std::make_shared<const occ::Policy>(std::move(*next)));
-    occ::stats::add(occ::stats::Counter::rules_reload_ok);
-    spdlog::info("SIGHUP: rules reloaded from {}", config.rules_path);
+    store.set(std::make_shared<const occ::Policy>(std::move(next)));
+    occ::stats::add(ok ? occ::stats::Counter::rules_reload_ok : occ::stats::Counter::rules_reload_failed);
   };
   int status = occ::run_listener(config, store, reload);
   http.stop();

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 
+#include "proxy/tls_context.h"
 #include "rules/catalog.h"
 #include "rules/rules.h"
 
@@ -15,6 +16,7 @@ namespace occ {
 struct Policy {
   RulesPtr rules;
   RelationIndex relations;
+  TlsContextsPtr tls;  // null: TLS declined on both hops
   bool protects_anything() const { return rules && !rules->tables.empty(); }
 };
 using PolicyPtr = std::shared_ptr<const Policy>;

@@ -179,11 +179,11 @@ std::optional<std::string> key_text(const pg::Bind& bind, std::size_t i, const s
 
 Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, SessionRegistry& registry)
     : client_(std::move(client)),
-      server_(client_.get_executor()),
+      server_(boost::asio::ip::tcp::socket(client_.get_executor())),
       config_(config),
       policy_store_(policy),
       registry_(registry),
-      peer_(endpoint_text(client_)),
+      peer_(endpoint_text(client_.socket())),
       client_in_(pg::kMaxStartupPacket),
       server_in_(std::max<std::size_t>(config.max_message_length, 1u << 30)),
       reads_(config.read_set_max_rows) {
@@ -216,7 +216,7 @@ awaitable<bool> Session::read_startup() {
     if (ec) return;
     timed_out = true;
     boost::system::error_code ignored;
-    client_.close(ignored);
+    client_.close();
   });
 
   client_in_.set_untyped(true);
@@ -227,7 +227,7 @@ awaitable<bool> Session::read_startup() {
       FrameReader::Status status;
       while ((status = client_in_.next(frame)) == FrameReader::Status::need_more) {
         auto area = client_in_.write_area(64);
-        std::size_t n = co_await client_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+        std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
         client_in_.commit(n);
       }
       if (status != FrameReader::Status::frame) {
@@ -239,8 +239,17 @@ awaitable<bool> Session::read_startup() {
       const int32_t code = r.i32();
       if (code == pg::kSslRequestCode || code == pg::kGssEncRequestCode) {
         if (frame.body.size() != 4) throw pg::MalformedMessage("SSLRequest/GSSENCRequest with a body");
-        static constexpr char kNo = 'N';
-        co_await asio::async_write(client_, asio::buffer(&kNo, 1), use_awaitable);
+        const auto& tls = policy().tls;
+        const bool accept = code == pg::kSslRequestCode && tls && tls->for_clients && !client_.is_tls();
+        if (accept && client_in_.buffered() > 0) {
+          // Bytes sent before the handshake would be read as if they came over TLS (CVE-2021-23214).
+          spdlog::warn("{}: unencrypted data after SSLRequest; connection closed", peer_);
+          stats::add(Counter::protocol_errors);
+          co_return false;
+        }
+        const char answer = accept ? 'S' : 'N';
+        co_await client_.write(std::string_view(&answer, 1));
+        if (accept) co_await client_.accept_tls(tls->for_clients);
         continue;
       }
       if (code == pg::kCancelRequestCode) {
@@ -248,12 +257,19 @@ awaitable<bool> Session::read_startup() {
         startup_packet_.assign(frame.raw);
         deadline.cancel();
         if (co_await connect_upstream()) {
-          co_await asio::async_write(server_, asio::buffer(startup_packet_), use_awaitable);
+          co_await server_.write(startup_packet_);
           spdlog::debug("{}: cancel request forwarded", peer_);
         }
         co_return false;
       }
       auto startup = pg::decode_startup(frame.body);
+      if (config_.tls.client_mode == ClientTlsMode::require && !client_.is_tls()) {
+        spdlog::info("{}: refused: plaintext client while tls.client_mode is require", peer_);
+        std::string out;
+        pg::encode_error(out, "FATAL", "28000", "occproxy: TLS is required; connect with sslmode=require");
+        client_.write_now(out);
+        co_return false;
+      }
       startup_packet_.assign(frame.raw);
       user_ = startup.get("user");
       database_ = startup.get("database");
@@ -277,7 +293,7 @@ awaitable<bool> Session::read_startup() {
     std::string out;
     pg::encode_error(out, "FATAL", "08P01", "invalid startup packet layout");
     boost::system::error_code ignored;
-    asio::write(client_, asio::buffer(out), ignored);
+    client_.write_now(out);
   } catch (const boost::system::system_error& e) {
     if (timed_out)
       spdlog::warn("{}: no startup packet within {} ms; connection closed", peer_, config_.startup_timeout.count());
@@ -294,14 +310,13 @@ awaitable<bool> Session::connect_upstream() {
     const auto address = asio::ip::make_address(up.host, not_numeric);
     if (!not_numeric) {
       // No resolver for an IP address: Asio would start a resolver thread per io_context.
-      co_await server_.async_connect(tcp::endpoint(address, up.port), use_awaitable);
+      co_await server_.socket().async_connect(tcp::endpoint(address, up.port), use_awaitable);
     } else {
       tcp::resolver resolver(server_.get_executor());
       auto endpoints = co_await resolver.async_resolve(up.host, std::to_string(up.port), use_awaitable);
-      co_await asio::async_connect(server_, endpoints, use_awaitable);
+      co_await asio::async_connect(server_.socket(), endpoints, use_awaitable);
     }
-    server_.set_option(tcp::no_delay(true));
-    co_return true;
+    server_.socket().set_option(tcp::no_delay(true));
   } catch (const boost::system::system_error& e) {
     stats::add(Counter::upstream_errors);
     spdlog::error("{}: cannot connect to the database server at {}:{}: {}", peer_, up.host, up.port,
@@ -310,28 +325,61 @@ awaitable<bool> Session::connect_upstream() {
     pg::encode_error(out, "FATAL", "08006",
                      "occproxy: cannot connect to the database server at " + up.host + ":" +
                          std::to_string(up.port) + ": " + e.code().message());
-    boost::system::error_code ignored;
-    asio::write(client_, asio::buffer(out), ignored);
+    client_.write_now(out);
     co_return false;
+  }
+  std::string failure;
+  try {
+    co_await start_upstream_tls();
+    co_return true;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  stats::add(Counter::upstream_errors);
+  spdlog::error("{}: {}", peer_, failure);
+  std::string out;
+  pg::encode_error(out, "FATAL", "08006", "occproxy: " + failure);
+  client_.write_now(out);
+  co_return false;
+}
+
+// SSLRequest towards the server, as libpq's sslmode does it: prefer falls back to plaintext on
+// 'N', the stricter modes end the session.
+awaitable<void> Session::start_upstream_tls() {
+  const UpstreamTlsMode mode = config_.tls.upstream_mode;
+  const auto& tls = policy().tls;
+  if (!upstream_tls_wanted(mode) || !tls || !tls->for_upstream) co_return;
+  std::string request;
+  pg::encode_ssl_request(request);
+  co_await server_.write(request);
+  char answer = 0;
+  co_await asio::async_read(server_.socket(), asio::buffer(&answer, 1), use_awaitable);
+  if (answer == 'S') {
+    co_await server_.connect_tls(tls->for_upstream, mode, config_.upstream.host);
+  } else if (answer != 'N') {
+    throw std::runtime_error("unexpected answer to SSLRequest from the database server");
+  } else if (upstream_tls_required(mode)) {
+    throw std::runtime_error(std::string("the database server does not support TLS, but tls.upstream_mode is ") +
+                             to_string(mode));
   }
 }
 
 awaitable<void> Session::run() {
   boost::system::error_code ignored;
-  client_.set_option(tcp::no_delay(true), ignored);
+  client_.socket().set_option(tcp::no_delay(true), ignored);
   if (!co_await read_startup()) co_return;
   if (refused_) {
     std::string out;
     pg::encode_error(out, "FATAL", "53300", "sorry, too many clients already",
                      "occproxy's max_client_connections is " + std::to_string(config_.max_client_connections) + ".");
-    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(use_awaitable, ignored));
-    client_.close(ignored);
+    co_await client_.try_write(out);
+    client_.close();
     co_return;
   }
   if (!co_await connect_upstream()) co_return;
   spdlog::debug("{}: session for user \"{}\" database \"{}\"", peer_, user_, database_);
   try {
-    co_await asio::async_write(server_, asio::buffer(startup_packet_), use_awaitable);
+    co_await server_.write(startup_packet_);
   } catch (const boost::system::system_error& e) {
     end("server closed during startup: " + e.code().message(), "08006",
         "occproxy: the database server closed the connection during startup");
@@ -353,15 +401,14 @@ void Session::end(std::string reason, std::string client_sqlstate, std::string c
   fatal_for_client_message_ = std::move(client_message);
   boost::system::error_code ignored;
   // The server pump owns writes to the client: it sends the FATAL (if any), then closes it.
-  server_.shutdown(tcp::socket::shutdown_both, ignored);
-  server_.close(ignored);
+  server_.close();
   if (fatal_for_client_message_.empty() || !server_pump_running_) {
     if (!fatal_for_client_message_.empty()) {
       std::string out;
       pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
-      asio::write(client_, asio::buffer(out), ignored);
+      client_.write_now(out);
     }
-    client_.close(ignored);
+    client_.close();
   }
 }
 
@@ -380,7 +427,7 @@ awaitable<void> Session::pump_client_to_server() {
   try {
     for (;;) {
       auto area = client_in_.write_area();
-      std::size_t n = co_await client_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+      std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
       client_in_.commit(n);
       stats::add(Counter::bytes_client_to_server, n);
       bool keep_going = true;
@@ -415,7 +462,7 @@ awaitable<void> Session::pump_client_to_server() {
         co_return;
       }
       if (!to_server_.empty()) {
-        co_await asio::async_write(server_, asio::buffer(to_server_.pending()), use_awaitable);
+        co_await server_.write(to_server_.pending());
         to_server_.clear();
       }
       if (!keep_going) {
@@ -493,6 +540,20 @@ bool Session::on_client_frame(const Frame& frame) {
     case pg::fe::kTerminate:
       to_server_.forward(frame.raw);
       return false;
+    case pg::fe::kPassword:
+      // Only the SASLInitialResponse names a mechanism; later 'p' messages carry raw SASL data.
+      if (std::exchange(sasl_mechanism_next_, false) && client_.is_tls() && server_.is_tls() &&
+          frame.body.substr(0, frame.body.find('\0')) == "SCRAM-SHA-256-PLUS") {
+        // The client binds to the proxy's certificate, the server checks its own: the login
+        // would fail with a cryptic "channel binding check failed". Say what to change instead.
+        stats::add(Counter::upstream_errors);
+        spdlog::warn("{}: SCRAM channel binding cannot pass through TLS on both hops (auth.mode: passthrough)", peer_);
+        end("channel binding refused", "28000",
+            "occproxy: SCRAM channel binding cannot pass through a proxy that terminates TLS; connect with "
+            "channel_binding=disable, or set auth.mode: terminate on the proxy");
+        return false;
+      }
+      break;
     default:
       break;
   }
@@ -648,7 +709,7 @@ awaitable<void> Session::pump_server_to_client() {
   try {
     for (;;) {
       auto area = server_in_.write_area();
-      std::size_t n = co_await server_.async_read_some(asio::buffer(area.data(), area.size()), use_awaitable);
+      std::size_t n = co_await server_.read_some(asio::buffer(area.data(), area.size()));
       server_in_.commit(n);
       stats::add(Counter::bytes_server_to_client, n);
       for (;;) {
@@ -673,7 +734,7 @@ awaitable<void> Session::pump_server_to_client() {
         throw pg::MalformedMessage("invalid message length from the server");
       }
       if (!to_client_.empty()) {
-        co_await asio::async_write(client_, asio::buffer(to_client_.pending()), use_awaitable);
+        co_await client_.write(to_client_.pending());
         to_client_.clear();
       }
       if (shutting_down_ && idle()) terminate();
@@ -695,9 +756,9 @@ awaitable<void> Session::pump_server_to_client() {
   if (!fatal_for_client_message_.empty()) {
     std::string out;
     pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
-    co_await asio::async_write(client_, asio::buffer(out), asio::redirect_error(use_awaitable, ignored));
+    co_await client_.try_write(out);
   }
-  client_.close(ignored);
+  client_.close();
   spdlog::debug("{}: session ended: {}", peer_, end_reason_);
 }
 
@@ -751,6 +812,13 @@ void Session::on_server_frame(const Frame& frame) {
       if (status.name == "application_name") application_name_ = status.value;
       break;
     }
+    case pg::be::kAuthentication:
+      if (!authenticated_) {
+        const auto code = pg::decode_authentication(frame.body).code;
+        authenticated_ = code == 0;
+        sasl_mechanism_next_ = code == 10;  // AuthenticationSASL: the client picks a mechanism next
+      }
+      break;
     case pg::be::kBackendKeyData:
       backend_pid_ = pg::decode_backend_key_data(frame.body).process_id;
       spdlog::debug("{}: server backend pid {}", peer_, backend_pid_);

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "proxy/connection.h"
 #include "proxy/frame_reader.h"
 #include "proxy/messages.h"
 #include "proxy/outbox.h"
@@ -100,6 +101,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   boost::asio::awaitable<bool> read_startup();
   boost::asio::awaitable<bool> connect_upstream();
+  boost::asio::awaitable<void> start_upstream_tls();
   boost::asio::awaitable<void> pump_client_to_server();
   boost::asio::awaitable<void> pump_server_to_client();
 
@@ -128,8 +130,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
   bool idle() const { return tx_status_ == 'I' && in_flight_.empty(); }
 
-  boost::asio::ip::tcp::socket client_;
-  boost::asio::ip::tcp::socket server_;
+  Connection client_;
+  Connection server_;
   const Config& config_;
   PolicyStore& policy_store_;
   SessionRegistry& registry_;
@@ -156,6 +158,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::string startup_packet_;  // kept until forwarded to the server
   bool refused_ = false;
+  bool authenticated_ = false;
+  bool sasl_mechanism_next_ = false;
   bool ended_ = false;
   bool server_pump_running_ = false;
   bool shutting_down_ = false;
