@@ -158,6 +158,92 @@ std::string rejection_sql(const Rejection& r) {
          literal(r.hint) + ", " + literal(r.schema) + ", " + literal(r.table) + ")";
 }
 
+// The SQL type a version of this kind is compared as.
+const char* version_type(const TablePolicy& p) {
+  switch (p.version_kind) {
+    case VersionKind::uuid:
+      return "uuid";
+    case VersionKind::timestamp:
+      return "timestamptz";
+    case VersionKind::counter:
+      break;
+  }
+  return "bigint";
+}
+
+// `(ref.k1)::text, (ref.k2)::text`: a row's key as the read set is keyed by it, the way the server
+// prints each value whatever format the client asked for.
+std::string key_text(const TablePolicy& p, const std::string& ref) {
+  std::string out;
+  for (const std::string& column : p.key) {
+    if (!out.empty()) out += ", ";
+    out += "(" + ref + "." + quote_identifier(column) + ")::text";
+  }
+  return out;
+}
+
+// The columns appended to a result so the session learns each row's key and version. In a
+// SELECT they are named: `(t.id)::text` would be an output column `id`, and the client's
+// `ORDER BY id` ambiguous.
+std::string tracked_columns(const TablePolicy& p, const std::string& ref, bool named) {
+  if (!named) return key_text(p, ref) + ", (" + ref + "." + quote_identifier(p.version_column) + ")::text";
+  std::string out;
+  for (const std::string& column : p.key)
+    out += "(" + ref + "." + quote_identifier(column) + R"()::text AS "occ:key", )";
+  return out + "(" + ref + "." + quote_identifier(p.version_column) + R"()::text AS "occ:version")";
+}
+
+ResultTracking tracking_of(std::vector<const TablePolicy*> tables) {
+  ResultTracking t;
+  for (const TablePolicy* p : tables) t.added_columns += static_cast<unsigned>(p->key.size() + 1);
+  t.tables = std::move(tables);
+  return t;
+}
+
+// A key tuple set large enough that listing it costs more than sending every tracked row.
+constexpr std::size_t max_pinned_keys = 1000;
+
+// The key tuples the write can touch at most, in the table's key order: every combination of the
+// values its condition pins each key column to. Empty: not pinned (every tracked row).
+std::vector<std::vector<KeyValue>> pinned_keys(const WriteSite& site, const TablePolicy& p) {
+  auto same_set = [](std::vector<std::string> a, std::vector<std::string> b) {
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    return a == b;
+  };
+  // An upsert's VALUES name the rows DO UPDATE writes only when the conflict is on the key.
+  const bool inserted = site.kind == WriteKind::upsert && same_set(site.conflict_columns, p.key);
+  std::vector<std::vector<KeyValue>> tuples{{}};
+  for (const std::string& column : p.key) {
+    auto named = [&column](const KeyPin& pin) { return pin.column == column; };
+    const KeyPin* pin = nullptr;
+    if (auto it = std::find_if(site.pins.begin(), site.pins.end(), named); it != site.pins.end())
+      pin = &*it;
+    else if (auto in = std::find_if(site.inserted_pins.begin(), site.inserted_pins.end(), named);
+             inserted && in != site.inserted_pins.end())
+      pin = &*in;
+    if (pin == nullptr || tuples.size() * pin->values.size() > max_pinned_keys) return {};
+    std::vector<std::vector<KeyValue>> longer;
+    for (const std::vector<KeyValue>& tuple : tuples) {
+      for (const KeyValue& value : pin->values) {
+        longer.push_back(tuple);
+        longer.back().push_back(value);
+      }
+    }
+    tuples = std::move(longer);
+  }
+  return tuples;
+}
+
+// What a write needs from the session: its read set, and in the extended protocol the parameters
+// that carry it (numbered on from `next_param`; dropped by the caller if the write is not edited).
+struct ReadAccess {
+  const ReadSetLookup* reads = nullptr;
+  bool extended = false;
+  int next_param = 0;
+  std::vector<ExpectedParam>* params = nullptr;
+};
+
 // What one write on a protected table turns into.
 struct SitePlan {
   enum class Kind { untouched, edited, unsupported, refused };
@@ -171,8 +257,9 @@ struct SitePlan {
 
 class SitePlanner {
  public:
-  SitePlanner(std::string_view sql, const StatementAnalysis& st, const WriteSite& site, const TablePolicy& p)
-      : sql_(sql), st_(st), site_(site), p_(p) {
+  SitePlanner(std::string_view sql, const StatementAnalysis& st, const WriteSite& site, const TablePolicy& p,
+              ReadAccess& access)
+      : sql_(sql), st_(st), site_(site), p_(p), access_(access) {
     plan_.table = &p;
   }
 
@@ -187,19 +274,34 @@ class SitePlanner {
     const std::string version_ref = ref + "." + version;
 
     // Where the expected version comes from (SPEC 3.2): a force hint means none is checked; else
-    // the statement's own `version = <constant or parameter>` under app_managed_version: enforce.
-    // It is an SQL expression, so a per-row one (the session's read set) can take its place.
-    // Under enforce that conjunct is the proxy's check, so it gives way to TRUE (a stale version
-    // must reach the check, and a force must override it); under passthrough it is the app's own.
+    // the statement's own `version = <constant or parameter>` under app_managed_version: enforce;
+    // else the session's read set, looked up per row by the row's key (NULL: never read).
+    // Under enforce the statement's conjunct is the proxy's check, so it gives way to TRUE (a stale
+    // version must reach the check, and a force must override it); under passthrough it is the
+    // app's own. `base` is what the session read of the row, for the conflict's DETAIL and diff.
     std::string expected;
+    std::string base;
+    bool per_row = false;
     const bool app_managed =
         facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
+    const bool reads = access_.reads != nullptr && !site_.deferred;
     if (app_managed && p_.enforce_app_managed) {
       if (facts->in_join_condition) return unsupported("the version column in MERGE's join condition");
       if (facts->condition.kind == VersionUse::Kind::other)
         return unsupported("a version condition other than one top-level `version = constant or parameter` conjunct");
       if (!st_.force_hint) expected = facts->condition.expected;
+      if (!st_.force_hint && reads && site_.unlocatable.empty()) {
+        const std::string& map = read_map();
+        base = map + " #> ARRAY[" + key_ + ", 'b']";
+      }
       edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
+    } else if (!st_.force_hint && reads && !app_managed) {
+      if (!site_.unlocatable.empty())
+        return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
+      const std::string& map = read_map();
+      expected = "(" + map + " #>> ARRAY[" + key_ + ", 'v'])::" + version_type(p_);
+      base = map + " #> ARRAY[" + key_ + ", 'b']";
+      per_row = true;
     } else if (!st_.force_hint) {
       // Nothing to check: at most the proxy's own increment.
       if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
@@ -216,8 +318,16 @@ class SitePlanner {
     const std::string row = "to_jsonb(" + ref + ".*)";
     const std::string forced_call = "occ.forced(" + version_ref + ", " + row + ", " + meta;
     const std::string matches = version_ref + " = " + expected;
+    // The read is merged into the meta only when there is a conflict: the common path stays cheap.
     auto conflict_call = [&](const std::string& next) {
-      return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ")";
+      return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta +
+             (base.empty() ? "" : ", " + base) + ")";
+    };
+    // A row the session never read (on_unknown_version): written as usual, or refused.
+    auto unknown = [&](const std::string& next) {
+      return p_.reject_unknown_version
+                 ? "occ.unknown_version(" + version_ref + ", " + next + ", " + row + ", " + meta + ")"
+                 : next;
     };
 
     if (!deletes) {
@@ -235,7 +345,8 @@ class SitePlanner {
         value = own == nullptr && p_.version_bump == VersionBump::trigger ? forced_call + ")"
                                                                           : forced_call + ", " + next + ")";
       else
-        value = "CASE WHEN " + matches + " THEN " + next + " ELSE " + conflict_call(next) + " END";
+        value = "CASE " + (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) +
+                "WHEN " + matches + " THEN " + next + " ELSE " + conflict_call(next) + " END";
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -243,7 +354,11 @@ class SitePlanner {
     if (site_.current_of) return unsupported("DELETE ... WHERE CURRENT OF");
     // The guard must not raise for a row the rest of the condition excludes, whatever order the
     // planner evaluates conjuncts in: hence the condition is repeated in front of the check.
-    const std::string when_matches = st_.force_hint ? "" : "WHEN " + matches + " THEN true ";
+    std::string when_matches;
+    if (per_row)
+      when_matches = "WHEN " + expected + " IS NULL THEN " +
+                     (p_.reject_unknown_version ? unknown(version_ref) + " IS NOT NULL " : std::string("true "));
+    if (!st_.force_hint) when_matches += "WHEN " + matches + " THEN true ";
     const std::string otherwise = (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
     if (site_.has_condition) {
       const TextRange cond = site_.condition;
@@ -258,6 +373,39 @@ class SitePlanner {
   }
 
  private:
+  // The session's expected versions for the rows this write can touch, as an SQL jsonb value:
+  // a literal in the simple protocol, an added parameter filled at each Bind in the extended one.
+  const std::string& read_map() {
+    if (!map_.empty()) return map_;
+    key_ = key_text(p_, quote_identifier(site_.refname));
+    const std::vector<std::vector<KeyValue>> tuples = pinned_keys(site_, p_);
+    if (access_.extended) {
+      ExpectedParam param{&p_, ++access_.next_param, {}};
+      for (const std::vector<KeyValue>& tuple : tuples) {
+        std::vector<ExpectedParam::KeySource>& sources = param.keys.emplace_back();
+        for (const KeyValue& value : tuple) sources.push_back({value.param_number, value.literal});
+      }
+      map_ = "$" + std::to_string(param.param_number) + "::jsonb";
+      access_.params->push_back(std::move(param));
+      return map_;
+    }
+    std::vector<std::vector<std::string>> keys;
+    for (const std::vector<KeyValue>& tuple : tuples) {
+      std::vector<std::string>& key = keys.emplace_back();
+      for (const KeyValue& value : tuple) {
+        // A parameter in a simple Query (only inside PREPARE, which is never read-checked): unpinned.
+        if (value.param_number != 0) {
+          keys.clear();
+          break;
+        }
+        key.push_back(value.literal);
+      }
+      if (keys.empty()) break;
+    }
+    map_ = dollar_quoted(access_.reads->expected_map(p_, keys)) + "::jsonb";
+    return map_;
+  }
+
   SitePlan refused(Rejection r) {
     plan_.kind = SitePlan::Kind::refused;
     plan_.rejection = std::move(r);
@@ -289,8 +437,11 @@ class SitePlanner {
   const StatementAnalysis& st_;
   const WriteSite& site_;
   const TablePolicy& p_;
+  ReadAccess& access_;
   SitePlan plan_;
   std::vector<Edit> edits_;
+  std::string map_;  // read_map(), once made
+  std::string key_;  // the target row's key in the map
 };
 
 // The search_path in force after `SET search_path`, as the session would substitute it.
@@ -300,6 +451,56 @@ std::vector<std::string> effective_path(const SearchPathChange& change, std::str
   for (std::string& schema : path)
     if (schema == "$user") schema = std::string(user);
   return path;
+}
+
+// The table a statement's name stands for under the session's search_path, if protected.
+const TablePolicy* protected_table(const std::string& schema, const std::string& name,
+                                   const std::vector<std::string>& path, const SessionView& session) {
+  const std::optional<std::string> resolved =
+      schema.empty() ? session.relations.resolve(name, path, session.rules) : std::optional<std::string>(schema);
+  return resolved ? session.rules.find(*resolved, name) : nullptr;
+}
+
+// A top-level SELECT on protected tables: its rows carry each table's key and version at the end,
+// or it is counted as a read the session cannot trace.
+void track_select(const ReadSite& site, const std::vector<std::string>& path, const SessionView& session,
+                  std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
+  std::vector<const TablePolicy*> tables;
+  std::string columns;
+  for (const ReadTable& t : site.tables) {
+    const TablePolicy* p = protected_table(t.schema, t.name, path, session);
+    if (p == nullptr) continue;
+    std::string ref;
+    if (!t.alias.empty())
+      ref = quote_identifier(t.alias);
+    else if (!t.schema.empty())
+      ref = quote_identifier(t.schema) + "." + quote_identifier(t.name);
+    else
+      ref = quote_identifier(t.name);
+    columns += ", " + tracked_columns(*p, ref, true);
+    tables.push_back(p);
+  }
+  if (tables.empty()) return;
+  if (!site.untraceable.empty()) {
+    ++out.untracked_reads;
+    return;
+  }
+  edits.push_back({site.insert_at, site.insert_at, std::move(columns)});
+  effect.tracking = tracking_of(std::move(tables));
+}
+
+// A top-level write on a protected table reports the key and version of each row it writes, so
+// the session's own writes refresh its read set (and a DELETE's rows are forgotten). MERGE has no
+// RETURNING in PostgreSQL 15; a writable CTE's rows feed its query, not the client.
+void track_write(const WriteSite& site, const TablePolicy& p, std::vector<Edit>& edits, StatementEffect& effect) {
+  if (!site.top_level || site.deferred || !site.unlocatable.empty() || site.returning_insert_at < 0) return;
+  if (site.kind != WriteKind::update && site.kind != WriteKind::delete_ && site.kind != WriteKind::upsert) return;
+  const std::string columns = tracked_columns(p, quote_identifier(site.refname), false);
+  const int at = site.returning_insert_at;
+  edits.push_back({at, at, (site.has_returning ? ", " : " RETURNING ") + columns});
+  effect.tracking = tracking_of({&p});
+  effect.tracking.drop_result = !site.has_returning;
+  effect.tracking.rows_deleted = site.kind == WriteKind::delete_;
 }
 
 }  // namespace
@@ -312,8 +513,9 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
       if ((fold ? lower(word[i]) : word[i]) != name[i]) return false;
     return true;
   };
-  // search_path also changes with RESET ALL and DISCARD ALL.
-  static constexpr std::string_view always[] = {"search_path", "reset", "discard"};
+  // search_path also changes with RESET ALL and DISCARD ALL, which clear the read set too; the
+  // read set follows SAVEPOINT, RELEASE and ROLLBACK TO.
+  static constexpr std::string_view always[] = {"search_path", "reset", "discard", "savepoint", "release"};
   auto wanted = [&](std::string_view word, bool quoted) {
     for (std::string_view w : always)
       if (same_word(word, w, !quoted)) return true;
@@ -364,16 +566,28 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
     out.parse_failed = true;
     return out;
   }
+  ReadAccess access{session.reads, extended_protocol, 0, &out.expected_params};
+  if (extended_protocol) {
+    out.client_param_count = std::max(analysis->max_param, session.declared_param_count);
+    access.next_param = out.client_param_count;
+  }
+  std::vector<StatementEffect> effects(analysis->statements.size());
+  bool any_effect = false;
   std::optional<std::vector<std::string>> path_in_text;  // after a SET search_path earlier in this text
   std::vector<Edit> edits;
-  for (const StatementAnalysis& st : analysis->statements) {
+  for (std::size_t i = 0; i < analysis->statements.size(); ++i) {
+    const StatementAnalysis& st = analysis->statements[i];
+    StatementEffect& effect = effects[i];
     const std::vector<std::string>& path = path_in_text ? *path_in_text : session.search_path;
+    const std::size_t params_before = out.expected_params.size();
+    const int next_param_before = access.next_param;
     std::vector<SitePlan> plans;
+    std::vector<const WriteSite*> planned_sites;
     for (const WriteSite& site : st.writes) {
-      const std::optional<std::string> schema =
-          site.schema.empty() ? session.relations.resolve(site.name, path, session.rules) : site.schema;
-      const TablePolicy* p = schema ? session.rules.find(*schema, site.name) : nullptr;
-      if (p != nullptr) plans.push_back(SitePlanner(sql, st, site, *p).plan(session.user));
+      if (const TablePolicy* p = protected_table(site.schema, site.name, path, session)) {
+        plans.push_back(SitePlanner(sql, st, site, *p, access).plan(session.user));
+        planned_sites.push_back(&site);
+      }
     }
 
     std::optional<Rejection> refusal;
@@ -388,6 +602,11 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       } else {
         passed_unchanged = true;
       }
+    }
+    if (refusal || passed_unchanged) {
+      // The statement goes unedited (or refused): the parameters its plans asked for are not sent.
+      out.expected_params.resize(params_before);
+      access.next_param = next_param_before;
     }
     if (refusal) {
       if (extended_protocol) {
@@ -410,13 +629,22 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
         edits.insert(edits.end(), plan.edits.begin(), plan.edits.end());
         if (plan.write) out.writes.push_back(std::move(*plan.write));
       }
+      if (session.reads != nullptr) {
+        for (std::size_t k = 0; k < plans.size(); ++k) track_write(*planned_sites[k], *plans[k].table, edits, effect);
+        if (st.read) track_select(*st.read, path, session, edits, effect, out);
+      }
     }
+
+    effect.command = st.command;
+    effect.savepoint = st.savepoint;
+    any_effect = any_effect || effect.tracking.added_columns > 0 || effect.command != SessionCommand::none;
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;
       path_in_text = effective_path(*st.search_path_change, session.user);
     }
   }
+  if (any_effect) out.effects = std::move(effects);
   if (!edits.empty()) {
     out.action = Rewrite::Action::rewrite;
     out.sql = splice(sql, TextRange{0, static_cast<int>(sql.size())}, std::move(edits));

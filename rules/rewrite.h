@@ -10,6 +10,7 @@
 
 #include "rules/catalog.h"
 #include "rules/rules.h"
+#include "rules/sql_analysis.h"  // SessionCommand
 
 namespace occ {
 
@@ -45,8 +46,6 @@ struct ResultTracking {
   bool drop_result = false;                // the client asked for no rows (the proxy added RETURNING)
   bool rows_deleted = false;               // the rows returned were deleted: forget them
 };
-
-enum class SessionCommand : uint8_t { none, savepoint, release, rollback_to, discard_all, reset_all };
 
 // What one statement of the text means for the session, in statement order.
 struct StatementEffect {

@@ -352,6 +352,154 @@ VersionUse version_use(const Cursor& c, int limit, const PgQuery__Node* conditio
   return use;
 }
 
+// A value fixed for the whole statement whose text the read set can be keyed by: a parameter, an
+// integer, a numeric or a string constant, possibly cast. Nullopt for anything else.
+std::optional<KeyValue> key_value(const PgQuery__Node* n) {
+  if (n == nullptr) return std::nullopt;
+  switch (n->node_case) {
+    case PG_QUERY__NODE__NODE_PARAM_REF:
+      return KeyValue{n->param_ref->number, {}};
+    case PG_QUERY__NODE__NODE_A_CONST: {
+      const PgQuery__AConst* k = n->a_const;
+      if (k->isnull) return std::nullopt;
+      if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL) return KeyValue{0, std::to_string(k->ival->ival)};
+      if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL) return KeyValue{0, k->fval->fval};
+      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL) return KeyValue{0, k->sval->sval};
+      return std::nullopt;
+    }
+    case PG_QUERY__NODE__NODE_TYPE_CAST: {
+      // A cast may change a numeric's text (`1.0::int` is 1); a string's or an integer's it keeps.
+      const PgQuery__Node* arg = n->type_cast->arg;
+      const bool numeric = arg != nullptr && arg->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+                           arg->a_const->val_case == PG_QUERY__A__CONST__VAL_FVAL;
+      return numeric ? std::nullopt : key_value(arg);
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+// The column of the target that `n` names (unqualified, or qualified by `refname`), or "".
+std::string_view target_column(const PgQuery__Node* n, std::string_view refname) {
+  if (n == nullptr || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF) return {};
+  const PgQuery__ColumnRef* ref = n->column_ref;
+  if (ref->n_fields == 0) return {};
+  const std::string_view column = string_value(ref->fields[ref->n_fields - 1]);
+  return names_target_column(ref, column, refname) ? column : std::string_view();
+}
+
+// Adds the pins of a condition's top-level conjuncts; a column pinned twice keeps its first pin
+// (every row written satisfies both, so either is a superset of the rows written).
+void collect_pins(const PgQuery__Node* condition, std::string_view refname, std::vector<KeyPin>& pins) {
+  if (condition == nullptr) return;
+  std::vector<const PgQuery__Node*> conjuncts;
+  collect_conjuncts(condition, conjuncts);
+  for (const PgQuery__Node* conj : conjuncts) {
+    if (conj->node_case != PG_QUERY__NODE__NODE_A_EXPR) continue;
+    const PgQuery__AExpr* e = conj->a_expr;
+    KeyPin pin;
+    if (e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP && is_operator(e, "=")) {
+      std::optional<KeyValue> value;
+      if (pin.column = target_column(e->lexpr, refname); !pin.column.empty()) value = key_value(e->rexpr);
+      if (!value) {
+        pin.column = target_column(e->rexpr, refname);
+        if (!pin.column.empty()) value = key_value(e->lexpr);
+      }
+      if (!value) continue;
+      pin.values.push_back(std::move(*value));
+    } else if (e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_IN && e->n_name == 1 && string_value(e->name[0]) == "=" &&
+               e->rexpr != nullptr && e->rexpr->node_case == PG_QUERY__NODE__NODE_LIST) {
+      pin.column = target_column(e->lexpr, refname);
+      if (pin.column.empty()) continue;
+      const PgQuery__List* list = e->rexpr->list;
+      for (std::size_t i = 0; i < list->n_items; ++i) {
+        std::optional<KeyValue> value = key_value(list->items[i]);
+        if (!value) break;
+        pin.values.push_back(std::move(*value));
+      }
+      if (pin.values.size() != list->n_items) continue;
+    } else {
+      continue;
+    }
+    const bool seen = std::any_of(pins.begin(), pins.end(), [&pin](const KeyPin& p) { return p.column == pin.column; });
+    if (!seen) pins.push_back(std::move(pin));
+  }
+}
+
+// Aggregate functions of a standard installation: one of them in a target list makes the query
+// an aggregate, and an appended plain column would be an error.
+bool is_builtin_aggregate(std::string_view name) {
+  static constexpr std::string_view names[] = {"any_value",
+                                               "array_agg",
+                                               "avg",
+                                               "bit_and",
+                                               "bit_or",
+                                               "bit_xor",
+                                               "bool_and",
+                                               "bool_or",
+                                               "corr",
+                                               "count",
+                                               "covar_pop",
+                                               "covar_samp",
+                                               "cume_dist",
+                                               "dense_rank",
+                                               "every",
+                                               "json_agg",
+                                               "json_object_agg",
+                                               "jsonb_agg",
+                                               "jsonb_object_agg",
+                                               "max",
+                                               "min",
+                                               "mode",
+                                               "percent_rank",
+                                               "percentile_cont",
+                                               "percentile_disc",
+                                               "range_agg",
+                                               "range_intersect_agg",
+                                               "rank",
+                                               "regr_avgx",
+                                               "regr_avgy",
+                                               "regr_count",
+                                               "regr_intercept",
+                                               "regr_r2",
+                                               "regr_slope",
+                                               "regr_sxx",
+                                               "regr_sxy",
+                                               "regr_syy",
+                                               "stddev",
+                                               "stddev_pop",
+                                               "stddev_samp",
+                                               "string_agg",
+                                               "sum",
+                                               "var_pop",
+                                               "var_samp",
+                                               "variance",
+                                               "xmlagg"};
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
+
+// Why rows of a query whose parts are `nodes` cannot be traced to table rows, or "".
+std::string aggregation_in(const std::vector<const PgQuery__Node*>& nodes) {
+  std::string why;
+  auto check = [&why](const ProtobufCMessage* m) {
+    if (!why.empty()) return;
+    if (m->descriptor == &pg_query__grouping_func__descriptor) {
+      why = "GROUPING";
+    } else if (m->descriptor == &pg_query__func_call__descriptor) {
+      const auto* f = reinterpret_cast<const PgQuery__FuncCall*>(m);
+      if (f->over != nullptr)
+        why = "a window function";
+      else if (f->agg_star || f->agg_distinct || f->n_agg_order > 0 || f->agg_filter != nullptr ||
+               f->agg_within_group ||
+               (f->n_funcname > 0 && is_builtin_aggregate(string_value(f->funcname[f->n_funcname - 1]))))
+        why = "an aggregate";
+    }
+  };
+  // Conservative: an aggregate inside a sub-select counts too.
+  for (const PgQuery__Node* n : nodes) walk(as_message(n), check);
+  return why;
+}
+
 // The elements of a row constructor `(a, b)` / `ROW(a, b)` starting at token `first`.
 std::vector<TextRange> row_elements(const Cursor& c, int first, int limit) {
   std::vector<TextRange> elements;
@@ -451,6 +599,8 @@ class Analyzer {
   void statement(const PgQuery__Node* node, int limit, StatementAnalysis& out) {
     limit_ = limit;
     out_ = &out;
+    nested_ = false;
+    deferred_ = false;
     visit(node);
   }
 
@@ -475,34 +625,160 @@ class Analyzer {
         merge(node->merge_stmt);
         break;
       case PG_QUERY__NODE__NODE_SELECT_STMT:
+        if (!nested_) select(node->select_stmt);
         with(node->select_stmt->with_clause);
         break;
       case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
-        visit(node->explain_stmt->query);
+        nested(node->explain_stmt->query, false);
         break;
       case PG_QUERY__NODE__NODE_PREPARE_STMT:
-        visit(node->prepare_stmt->query);
+        nested(node->prepare_stmt->query, true);
         break;
       case PG_QUERY__NODE__NODE_COPY_STMT:
-        visit(node->copy_stmt->query);
+        nested(node->copy_stmt->query, false);
         break;
       case PG_QUERY__NODE__NODE_VARIABLE_SET_STMT:
         variable_set(node->variable_set_stmt);
         break;
       case PG_QUERY__NODE__NODE_DISCARD_STMT:
-        if (node->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL)
+        if (node->discard_stmt->target == PG_QUERY__DISCARD_MODE__DISCARD_ALL) {
           out_->search_path_change = SearchPathChange{};
+          out_->command = SessionCommand::discard_all;
+        }
+        break;
+      case PG_QUERY__NODE__NODE_TRANSACTION_STMT:
+        transaction(node->transaction_stmt);
         break;
       default:
         break;
     }
   }
 
+  // A statement inside another one: its result is not the client's rows, and (PREPARE) it may
+  // run long after this text.
+  void nested(const PgQuery__Node* node, bool deferred) {
+    const bool was_nested = nested_;
+    const bool was_deferred = deferred_;
+    nested_ = true;
+    deferred_ = deferred_ || deferred;
+    visit(node);
+    nested_ = was_nested;
+    deferred_ = was_deferred;
+  }
+
   void with(const PgQuery__WithClause* w) {
     if (w == nullptr) return;
     for (std::size_t i = 0; i < w->n_ctes; ++i)
       if (w->ctes[i]->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR)
-        visit(w->ctes[i]->common_table_expr->ctequery);
+        nested(w->ctes[i]->common_table_expr->ctequery, false);
+  }
+
+  void transaction(const PgQuery__TransactionStmt* t) {
+    switch (t->kind) {
+      case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_SAVEPOINT:
+        out_->command = SessionCommand::savepoint;
+        break;
+      case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_RELEASE:
+        out_->command = SessionCommand::release;
+        break;
+      case PG_QUERY__TRANSACTION_STMT_KIND__TRANS_STMT_ROLLBACK_TO:
+        out_->command = SessionCommand::rollback_to;
+        break;
+      default:
+        return;
+    }
+    out_->savepoint = t->savepoint_name;
+  }
+
+  // The plain relations with a protected name that a FROM list reads, in order. A join with an
+  // alias hides its tables' names, so nothing under it can be named in the target list.
+  void from_tables(PgQuery__Node* const* items, std::size_t n, const std::vector<std::string_view>& ctes,
+                   std::vector<ReadTable>& out) const {
+    for (std::size_t i = 0; i < n; ++i) {
+      const PgQuery__Node* item = items[i];
+      if (item->node_case == PG_QUERY__NODE__NODE_RANGE_VAR) {
+        const PgQuery__RangeVar* rv = item->range_var;
+        const bool cte = rv->schemaname[0] == '\0' && std::find(ctes.begin(), ctes.end(), rv->relname) != ctes.end();
+        if (!cte && rules_.has_table_named(rv->relname))
+          out.push_back({rv->schemaname, rv->relname, rv->alias != nullptr ? rv->alias->aliasname : ""});
+      } else if (item->node_case == PG_QUERY__NODE__NODE_JOIN_EXPR && item->join_expr->alias == nullptr) {
+        PgQuery__Node* const sides[] = {item->join_expr->larg, item->join_expr->rarg};
+        from_tables(sides, 2, ctes, out);
+      }
+    }
+  }
+
+  void set_operation_tables(const PgQuery__SelectStmt* s, const std::vector<std::string_view>& ctes,
+                            std::vector<ReadTable>& out) const {
+    if (s == nullptr) return;
+    from_tables(s->from_clause, s->n_from_clause, ctes, out);
+    set_operation_tables(s->larg, ctes, out);
+    set_operation_tables(s->rarg, ctes, out);
+  }
+
+  // A top-level SELECT: which protected names its rows come from, and whether each row can carry
+  // their key and version. A table reached through a view or a function is not seen here.
+  void select(const PgQuery__SelectStmt* s) {
+    std::vector<std::string_view> ctes;
+    if (s->with_clause != nullptr)
+      for (std::size_t i = 0; i < s->with_clause->n_ctes; ++i)
+        if (s->with_clause->ctes[i]->node_case == PG_QUERY__NODE__NODE_COMMON_TABLE_EXPR)
+          ctes.emplace_back(s->with_clause->ctes[i]->common_table_expr->ctename);
+    ReadSite site;
+    const bool set_operation = s->op != PG_QUERY__SET_OPERATION__SETOP_NONE;
+    if (set_operation)
+      set_operation_tables(s, ctes, site.tables);
+    else
+      from_tables(s->from_clause, s->n_from_clause, ctes, site.tables);
+    if (site.tables.empty()) return;
+
+    std::vector<const PgQuery__Node*> parts(s->target_list, s->target_list + s->n_target_list);
+    parts.insert(parts.end(), s->sort_clause, s->sort_clause + s->n_sort_clause);
+    if (s->having_clause != nullptr) parts.push_back(s->having_clause);
+    if (set_operation)
+      site.untraceable = "a set operation (UNION, INTERSECT, EXCEPT)";
+    else if (s->into_clause != nullptr)
+      site.untraceable = "SELECT ... INTO";
+    else if (s->n_distinct_clause > 0)
+      site.untraceable = "DISTINCT";
+    else if (s->n_group_clause > 0)
+      site.untraceable = "GROUP BY";
+    else if (s->having_clause != nullptr)
+      site.untraceable = "HAVING";
+    else if (s->n_window_clause > 0)
+      site.untraceable = "a WINDOW clause";
+    else if (std::string why = aggregation_in(parts); !why.empty())
+      site.untraceable = std::move(why);
+    else
+      site.insert_at = target_list_end(s);
+    if (site.untraceable.empty() && site.insert_at < 0) site.untraceable = "a target list the proxy could not locate";
+    out_->read = std::move(site);
+  }
+
+  // The end of the last target list item: the token before the FROM keyword that follows it, once
+  // every location of the target list is known to lie before that keyword and the FROM items after.
+  int target_list_end(const PgQuery__SelectStmt* s) const {
+    if (s->n_target_list == 0 || s->n_from_clause == 0) return -1;
+    const int first = c_.at(s->target_list[0]->res_target->location);
+    if (first < 0) return -1;
+    const int from = c_.find(first, limit_, [this](int i) {
+      const int k = c_[i].kind;
+      // `IS DISTINCT FROM` is an operator, `AS from` a column label.
+      return k == tok_semicolon || (k == PG_QUERY__TOKEN__FROM && !c_.is(i - 1, PG_QUERY__TOKEN__DISTINCT) &&
+                                    !c_.is(i - 1, PG_QUERY__TOKEN__AS));
+    });
+    if (!c_.is(from, PG_QUERY__TOKEN__FROM) || from <= first) return -1;
+    for (std::size_t i = 0; i < s->n_target_list; ++i)
+      if (location_bounds(s->target_list[i]).max >= c_[from].start) return -1;
+    for (std::size_t i = 0; i < s->n_from_clause; ++i)
+      if (location_bounds(s->from_clause[i]).min <= c_[from].start) return -1;
+    return c_[from - 1].end;
+  }
+
+  // Where a top-level write's RETURNING list ends: the end of the statement's last token.
+  void note_returning(WriteSite& site, std::size_t returning_items) const {
+    site.has_returning = returning_items > 0;
+    if (site.top_level && limit_ > 0) site.returning_insert_at = c_[limit_ - 1].end;
   }
 
   // A new site for a write on `rv` when its name is protected somewhere; nullptr otherwise.
@@ -520,6 +796,8 @@ class Analyzer {
                                     [&p](const VersionFacts& f) { return f.column == p.version_column; });
       if (!seen) site.versions.push_back(VersionFacts{p.version_column, {}, false});
     }
+    site.top_level = !nested_;
+    site.deferred = deferred_;
     relation_token = c_.at(rv->location);
     if (relation_token < 0) site.unlocatable = "the table name";
     out_->writes.push_back(std::move(site));
@@ -543,9 +821,11 @@ class Analyzer {
     WriteSite* site = site_for(u->relation, WriteKind::update, relation);
     if (site == nullptr) return;
     const int set_keyword = analyze_set_list(c_, limit_, u->target_list, u->n_target_list, *site);
+    note_returning(*site, u->n_returning_list);
     if (u->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), u->where_clause, *site);
       note_condition_versions(*site, u->where_clause);
+      collect_pins(u->where_clause, site->refname, site->pins);
     }
   }
 
@@ -553,9 +833,11 @@ class Analyzer {
     int relation = -1;
     WriteSite* site = site_for(d->relation, WriteKind::delete_, relation);
     if (site == nullptr || relation < 0) return;
+    note_returning(*site, d->n_returning_list);
     if (d->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(relation, PG_QUERY__TOKEN__WHERE), d->where_clause, *site);
       note_condition_versions(*site, d->where_clause);
+      collect_pins(d->where_clause, site->refname, site->pins);
       return;
     }
     const int end = c_.find(relation + 1, limit_, [this](int k) {
@@ -571,9 +853,41 @@ class Analyzer {
     WriteSite* site = site_for(ins->relation, WriteKind::upsert, relation);
     if (site == nullptr) return;
     const int set_keyword = analyze_set_list(c_, limit_, oc->target_list, oc->n_target_list, *site);
+    note_returning(*site, ins->n_returning_list);
     if (oc->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), oc->where_clause, *site);
       note_condition_versions(*site, oc->where_clause);
+      collect_pins(oc->where_clause, site->refname, site->pins);
+    }
+    inserted_keys(ins, *site);
+  }
+
+  // The columns ON CONFLICT names, and the values each VALUES row gives the inserted columns.
+  static void inserted_keys(const PgQuery__InsertStmt* ins, WriteSite& site) {
+    const PgQuery__InferClause* infer = ins->on_conflict_clause->infer;
+    if (infer == nullptr) return;
+    for (std::size_t i = 0; i < infer->n_index_elems; ++i) {
+      const PgQuery__Node* elem = infer->index_elems[i];
+      if (elem->node_case != PG_QUERY__NODE__NODE_INDEX_ELEM || elem->index_elem->name[0] == '\0') {
+        site.conflict_columns.clear();  // an expression: not a plain key
+        return;
+      }
+      site.conflict_columns.emplace_back(elem->index_elem->name);
+    }
+    const PgQuery__Node* source = ins->select_stmt;
+    if (source == nullptr || source->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) return;
+    const PgQuery__SelectStmt* values = source->select_stmt;
+    if (values->n_values_lists == 0) return;
+    for (std::size_t col = 0; col < ins->n_cols; ++col) {
+      KeyPin pin{ins->cols[col]->res_target->name, {}};
+      for (std::size_t row = 0; row < values->n_values_lists; ++row) {
+        const PgQuery__Node* list = values->values_lists[row];
+        if (list->node_case != PG_QUERY__NODE__NODE_LIST || list->list->n_items != ins->n_cols) return;
+        std::optional<KeyValue> value = key_value(list->list->items[col]);
+        if (!value) break;
+        pin.values.push_back(std::move(*value));
+      }
+      if (pin.values.size() == values->n_values_lists) site.inserted_pins.push_back(std::move(pin));
     }
   }
 
@@ -602,6 +916,8 @@ class Analyzer {
       WriteSite* site = site_for(m->relation, kind, relation_token);
       for (VersionFacts& f : site->versions)
         f.in_join_condition = m->join_condition != nullptr && mentions(m->join_condition, f.column, site->refname);
+      collect_pins(clause->condition, site->refname, site->pins);
+      collect_pins(m->join_condition, site->refname, site->pins);
       if (whens.size() != m->n_merge_when_clauses || !c_.is(whens[k] + 1, PG_QUERY__TOKEN__MATCHED)) {
         site->unlocatable = "the WHEN MATCHED clause";
         continue;
@@ -623,6 +939,7 @@ class Analyzer {
     switch (v->kind) {
       case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL:
         out_->search_path_change = SearchPathChange{};
+        out_->command = SessionCommand::reset_all;
         return;
       case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT:
       case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET:
@@ -653,6 +970,8 @@ class Analyzer {
   const Rules& rules_;
   int limit_ = 0;
   StatementAnalysis* out_ = nullptr;
+  bool nested_ = false;
+  bool deferred_ = false;
 };
 
 bool has_force_hint(std::string_view sql, const std::vector<TextRange>& comments, TextRange range) {
@@ -663,6 +982,16 @@ bool has_force_hint(std::string_view sql, const std::vector<TextRange>& comments
     if (text.find("occ:force") != std::string::npos) return true;
   }
   return false;
+}
+
+int max_param(const PgQuery__Node* node) {
+  int max = 0;
+  auto note = [&max](const ProtobufCMessage* m) {
+    if (m->descriptor == &pg_query__param_ref__descriptor)
+      max = std::max(max, reinterpret_cast<const PgQuery__ParamRef*>(m)->number);
+  };
+  walk(as_message(node), note);
+  return max;
 }
 
 std::string fingerprint(std::string_view statement) {
@@ -715,6 +1044,7 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
       const int limit = cursor.first_from(info.range.end);
       info.first_token = first < limit ? cursor[first].start : info.range.begin;
       analyzer.statement(raw->stmt, limit, info);
+      analysis.max_param = std::max(analysis.max_param, max_param(raw->stmt));
       if (!info.writes.empty()) {
         info.force_hint = has_force_hint(sql, scanned.comments, info.range);
         info.fingerprint = fingerprint(sql.substr(static_cast<std::size_t>(info.range.begin),

@@ -1,6 +1,7 @@
 // What one SQL text writes and where in the text: session-independent, so it is cached by text.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +56,18 @@ enum class WriteKind {
   merge_delete,  // MERGE ... WHEN MATCHED THEN DELETE
 };
 
+// A value a statement pins a key column to: a constant or a parameter.
+struct KeyValue {
+  int param_number = 0;  // 1-based $n, or 0 for a constant
+  std::string literal;   // a constant's text as PostgreSQL prints it (`'42'` and `42` are both "42")
+};
+
+// A column of the target that every written row has one of `values` in.
+struct KeyPin {
+  std::string column;  // catalog spelling
+  std::vector<KeyValue> values;
+};
+
 // One write to a table whose name some rule protects.
 struct WriteSite {
   WriteKind kind = WriteKind::update;
@@ -75,6 +88,19 @@ struct WriteSite {
 
   std::vector<VersionFacts> versions;  // one per candidate version column
 
+  // Key columns the condition pins with top-level AND conjuncts `col = value` / `col IN (values)`
+  // (MERGE: also its join condition).
+  std::vector<KeyPin> pins;
+  // Upsert: the ON CONFLICT columns, and the columns the VALUES rows pin (valid for the rows the
+  // DO UPDATE writes only when the conflict columns are the table's key).
+  std::vector<std::string> conflict_columns;
+  std::vector<KeyPin> inserted_pins;
+
+  bool top_level = false;  // the statement itself: not inside a CTE, EXPLAIN, PREPARE or COPY
+  bool deferred = false;   // inside PREPARE: runs later, when this text's context is gone
+  bool has_returning = false;
+  int returning_insert_at = -1;  // top level: where ` RETURNING ...` (or `, ...` after one) goes
+
   // Non-empty when part of the statement could not be located in the text (then the write
   // must not be edited): a readable reason.
   std::string unlocatable;
@@ -83,6 +109,25 @@ struct WriteSite {
   const VersionFacts* facts(std::string_view version_column) const;
   const SetItem* assignment(std::string_view column) const;  // first SET item for `column`
 };
+
+// A relation in a SELECT's FROM whose name some rule protects.
+struct ReadTable {
+  std::string schema;  // empty when the statement does not qualify the name
+  std::string name;    // catalog spelling
+  std::string alias;   // empty without one
+};
+
+// A top-level SELECT reading protected names: where the key and version columns of each of its
+// rows can be appended to its target list.
+struct ReadSite {
+  std::vector<ReadTable> tables;  // plain relations of the top-level FROM, in FROM order
+  // Empty when the columns can be appended: else why not (aggregates, DISTINCT, UNION...).
+  std::string untraceable;
+  int insert_at = -1;  // the end of the last target list item
+};
+
+// Statements that change what the session's read set must remember.
+enum class SessionCommand : uint8_t { none, savepoint, release, rollback_to, discard_all, reset_all };
 
 // `SET search_path ...`: the new path as written; nullopt inside for RESET / DEFAULT.
 using SearchPathChange = std::optional<std::vector<std::string>>;
@@ -93,11 +138,15 @@ struct StatementAnalysis {
   bool force_hint = false;  // an `occ:force` comment inside the statement
   std::string fingerprint;  // pg_query fingerprint, computed only when `writes` is not empty
   std::vector<WriteSite> writes;
+  std::optional<ReadSite> read;
+  SessionCommand command = SessionCommand::none;
+  std::string savepoint;  // savepoint / release / rollback_to: the name as the catalog spells it
   std::optional<SearchPathChange> search_path_change;
 };
 
 struct SqlAnalysis {
   bool parse_failed = false;
+  int max_param = 0;  // the highest $n anywhere in the text
   std::vector<StatementAnalysis> statements;
 };
 

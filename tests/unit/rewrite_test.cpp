@@ -43,6 +43,8 @@ const std::map<std::string, std::string> variants = {
     {"reject", "  app_managed_version: enforce\n  on_unsupported: reject\n"},
     {"no-deletes", "  app_managed_version: enforce\n  check_deletes: false\n"},
     {"redact", "  app_managed_version: enforce\n  redact: [notes, '\"Card\"']\n"},
+    {"unknown-reject", "  on_unknown_version: reject\n"},
+    {"uuid-passthrough", "  version_kind: uuid\n"},
 };
 
 occ::Rules rules_for(const std::string& variant) {
@@ -79,17 +81,37 @@ std::string expand(const std::string& variant, std::string text) {
   return text;
 }
 
+// A read set that answers every lookup with one fixed map and remembers what it was asked.
+struct FakeReads : occ::ReadSetLookup {
+  std::string map = R"({"7":{"v":"3","b":{"status":"a"}}})";
+  mutable std::vector<std::string> asked;  // "schema.table [k1|k2] [k1|k2]"
+
+  std::string expected_map(const occ::TablePolicy& table,
+                           const std::vector<std::vector<std::string>>& keys) const override {
+    std::string call = table.qualified_name();
+    for (const auto& key : keys) {
+      call += " [";
+      for (std::size_t i = 0; i < key.size(); ++i) call += (i > 0 ? "|" : "") + key[i];
+      call += "]";
+    }
+    asked.push_back(call);
+    return map;
+  }
+};
+
 struct Session {
   occ::Rules rules;
   occ::RelationIndex relations;
   std::vector<std::string> search_path{"public"};
   std::string user = "app";
   occ::PlanCache cache;
+  const occ::ReadSetLookup* reads = nullptr;
+  int declared_params = 0;
 
   explicit Session(const std::string& variant) : rules(rules_for(variant)) {}
 
   occ::Rewrite rewrite(const std::string& sql, bool extended = false) {
-    const occ::SessionView view{user, search_path, rules, relations};
+    const occ::SessionView view{user, search_path, rules, relations, reads, declared_params};
     return occ::rewrite_sql(sql, extended, view, cache);
   }
 };
@@ -502,7 +524,7 @@ TEST_CASE("unqualified names resolve through the session's search_path", "[rewri
   CHECK(shadowed.rewrite(sql).action == occ::Rewrite::Action::rewrite);
 }
 
-TEST_CASE("the pre-filter passes texts naming a protected table or search_path", "[rewrite]") {
+TEST_CASE("the pre-filter passes texts naming a protected table, search_path or a session command", "[rewrite]") {
   const occ::Rules rules = rules_for("enforce");
   struct Row {
     const char* sql;
@@ -518,6 +540,9 @@ TEST_CASE("the pre-filter passes texts naming a protected table or search_path",
       {"SET search_path TO x", true},
       {"DISCARD ALL", true},
       {"RESET ALL", true},
+      {"SAVEPOINT a", true},
+      {"release a", true},
+      {"ROLLBACK TO SAVEPOINT a", true},
       {"SELECT 1", false},
       {"UPDATE subscriptions_archive SET a = 1", false},
       {"UPDATE my_subscriptions SET a = 1", false},
@@ -529,6 +554,426 @@ TEST_CASE("the pre-filter passes texts naming a protected table or search_path",
   for (const Row& row : rows) {
     INFO(row.sql);
     CHECK(occ::may_need_rewrite(row.sql, rules) == row.expected);
+  }
+}
+
+namespace {
+
+// Placeholders of the read-tracking rows, for a target named `ref` whose key is `keys`
+// (comma-separated, default id): %M% the fake map, %E:ref[:keys[:type]]% the expected version
+// looked up in it, %B:ref[:keys]% the read row, %S:ref[:keys]% the columns appended to a SELECT,
+// %R:ref[:keys]% those appended to a RETURNING list.
+std::string expand_reads(const std::string& variant, std::string text) {
+  const std::string map = R"($occ${"7":{"v":"3","b":{"status":"a"}}}$occ$::jsonb)";
+  for (std::size_t at = text.find('%'); at != std::string::npos; at = text.find('%', at)) {
+    const std::size_t end = text.find('%', at + 1);
+    std::vector<std::string> parts;
+    const std::string inner = text.substr(at + 1, end - at - 1);
+    for (std::size_t from = 0; from <= inner.size();) {
+      const std::size_t colon = std::min(inner.find(':', from), inner.size());
+      parts.push_back(inner.substr(from, colon - from));
+      from = colon + 1;
+    }
+    std::vector<std::string> keys;
+    const std::string key_list = parts.size() > 2 ? parts[2] : "id";
+    for (std::size_t from = 0; from <= key_list.size();) {
+      const std::size_t comma = std::min(key_list.find(',', from), key_list.size());
+      keys.push_back(parts[1] + "." + key_list.substr(from, comma - from));
+      from = comma + 1;
+    }
+    std::string lookup;
+    for (const std::string& k : keys) lookup += "(" + k + ")::text, ";
+    std::string out;
+    if (parts[0] == "M") {
+      out = map;
+    } else if (parts[0] == "E") {
+      out = "(" + map + " #>> ARRAY[" + lookup + "'v'])::" + (parts.size() > 3 ? parts[3] : "bigint");
+    } else if (parts[0] == "B") {
+      out = map + " #> ARRAY[" + lookup + "'b']";
+    } else if (parts[0] == "S") {
+      for (const std::string& k : keys) out += "(" + k + R"()::text AS "occ:key", )";
+      out += "(" + parts[1] + R"(.version)::text AS "occ:version")";
+    } else if (parts[0] == "R") {
+      out = lookup + "(" + parts[1] + ".version)::text";
+    }
+    text.replace(at, end - at + 1, out);
+    at += out.size();
+  }
+  return expand(variant, text);
+}
+
+// "tables/added[ drop][ deleted]" or "command name" per statement, "; " between statements.
+std::string effects_text(const occ::Rewrite& r) {
+  static const char* const commands[] = {"-", "savepoint", "release", "rollback_to", "discard_all", "reset_all"};
+  std::string out;
+  for (const occ::StatementEffect& e : r.effects) {
+    if (!out.empty()) out += "; ";
+    if (e.tracking.added_columns > 0) {
+      for (std::size_t i = 0; i < e.tracking.tables.size(); ++i)
+        out += (i > 0 ? "," : "") + e.tracking.tables[i]->qualified_name();
+      out += "/" + std::to_string(e.tracking.added_columns);
+      if (e.tracking.drop_result) out += " drop";
+      if (e.tracking.rows_deleted) out += " deleted";
+    } else {
+      out += commands[static_cast<int>(e.command)];
+      if (!e.savepoint.empty()) out += " " + e.savepoint;
+    }
+  }
+  return out.empty() ? "-" : out;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : "; ") + item;
+  return out;
+}
+
+struct ReadRow {
+  const char* variant;
+  const char* user;
+  const char* sql;
+  const char* expected;  // "" means forwarded unchanged
+  const char* effects;   // effects_text, "-" for none
+  const char* asked;     // the read set lookups, "; " between them
+};
+
+const ReadRow read_rows[] = {
+    // A top-level SELECT on protected tables: each row carries every table's key and version.
+    {"passthrough", "app", "SELECT id, status FROM subscriptions WHERE id = 1",
+     "SELECT id, status, %S:subscriptions% FROM subscriptions WHERE id = 1", "public.subscriptions/2", ""},
+    {"passthrough", "app",
+     "SELECT * FROM subscriptions s JOIN billing.invoices i ON i.id = s.id ORDER BY id FOR UPDATE",
+     "SELECT *, %S:s%, %S:i:id,line% FROM subscriptions s JOIN billing.invoices i ON i.id = s.id ORDER BY id FOR "
+     "UPDATE",
+     "public.subscriptions,billing.invoices/5", ""},
+    {"passthrough", "app", "select notes /* why */ from public.subscriptions left join other using (id) limit 3",
+     "select notes, %S:public.subscriptions% /* why */ from public.subscriptions left join other using (id) limit 3",
+     "public.subscriptions/2", ""},
+    {"passthrough", "app",
+     "WITH x AS (SELECT count(*) FROM subscriptions) SELECT x.count, 1 AS from FROM x, subscriptions",
+     "WITH x AS (SELECT count(*) FROM subscriptions) SELECT x.count, 1 AS from, %S:subscriptions% FROM x, "
+     "subscriptions",
+     "public.subscriptions/2", ""},
+    {"passthrough", "app", "(SELECT a IS DISTINCT FROM b, t.from FROM subscriptions t)",
+     "(SELECT a IS DISTINCT FROM b, t.from, %S:t% FROM subscriptions t)", "public.subscriptions/2", ""},
+    {"passthrough", "app", R"(SELECT * FROM "Weird"."Name", quoted)",
+     R"(SELECT *, ("Weird"."Name"."Key")::text AS "occ:key", ("Weird"."Name"."Ver")::text AS "occ:version", )"
+     R"((quoted."we""ird")::text AS "occ:key", (quoted.version)::text AS "occ:version" FROM "Weird"."Name", quoted)",
+     "Weird.Name,public.quoted/4", ""},
+    // Not the table, or not its rows.
+    {"passthrough", "app", "WITH subscriptions AS (SELECT 1 AS id) SELECT * FROM subscriptions", "", "-", ""},
+    {"passthrough", "app", "SELECT * FROM (subscriptions s JOIN other o USING (id)) AS j", "", "-", ""},
+    {"passthrough", "app", "SELECT * FROM other WHERE id IN (SELECT id FROM subscriptions)", "", "-", ""},
+    {"passthrough", "app", "EXPLAIN SELECT * FROM subscriptions", "", "-", ""},
+    {"passthrough", "app", "SELECT * FROM invoices", "", "-", ""},
+
+    // Writes check each row against the read set (allow: a row never read is written as usual).
+    {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version WHEN "
+     "subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE occ.conflict(subscriptions.version, "
+     "%E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, "
+     "status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"passthrough", "app",
+     "UPDATE subscriptions s SET status = 'x' WHERE s.plan = 1 OR s.id = 7 RETURNING s.status -- end",
+     "UPDATE subscriptions s SET version = CASE WHEN %E:s% IS NULL THEN s.version WHEN s.version = %E:s% THEN "
+     "s.version ELSE occ.conflict(s.version, %E:s%, s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = 'x' "
+     "WHERE s.plan = 1 OR s.id = 7 RETURNING s.status, %R:s% -- end",
+     "public.subscriptions/2", "public.subscriptions"},
+    {"passthrough", "app", "UPDATE billing.invoices SET total = 1 WHERE id IN (1, -2) AND line = '3' AND 4 = line",
+     "UPDATE billing.invoices SET version = CASE WHEN %E:invoices:id,line% IS NULL THEN invoices.version WHEN "
+     "invoices.version = %E:invoices:id,line% THEN invoices.version ELSE occ.conflict(invoices.version, "
+     "%E:invoices:id,line%, invoices.version, to_jsonb(invoices.*), @inv.update@, %B:invoices:id,line%) END, total = 1 "
+     "WHERE id IN (1, -2) AND line = '3' AND 4 = line RETURNING %R:invoices:id,line%",
+     "billing.invoices/3 drop", "billing.invoices [1|3] [-2|3]"},
+    {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7 RETURNING *",
+     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN %E:subscriptions% IS "
+     "NULL THEN true WHEN subscriptions.version = %E:subscriptions% THEN true ELSE occ.conflict(subscriptions.version, "
+     "%E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT "
+     "NULL END) RETURNING *, %R:subscriptions%",
+     "public.subscriptions/2 deleted", "public.subscriptions [7]"},
+    {"passthrough", "app", "DELETE FROM subscriptions",
+     "DELETE FROM subscriptions WHERE CASE WHEN %E:subscriptions% IS NULL THEN true WHEN subscriptions.version = "
+     "%E:subscriptions% THEN true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop deleted", "public.subscriptions"},
+    {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN "
+     "occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) "
+     "WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"unknown-reject", "app", "DELETE FROM subscriptions WHERE id = 7",
+     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN %E:subscriptions% IS "
+     "NULL THEN occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.delete@) IS NOT NULL WHEN subscriptions.version = %E:subscriptions% THEN true ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.delete@, %B:subscriptions%) IS NOT NULL END) RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop deleted", "public.subscriptions [7]"},
+    {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
+     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version + 1 WHEN "
+     "subscriptions.version = %E:subscriptions% THEN subscriptions.version + 1 ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version + 1, to_jsonb(subscriptions.*), "
+     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"uuid-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = '7'::int",
+     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions:id:uuid% IS NULL THEN subscriptions.version WHEN "
+     "subscriptions.version = %E:subscriptions:id:uuid% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions:id:uuid%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = '7'::int RETURNING "
+     "%R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    // The statement's own version (enforce) is checked; the read still gives the conflict its base.
+    {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7 AND version = 3",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+     "%B:subscriptions%) END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    // The app's own check (passthrough) and a force are not checked, but refresh the read set.
+    {"passthrough", "app", "UPDATE subscriptions SET version = version + 1 WHERE id = 7 AND version = 3",
+     "UPDATE subscriptions SET version = version + 1 WHERE id = 7 AND version = 3 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", ""},
+    {"enforce", "dba", "UPDATE subscriptions SET status = 'f' WHERE id = 7 /*occ:force*/",
+     "UPDATE subscriptions SET version = occ.forced(subscriptions.version, to_jsonb(subscriptions.*), @sub.update@), "
+     "status = 'f' WHERE id = 7 RETURNING %R:subscriptions% /*occ:force*/",
+     "public.subscriptions/2 drop", ""},
+    {"no-deletes", "app", "DELETE FROM subscriptions WHERE id = 1;",
+     "DELETE FROM subscriptions WHERE id = 1 RETURNING %R:subscriptions%;", "public.subscriptions/2 drop deleted", ""},
+    // Upserts: the VALUES pin the rows when the conflict is on the key.
+    {"passthrough", "app",
+     "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET status = "
+     "excluded.status",
+     "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET version = "
+     "CASE WHEN %E:s% IS NULL THEN s.version WHEN s.version = %E:s% THEN s.version ELSE occ.conflict(s.version, %E:s%, "
+     "s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = excluded.status RETURNING %R:s%",
+     "public.subscriptions/2 drop", "public.subscriptions [7] [8]"},
+    {"passthrough", "app",
+     "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET notes = 'n' "
+     "RETURNING id",
+     "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET version = CASE WHEN "
+     "%E:subscriptions% IS NULL THEN subscriptions.version WHEN subscriptions.version = %E:subscriptions% THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, notes = 'n' RETURNING id, %R:subscriptions%",
+     "public.subscriptions/2", "public.subscriptions"},
+    // MERGE and a writable CTE are checked, but their rows do not reach the session.
+    {"passthrough", "app",
+     "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET status = "
+     "s.status",
+     "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET version = "
+     "CASE WHEN %E:t% IS NULL THEN t.version WHEN t.version = %E:t% THEN t.version ELSE occ.conflict(t.version, "
+     "%E:t%, t.version, to_jsonb(t.*), @sub.update@, %B:t%) END, status = s.status",
+     "-", "public.subscriptions [7]"},
+    {"passthrough", "app",
+     "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
+     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version "
+     "WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
+     "-", "public.subscriptions [7]"},
+    {"passthrough", "app", "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7",
+     "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
+     "%E:subscriptions% IS NULL THEN true WHEN subscriptions.version = %E:subscriptions% THEN true ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.delete@, %B:subscriptions%) IS NOT NULL END)",
+     "-", "public.subscriptions [7]"},
+    // PREPARE runs later, when this read set is gone: only the statement's own version counts.
+    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "-", ""},
+    // Unsupported: forwarded as it is, nothing appended.
+    {"passthrough", "app", "DELETE FROM subscriptions WHERE CURRENT OF c", "", "-", "public.subscriptions"},
+    // Session commands, one effect per statement.
+    {"passthrough", "app",
+     "SAVEPOINT \"A b\"; UPDATE subscriptions SET status = 'x' WHERE id = 7; RELEASE SAVEPOINT \"A b\"; ROLLBACK TO "
+     "A; DISCARD ALL; RESET ALL; SELECT 1",
+     "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN "
+     "subscriptions.version WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; RELEASE SAVEPOINT "
+     "\"A b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
+     "savepoint A b; public.subscriptions/2 drop; release A b; rollback_to a; discard_all; reset_all; -",
+     "public.subscriptions [7]"},
+    {"passthrough", "app", "BEGIN; SELECT 1; COMMIT", "", "-", ""},
+};
+
+}  // namespace
+
+TEST_CASE("reads carry key and version, writes check each row against the read set", "[rewrite]") {
+  for (const ReadRow& row : read_rows) {
+    INFO(row.variant << " / " << row.user << ": " << row.sql);
+    FakeReads reads;
+    Session s(row.variant);
+    s.user = row.user;
+    s.reads = &reads;
+    const occ::Rewrite r = s.rewrite(row.sql);
+    const std::string expected = *row.expected ? expand_reads(row.variant, row.expected) : std::string(row.sql);
+    CHECK(sent(r, row.sql) == expected);
+    CHECK((r.action == occ::Rewrite::Action::rewrite) == (*row.expected != '\0'));
+    CHECK(effects_text(r) == row.effects);
+    CHECK(joined(reads.asked) == row.asked);
+    CHECK(r.expected_params.empty());
+    CHECK(r.untracked_reads == 0);
+    if (parses(row.sql)) CHECK(parses(sent(r, row.sql)));
+  }
+}
+
+TEST_CASE("mangled statements with a read set still parse once rewritten", "[rewrite]") {
+  std::map<std::string, Session> sessions;
+  FakeReads reads;
+  std::mt19937 random(20261126);
+  int rewritten = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const ReadRow& row = read_rows[random() % std::size(read_rows)];
+    std::string sql = row.sql;
+    const std::size_t at = random() % (sql.size() + 1);
+    const std::size_t length = random() % 12;
+    if (random() % 2 == 0)
+      sql.erase(at, length);
+    else
+      sql.insert(at, sql.substr(random() % (sql.size() + 1), length));
+    INFO(row.variant << " / " << row.user << ": " << sql);
+    Session& s = sessions.try_emplace(row.variant, row.variant).first->second;
+    s.user = row.user;
+    s.reads = &reads;
+    const occ::Rewrite r = s.rewrite(sql);
+    if (r.action == occ::Rewrite::Action::rewrite && parses(sql)) {
+      CHECK(parses(r.sql));
+      ++rewritten;
+    }
+  }
+  CHECK(rewritten > 300);
+}
+
+TEST_CASE("without a read set nothing is appended and no row is looked up", "[rewrite]") {
+  Session s("passthrough");
+  const occ::Rewrite r = s.rewrite("SELECT * FROM subscriptions; UPDATE subscriptions SET a = 1 WHERE id = 7");
+  CHECK(r.action == occ::Rewrite::Action::forward);
+  CHECK(r.effects.empty());
+  const occ::Rewrite command = s.rewrite("SAVEPOINT a");
+  REQUIRE(command.effects.size() == 1);
+  CHECK(command.effects[0].command == occ::SessionCommand::savepoint);
+}
+
+TEST_CASE("reads whose rows cannot be traced to table rows are counted and forwarded", "[rewrite]") {
+  const char* const untraceable[] = {
+      "SELECT count(*) FROM subscriptions",
+      "SELECT DISTINCT status FROM subscriptions",
+      "SELECT DISTINCT ON (status) id FROM subscriptions",
+      "SELECT status FROM subscriptions GROUP BY status",
+      "SELECT 1 FROM subscriptions HAVING true",
+      "SELECT id FROM subscriptions UNION ALL SELECT id FROM other",
+      "SELECT id INTO copy FROM subscriptions",
+      "SELECT rank() OVER (ORDER BY id) FROM subscriptions",
+      "SELECT id FROM subscriptions WINDOW w AS (ORDER BY id)",
+      "SELECT string_agg(status, ',' ORDER BY id) FROM subscriptions s",
+      "SELECT id FROM subscriptions ORDER BY max(id)",
+      "SELECT (SELECT max(s.id)) FROM subscriptions s",
+      "SELECT FROM subscriptions",
+      "TABLE subscriptions",
+  };
+  FakeReads reads;
+  Session s("passthrough");
+  s.reads = &reads;
+  for (const char* sql : untraceable) {
+    INFO(sql);
+    const occ::Rewrite r = s.rewrite(sql);
+    CHECK(r.action == occ::Rewrite::Action::forward);
+    CHECK(r.effects.empty());
+    CHECK(r.untracked_reads == 1);
+  }
+  const occ::Rewrite two = s.rewrite("SELECT count(*) FROM subscriptions; SELECT * FROM subscriptions GROUP BY 1");
+  CHECK(two.untracked_reads == 2);
+}
+
+TEST_CASE("the extended protocol carries the read set in an added parameter", "[rewrite]") {
+  using Source = occ::ExpectedParam::KeySource;
+  struct Row {
+    const char* variant;
+    const char* sql;
+    int declared;
+    const char* expected;  // "" means forwarded unchanged
+    int client_params;
+    const char* table;                                           // the added parameter's
+    std::vector<std::vector<std::pair<int, std::string>>> keys;  // the added parameter's key sources
+  };
+  const std::vector<Row> rows = {
+      {"passthrough",
+       "UPDATE subscriptions SET status = $1 WHERE id = $2",
+       0,
+       "UPDATE subscriptions SET version = CASE WHEN ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint "
+       "IS NULL THEN subscriptions.version WHEN subscriptions.version = ($3::jsonb #>> ARRAY[(subscriptions.id)::text, "
+       "'v'])::bigint THEN subscriptions.version ELSE occ.conflict(subscriptions.version, ($3::jsonb #>> "
+       "ARRAY[(subscriptions.id)::text, 'v'])::bigint, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+       "$3::jsonb #> ARRAY[(subscriptions.id)::text, 'b']) END, status = $1 WHERE id = $2 RETURNING "
+       "(subscriptions.id)::text, (subscriptions.version)::text",
+       2,
+       "public.subscriptions",
+       {{{2, ""}}}},
+      {"enforce",
+       "UPDATE subscriptions SET status = $1 WHERE id = $2::int AND version = $3",
+       4,
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3 THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, $3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+       "$5::jsonb #> ARRAY[(subscriptions.id)::text, 'b']) END, status = $1 WHERE id = $2::int AND TRUE RETURNING "
+       "(subscriptions.id)::text, (subscriptions.version)::text",
+       4,
+       "public.subscriptions",
+       {{{2, ""}}}},
+      {"passthrough",
+       "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2)",
+       0,
+       "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2) AND (CASE WHEN (i.id = $1 AND i.line IN "
+       "(1, $2)) IS NOT TRUE THEN false WHEN ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint IS NULL "
+       "THEN true WHEN i.version = ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint THEN true ELSE "
+       "occ.conflict(i.version, ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint, i.version, "
+       "to_jsonb(i.*), @inv.delete@, $3::jsonb #> ARRAY[(i.id)::text, (i.line)::text, 'b']) IS NOT NULL END) "
+       "RETURNING (i.id)::text, (i.line)::text, (i.version)::text",
+       2,
+       "billing.invoices",
+       {{{1, ""}, {0, "1"}}, {{1, ""}, {2, ""}}}},
+      {"passthrough",
+       "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET status = $2",
+       0,
+       "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET version = CASE WHEN "
+       "($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint IS NULL THEN subscriptions.version WHEN "
+       "subscriptions.version = ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint THEN "
+       "subscriptions.version ELSE occ.conflict(subscriptions.version, ($3::jsonb #>> ARRAY[(subscriptions.id)::text, "
+       "'v'])::bigint, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $3::jsonb #> "
+       "ARRAY[(subscriptions.id)::text, 'b']) END, status = $2 RETURNING (subscriptions.id)::text, "
+       "(subscriptions.version)::text",
+       2,
+       "public.subscriptions",
+       {{{1, ""}}}},
+      {"passthrough",
+       "SELECT * FROM subscriptions WHERE id = $1",
+       0,
+       "SELECT *, (subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS \"occ:version\" FROM "
+       "subscriptions WHERE id = $1",
+       1,
+       "",
+       {}},
+      {"passthrough", "DELETE FROM subscriptions WHERE CURRENT OF c", 0, "", 0, "", {}},
+  };
+  for (const Row& row : rows) {
+    INFO(row.variant << ": " << row.sql);
+    FakeReads reads;
+    Session s(row.variant);
+    s.reads = &reads;
+    s.declared_params = row.declared;
+    const occ::Rewrite r = s.rewrite(row.sql, true);
+    CHECK(sent(r, row.sql) == (*row.expected ? expand(row.variant, row.expected) : std::string(row.sql)));
+    CHECK(r.client_param_count == row.client_params);
+    CHECK(reads.asked.empty());
+    if (row.keys.empty() && r.expected_params.empty()) continue;
+    REQUIRE(r.expected_params.size() == 1);
+    const occ::ExpectedParam& param = r.expected_params[0];
+    CHECK(param.param_number == row.client_params + 1);
+    CHECK(param.table->qualified_name() == row.table);
+    std::vector<std::vector<std::pair<int, std::string>>> keys;
+    for (const auto& tuple : param.keys) {
+      auto& out = keys.emplace_back();
+      for (const Source& source : tuple) out.emplace_back(source.param_number, source.literal);
+    }
+    CHECK(keys == row.keys);
   }
 }
 

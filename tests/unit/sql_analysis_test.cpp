@@ -139,6 +139,130 @@ TEST_CASE("statements of one text keep their extents, hints and fingerprints", "
   CHECK(merge[1].set_items.at(0).value == "2");
 }
 
+namespace {
+
+// "column=v1,$2|column=..." of a site's pins.
+std::string pins_text(const std::vector<occ::KeyPin>& pins) {
+  std::string out;
+  for (const occ::KeyPin& pin : pins) {
+    if (!out.empty()) out += "|";
+    out += pin.column + "=";
+    for (std::size_t i = 0; i < pin.values.size(); ++i) {
+      if (i > 0) out += ",";
+      out += pin.values[i].param_number ? "$" + std::to_string(pin.values[i].param_number) : pin.values[i].literal;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a write's key pins and where its RETURNING list ends", "[sql_analysis]") {
+  struct Row {
+    const char* sql;
+    const char* pins;
+    bool top_level;
+    const char* before_returning_end;  // the text up to returning_insert_at, "<none>" when not top level
+  };
+  const Row rows[] = {
+      {"UPDATE subscriptions SET a = 1 WHERE id = 7 AND 'x' = s.id AND other.id = 3", "id=7", true,
+       "UPDATE subscriptions SET a = 1 WHERE id = 7 AND 'x' = s.id AND other.id = 3"},
+      {"UPDATE subscriptions s SET a = 1 WHERE s.id IN (1, -2, '3', $4::int) AND plan = 1.50 -- c",
+       "id=1,-2,3,$4|plan=1.50", true,
+       "UPDATE subscriptions s SET a = 1 WHERE s.id IN (1, -2, '3', $4::int) AND plan = 1.50"},
+      {"UPDATE subscriptions SET a = 1 WHERE id = 1.0::int AND plan = true AND (id = 2 OR id = 3)", "", true,
+       "UPDATE subscriptions SET a = 1 WHERE id = 1.0::int AND plan = true AND (id = 2 OR id = 3)"},
+      {"DELETE FROM subscriptions WHERE id NOT IN (1) AND id IN (2, now()) AND id = NULL RETURNING *", "", true,
+       "DELETE FROM subscriptions WHERE id NOT IN (1) AND id IN (2, now()) AND id = NULL RETURNING *"},
+      {"WITH d AS (DELETE FROM subscriptions WHERE id = 1 RETURNING *) SELECT * FROM d", "id=1", false, "<none>"},
+      {"EXPLAIN ANALYZE UPDATE subscriptions SET a = 1 WHERE id = 1", "id=1", false, "<none>"},
+  };
+  for (const Row& row : rows) {
+    const std::string sql = row.sql;
+    INFO(sql);
+    const occ::SqlAnalysis a = occ::analyze_sql(sql, protected_tables());
+    REQUIRE(a.statements.size() == 1);
+    REQUIRE(a.statements[0].writes.size() == 1);
+    const occ::WriteSite& w = a.statements[0].writes[0];
+    CHECK(pins_text(w.pins) == row.pins);
+    CHECK(w.top_level == row.top_level);
+    CHECK((w.returning_insert_at < 0
+               ? std::string("<none>")
+               : sql.substr(0, static_cast<std::size_t>(w.returning_insert_at))) == row.before_returning_end);
+  }
+
+  const occ::SqlAnalysis upsert = occ::analyze_sql(
+      "INSERT INTO subscriptions AS s (id, plan) VALUES (1, $1), (2, DEFAULT) ON CONFLICT (id, plan) DO UPDATE SET "
+      "a = 1 WHERE s.id = 1",
+      protected_tables());
+  const occ::WriteSite& w = upsert.statements.at(0).writes.at(0);
+  CHECK(w.conflict_columns == std::vector<std::string>{"id", "plan"});
+  CHECK(pins_text(w.inserted_pins) == "id=1,2");
+  CHECK(pins_text(w.pins) == "id=1");
+  CHECK(upsert.max_param == 1);
+
+  const occ::SqlAnalysis prepared =
+      occ::analyze_sql("PREPARE p AS UPDATE subscriptions SET a = $2 WHERE id = $1", protected_tables());
+  CHECK(prepared.statements.at(0).writes.at(0).deferred);
+  CHECK(prepared.max_param == 2);
+}
+
+TEST_CASE("a top-level SELECT reports its protected tables and where its target list ends", "[sql_analysis]") {
+  struct Row {
+    const char* sql;
+    const char* tables;       // "schema.name alias|..."
+    const char* untraceable;  // "" when traceable
+    const char* before_end;   // the text up to insert_at
+  };
+  const Row rows[] = {
+      {"SELECT a, b AS from FROM subscriptions", ".subscriptions ", "", "SELECT a, b AS from"},
+      {"SELECT x IS DISTINCT FROM y /* c */ FROM billing.subscriptions s, other o JOIN subscriptions ON true",
+       "billing.subscriptions s|.subscriptions ", "", "SELECT x IS DISTINCT FROM y"},
+      {"SELECT extract(year FROM d), CASE WHEN true THEN 1 END FROM subscriptions", ".subscriptions ", "",
+       "SELECT extract(year FROM d), CASE WHEN true THEN 1 END"},
+      {"SELECT count(*) FROM subscriptions", ".subscriptions ", "an aggregate", ""},
+      {"SELECT id FROM subscriptions EXCEPT SELECT id FROM billing.subscriptions",
+       ".subscriptions |billing.subscriptions ", "a set operation (UNION, INTERSECT, EXCEPT)", ""},
+      {"SELECT sum(x) OVER () FROM subscriptions", ".subscriptions ", "a window function", ""},
+  };
+  for (const Row& row : rows) {
+    const std::string sql = row.sql;
+    INFO(sql);
+    const occ::SqlAnalysis a = occ::analyze_sql(sql, protected_tables());
+    REQUIRE(a.statements.size() == 1);
+    REQUIRE(a.statements[0].read);
+    const occ::ReadSite& r = *a.statements[0].read;
+    std::string tables;
+    for (const occ::ReadTable& t : r.tables)
+      tables += (tables.empty() ? "" : "|") + t.schema + "." + t.name + " " + t.alias;
+    CHECK(tables == row.tables);
+    CHECK(r.untraceable == row.untraceable);
+    CHECK((r.insert_at < 0 ? std::string() : sql.substr(0, static_cast<std::size_t>(r.insert_at))) == row.before_end);
+  }
+  for (const char* sql :
+       {"SELECT 1", "SELECT * FROM other", "WITH subscriptions AS (SELECT 1) SELECT * FROM subscriptions",
+        "COPY (SELECT * FROM subscriptions) TO STDOUT", "SELECT * FROM (SELECT * FROM subscriptions) x"}) {
+    INFO(sql);
+    CHECK_FALSE(occ::analyze_sql(sql, protected_tables()).statements.at(0).read);
+  }
+}
+
+TEST_CASE("savepoints, DISCARD ALL and RESET ALL are reported as session commands", "[sql_analysis]") {
+  const occ::SqlAnalysis a = occ::analyze_sql(
+      "SAVEPOINT Sp; RELEASE \"Sp\"; ROLLBACK TRANSACTION TO SAVEPOINT sp; DISCARD ALL; RESET ALL; ROLLBACK; RESET x",
+      protected_tables());
+  REQUIRE(a.statements.size() == 7);
+  using C = occ::SessionCommand;
+  const std::vector<std::pair<C, std::string>> expected = {
+      {C::savepoint, "sp"}, {C::release, "Sp"}, {C::rollback_to, "sp"}, {C::discard_all, ""},
+      {C::reset_all, ""},   {C::none, ""},      {C::none, ""}};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    INFO(i);
+    CHECK(a.statements[i].command == expected[i].first);
+    CHECK(a.statements[i].savepoint == expected[i].second);
+  }
+}
+
 TEST_CASE("texts the parser rejects are flagged, not analysed", "[sql_analysis]") {
   const std::vector<std::string> texts = {"UPDATE subscriptions SET", "SELECT 'open",
                                           std::string("SELECT 1\0; SELECT 2", 20)};
