@@ -2,17 +2,24 @@
 
 -- occ.conflict with the session's read of the row (`base`: column -> value as text). The read is
 -- merged into meta here, on the conflict path only, so a statement that checks many rows without
--- a conflict never builds it. An empty read (the session learnt only key and version) says
--- nothing about the columns: DETAIL then names the version it expected instead.
+-- a conflict never builds it. Redacted columns are left out of it (the event reaches the server
+-- log). An empty read (the session learnt only key and version) says nothing about the columns:
+-- DETAIL then names the version it expected instead.
 CREATE OR REPLACE FUNCTION occ.conflict(cur anycompatible, expected anycompatible, next anycompatible,
                                         cur_row jsonb, meta text, base jsonb) RETURNS anycompatible
 LANGUAGE plpgsql AS $fn$
+DECLARE
+  m jsonb := meta::jsonb;
+  read jsonb;
 BEGIN
-  IF jsonb_typeof(base) IS DISTINCT FROM 'object' OR base = '{}'::jsonb THEN
+  IF jsonb_typeof(base) = 'object' THEN
+    read := base - ARRAY(SELECT jsonb_array_elements_text(coalesce(m -> 'redact', '[]'::jsonb)));
+  END IF;
+  IF read IS NULL OR read = '{}'::jsonb THEN
     RETURN occ.conflict(conflict.cur, conflict.expected, conflict.next, cur_row, meta);
   END IF;
   RETURN occ.conflict(conflict.cur, conflict.expected, conflict.next, cur_row,
-                      (meta::jsonb || jsonb_build_object('base', base))::text);
+                      (m || jsonb_build_object('base', read))::text);
 END
 $fn$;
 

@@ -1,4 +1,4 @@
-# The SQL layer on a real server without the proxy: migrations/001 and the rewriter's own output, run directly.
+# The SQL layer on a real server without the proxy: the migrations and the rewriter's own output, run directly.
 import json
 import os
 import pathlib
@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MIGRATION = REPO / "migrations" / "001_occ_schema.sql"
+MIGRATIONS = [REPO / "migrations" / "001_occ_schema.sql", REPO / "migrations" / "002_read_tracking.sql"]
 
 RULES = """\
 defaults:
@@ -67,7 +67,10 @@ HINT = (
 
 @pytest.fixture(scope="module")
 def rewriter():
-    """rewrite(sql, user="app", rules=RULES) -> dict: the real rewriter's result for that SQL."""
+    """rewrite(sql, user="app", rules=RULES, reads=None, extended=False) -> dict: the real rewriter's result.
+
+    reads: the session's read set, {"schema.table": {key: {"v": version, "b": {column: value}}}};
+    None: no read tracking."""
     default = pathlib.Path(os.environ.get("OCCPROXY_BIN", REPO / "build" / "occproxy")).parent / "unit_tests"
     binary = pathlib.Path(os.environ.get("OCC_UNIT_TESTS_BIN", default))
     if not os.access(binary, os.X_OK):
@@ -75,9 +78,12 @@ def rewriter():
     out_dir = tempfile.mkdtemp(prefix="occ-rewrite-")
     out = pathlib.Path(out_dir) / "rewrite.json"
 
-    def rewrite(sql, user="app", rules=RULES):
+    def rewrite(sql, user="app", rules=RULES, reads=None, extended=False):
         env = dict(os.environ, OCC_REWRITE_RULES=rules, OCC_REWRITE_SQL=sql, OCC_REWRITE_USER=user,
-                   OCC_REWRITE_OUT=str(out))
+                   OCC_REWRITE_OUT=str(out), OCC_REWRITE_EXTENDED="1" if extended else "0")
+        env.pop("OCC_REWRITE_READS", None)
+        if reads is not None:
+            env["OCC_REWRITE_READS"] = json.dumps(reads)
         result = subprocess.run([str(binary), "[rewrite-cli]"], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         return json.loads(out.read_text())
@@ -89,7 +95,8 @@ def rewriter():
 
 @pytest.fixture
 def occdb(pg, db):
-    pg.psql(MIGRATION.read_text(), dbname=db)
+    for migration in MIGRATIONS:
+        pg.psql(migration.read_text(), dbname=db)
     pg.psql(SCHEMA, dbname=db)
     return db
 
@@ -134,12 +141,15 @@ def events(notices):
 
 
 def test_migration_is_idempotent_and_complete(pg, occdb):
-    pg.psql(MIGRATION.read_text(), dbname=occdb)
+    for migration in MIGRATIONS:
+        pg.psql(migration.read_text(), dbname=occdb)
     functions = pg.psql(
         "SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'occ'::regnamespace ORDER BY 1",
         dbname=occdb,
     ).split("\n")
     assert "occ.conflict(anycompatible,anycompatible,anycompatible,jsonb,text)" in functions
+    assert "occ.conflict(anycompatible,anycompatible,anycompatible,jsonb,text,jsonb)" in functions
+    assert "occ.unknown_version(anycompatible,anycompatible,jsonb,text)" in functions
     assert "occ.forced(anyelement,jsonb,text)" in functions
     assert "occ.forced(anycompatible,jsonb,text,anycompatible)" in functions
     assert "occ.reject(text,text,text,text,text,text)" in functions
@@ -379,3 +389,168 @@ def test_unsupported_form_is_refused_under_reject(pg, occdb, rewriter):
         "occ: unsupported write on public.lines: a version condition other than one top-level "
         "`version = constant or parameter` conjunct")
     assert query(conn, "SELECT amount, version FROM lines") == [(10, 1)]
+
+
+# Read tracking (SPEC 3.2 item 3): the session's read set reaches the rewritten statement as a map
+# {key: {"v": version read, "b": {column: value read}}} looked up per row.
+PASSTHROUGH = RULES.replace("  app_managed_version: enforce\n", "")
+REJECT_UNKNOWN = PASSTHROUGH.replace("defaults:\n", "defaults:\n  on_unknown_version: reject\n")
+
+
+def read_of(version, **base):
+    return {"v": str(version), "b": base}
+
+
+def test_bulk_update_checks_each_row_against_what_the_session_read(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions SELECT i, 'a', 'n', 1 FROM generate_series(1, 4) i;"
+            "UPDATE subscriptions SET status = 'b', version = 2 WHERE id = 2", dbname=occdb)
+    conn = connect(pg, occdb)
+    sql = "UPDATE subscriptions SET notes = 'bulk' WHERE id <= 4"
+    # Rows 1 and 2 were read at version 1; 2 changed since. Rows 3 and 4 were never read.
+    stale = rewriter(sql, rules=PASSTHROUGH, reads={"public.subscriptions": {
+        "1": read_of(1, id="1", status="a", notes="n"), "2": read_of(1, id="2", status="a", notes="n")}})
+    assert stale["effects"] == [{"tables": ["public.subscriptions"], "added_columns": 2, "drop_result": True,
+                                 "rows_deleted": False, "command": 0, "savepoint": ""}]
+    e = conflict(conn, stale["sql"])
+    assert e.pgcode == "40001"
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(2): expected version 1, current version 2")
+    assert e.diag.message_detail == "Current version is 2. Changed since your read: status."
+    assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [
+        (1, "n", 1), (2, "n", 2), (3, "n", 1), (4, "n", 1)]
+
+    # Read again: every row is written and bumped once; RETURNING tells the session the new versions.
+    fresh = rewriter(sql, rules=PASSTHROUGH, reads={"public.subscriptions": {"1": read_of(1), "2": read_of(2)}})
+    assert sorted(query(conn, fresh["sql"])) == [("1", "2"), ("2", "3"), ("3", "2"), ("4", "2")]
+    assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [
+        (1, "bulk", 2), (2, "bulk", 3), (3, "bulk", 2), (4, "bulk", 2)]
+
+
+def test_the_check_runs_only_on_rows_written_even_when_the_scan_filters(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions SELECT i, 'a', 'n', 1 + i % 5 FROM generate_series(1, 2000) i", dbname=occdb)
+    conn = connect(pg, occdb)
+    execute(conn, "SET enable_indexscan = off")
+    execute(conn, "SET enable_bitmapscan = off")
+    # Every row read at a version it no longer has: only row 1010's entry may be looked at.
+    reads = {str(i): read_of(99) for i in range(1, 2001)}
+    reads["1010"] = read_of(1)
+    update = rewriter("UPDATE subscriptions SET status = 'x' WHERE id = 1010 OR id < 0",
+                      rules=PASSTHROUGH, reads={"public.subscriptions": reads})["sql"]
+    plan = "\n".join(row[0] for row in query(conn, "EXPLAIN " + update))
+    assert "Seq Scan on subscriptions" in plan
+    assert query(conn, update) == [("1010", "2")]
+
+
+def test_a_write_returns_key_and_version_as_text_after_the_clients_own_columns(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
+    conn = connect(pg, occdb)
+    r = rewriter("UPDATE subscriptions s SET notes = 'r' WHERE s.id = 1 RETURNING s.status", rules=PASSTHROUGH,
+                 reads={"public.subscriptions": {"1": read_of(4)}})
+    assert r["effects"][0]["drop_result"] is False
+    assert query(conn, r["sql"]) == [("a", "1", "5")]
+    deleted = rewriter("DELETE FROM subscriptions WHERE id = 2", rules=PASSTHROUGH, reads={"public.subscriptions": {}})
+    assert deleted["effects"][0]["rows_deleted"] is True
+    assert query(conn, deleted["sql"]) == [("2", "1")]
+    assert query(conn, "SELECT id, notes, version FROM subscriptions") == [(1, "r", 5)]
+
+
+def test_a_select_carries_key_and_version_whatever_the_result_format(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1);"
+            "INSERT INTO lines VALUES (1, 1, 10, 3), (2, 7, 20, 1)", dbname=occdb)
+    r = rewriter("SELECT s.id, l.amount FROM subscriptions s JOIN lines l ON l.invoice = s.id ORDER BY id",
+                 reads={})
+    assert r["effects"][0]["tables"] == ["public.subscriptions", "public.lines"]
+    assert r["effects"][0]["added_columns"] == 5
+    expected = [(1, 10, "1", "4", "1", "1", "3"), (2, 20, "2", "1", "2", "7", "1")]
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        assert conn.execute(r["sql"]).fetchall() == expected
+        assert conn.execute(r["sql"], binary=True).fetchall() == expected
+    counted = rewriter("SELECT count(*) FROM subscriptions", reads={})
+    assert (counted["action"], counted["untracked_reads"], counted["effects"]) == ("forward", 1, [])
+
+
+def test_rows_the_session_never_read_are_refused_under_reject(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
+    conn = connect(pg, occdb)
+    reads = {"public.subscriptions": {"1": read_of(4)}}
+    for sql in ("UPDATE subscriptions SET notes = 'x' WHERE id IN (1, 2)", "DELETE FROM subscriptions"):
+        e = conflict(conn, rewriter(sql, rules=REJECT_UNKNOWN, reads=reads)["sql"])
+        assert e.pgcode == "55000"
+        assert e.diag.message_primary == (
+            "occ: public.subscriptions (id)=(2) was not read by this session: on_unknown_version is reject")
+        assert e.diag.message_detail == (
+            "The proxy has no version of this row that this session read (never read through the proxy, or longer "
+            "ago than read_ttl); current version is 1. Nothing was written.")
+        assert e.diag.message_hint == (
+            "Read the row through the proxy and retry, or name the version you expect in the statement "
+            "(AND version = ...).")
+        assert (e.diag.schema_name, e.diag.table_name, e.diag.constraint_name) == ("public", "subscriptions", None)
+    assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [(1, "n", 4), (2, "n", 1)]
+    assert query(conn, rewriter("UPDATE subscriptions SET notes = 'x' WHERE id = 1", rules=REJECT_UNKNOWN,
+                                reads=reads)["sql"]) == [("1", "5")]
+
+
+def test_shadow_mode_reports_an_unread_row_and_a_stale_read_and_writes_both(pg, occdb, rewriter):
+    pg.psql("INSERT INTO trials VALUES (1, 'trial', 's', 2), (2, 'trial', 's', 1)", dbname=occdb)
+    reads = {"public.trials": {"1": read_of(1, status="new", secret="read-s3cret")}}
+    sql = rewriter("UPDATE trials SET status = 'paid'", rules=REJECT_UNKNOWN, reads=reads)["sql"]
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        notices = collect_notices(conn)
+        assert sorted(conn.execute(sql).fetchall()) == [("1", "3"), ("2", "2")]
+    got = sorted(events(notices), key=lambda e: e["key"]["id"])
+    assert got == [
+        {"event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1}, "expected": "1",
+         "current": "2", "op": "update", "base": {"status": "new"},
+         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2}},
+        {"event": "shadow_unknown_version", "schema": "public", "table": "trials", "key": {"id": 2},
+         "expected": None, "current": "1", "op": "update", "base": None,
+         "current_row": {"id": 2, "status": "trial", "secret": "<redacted>", "version": 1}},
+    ]
+    assert "read-s3cret" not in pathlib.Path(pg.log_path).read_text()
+
+
+def test_the_extended_protocol_passes_the_read_set_as_a_parameter(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
+    r = rewriter("UPDATE subscriptions SET notes = $1 WHERE id = $2", rules=PASSTHROUGH, reads={}, extended=True)
+    assert (r["client_param_count"], r["expected_params"]) == (
+        2, [{"table": "public.subscriptions", "param_number": 3, "keys": [[[2, ""]]]}])
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        def run(notes, key, reads):
+            # As the session sends it: the added parameter is text, the client's are untyped.
+            return conn.pgconn.exec_params(r["sql"].encode(), [notes, key, json.dumps(reads).encode()], [0, 0, 25])
+
+        stale = run(b"x", b"1", {"1": read_of(3, notes="n")})
+        assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
+        assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
+            b"Current version is 4. No column differs from your read.")
+        current = run(b"x", b"1", {"1": read_of(4)})
+        assert (current.status, current.get_value(0, 0), current.get_value(0, 1)) == (
+            psycopg.pq.ExecStatus.TUPLES_OK, b"1", b"5")
+        never_read = run(b"y", b"2", {})
+        assert (never_read.status, never_read.get_value(0, 1)) == (psycopg.pq.ExecStatus.TUPLES_OK, b"2")
+        assert conn.execute("SELECT id, notes, version FROM subscriptions ORDER BY id").fetchall() == [
+            (1, "x", 5), (2, "y", 2)]
+
+
+def test_upserts_and_uuid_versions_check_against_the_read_set(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 3);"
+            "INSERT INTO tokens VALUES (1, 's', '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01')", dbname=occdb)
+    conn = connect(pg, occdb)
+    upsert = ("INSERT INTO subscriptions AS s (id, status) VALUES (1, 'up'), (5, 'new') ON CONFLICT (id) "
+              "DO UPDATE SET status = excluded.status")
+    e = conflict(conn, rewriter(upsert, rules=PASSTHROUGH, reads={"public.subscriptions": {"1": read_of(2)}})["sql"])
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.subscriptions (id)=(1): expected version 2, current version 3")
+    written = rewriter(upsert, rules=PASSTHROUGH, reads={"public.subscriptions": {"1": read_of(3)}})["sql"]
+    assert sorted(query(conn, written)) == [("1", "4"), ("5", "1")]
+
+    token = "UPDATE tokens SET secret = 't' WHERE id = 1"
+    stale = {"public.tokens": {"1": read_of("00000000-0000-0000-0000-000000000000")}}
+    e = conflict(conn, rewriter(token, rules=PASSTHROUGH, reads=stale)["sql"])
+    assert e.diag.message_primary == (
+        "occ: version conflict on public.tokens (id)=(1): expected version 00000000-0000-0000-0000-000000000000, "
+        "current version 8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01")
+    current = {"public.tokens": {"1": read_of("8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01")}}
+    [(key, version)] = query(conn, rewriter(token, rules=PASSTHROUGH, reads=current)["sql"])
+    assert key == "1" and version != "8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01"
+    assert query(conn, "SELECT version::text FROM tokens") == [(version,)]

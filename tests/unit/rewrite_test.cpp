@@ -977,9 +977,34 @@ TEST_CASE("the extended protocol carries the read set in an added parameter", "[
   }
 }
 
+namespace {
+
+// The e2e suite's read set: a fixed map per table ("schema.name" -> the map of every row read),
+// cut down to the rows asked for, as the session's read set would be.
+struct CliReads : occ::ReadSetLookup {
+  nlohmann::json maps;
+
+  std::string expected_map(const occ::TablePolicy& table,
+                           const std::vector<std::vector<std::string>>& keys) const override {
+    const nlohmann::json all = maps.value(table.qualified_name(), nlohmann::json::object());
+    if (keys.empty()) return all.dump();
+    nlohmann::json some = nlohmann::json::object();
+    for (const std::vector<std::string>& key : keys) {
+      nlohmann::json::json_pointer path;
+      for (const std::string& part : key) path /= part;
+      if (all.contains(path)) some[path] = all[path];
+    }
+    return some.dump();
+  }
+};
+
+}  // namespace
+
 // Not a test: the e2e suite (tests/e2e/test_occ_sql.py) runs the real rewriter through this.
 // Reads OCC_REWRITE_RULES (rules YAML), OCC_REWRITE_SQL, OCC_REWRITE_USER, OCC_REWRITE_EXTENDED
-// ("1"), OCC_REWRITE_SEARCH_PATH (comma-separated) and writes the result as JSON to OCC_REWRITE_OUT.
+// ("1"), OCC_REWRITE_SEARCH_PATH (comma-separated), OCC_REWRITE_READS (JSON: "schema.name" -> the
+// read set's map for that table; unset: no read tracking) and writes the result as JSON to
+// OCC_REWRITE_OUT.
 TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
   auto env = [](const char* name, const char* fallback) {
     const char* v = std::getenv(name);
@@ -996,9 +1021,13 @@ TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
   }
   const std::string user = env("OCC_REWRITE_USER", "app");
   const std::string sql = env("OCC_REWRITE_SQL", "");
+  CliReads reads;
+  const bool tracking = std::getenv("OCC_REWRITE_READS") != nullptr;
+  if (tracking) reads.maps = nlohmann::json::parse(env("OCC_REWRITE_READS", "{}"));
   occ::PlanCache cache;
-  const occ::Rewrite r = occ::rewrite_sql(sql, env("OCC_REWRITE_EXTENDED", "0") == "1",
-                                          occ::SessionView{user, path, rules, relations}, cache);
+  const occ::Rewrite r =
+      occ::rewrite_sql(sql, env("OCC_REWRITE_EXTENDED", "0") == "1",
+                       occ::SessionView{user, path, rules, relations, tracking ? &reads : nullptr}, cache);
   nlohmann::json out;
   out["action"] = r.action == occ::Rewrite::Action::rewrite  ? "rewrite"
                   : r.action == occ::Rewrite::Action::reject ? "reject"
@@ -1006,9 +1035,33 @@ TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
   out["sql"] = r.action == occ::Rewrite::Action::rewrite ? r.sql : sql;
   out["parse_failed"] = r.parse_failed;
   out["unsupported_passed"] = r.unsupported_passed;
+  out["untracked_reads"] = r.untracked_reads;
   out["writes"] = nlohmann::json::array();
   for (const occ::WriteInfo& w : r.writes)
     out["writes"].push_back({{"table", w.table->qualified_name()}, {"forced", w.forced}, {"assigned", w.assigned}});
   if (r.rejection) out["rejection"] = {{"sqlstate", r.rejection->sqlstate}, {"message", r.rejection->message}};
+  out["effects"] = nlohmann::json::array();
+  for (const occ::StatementEffect& e : r.effects) {
+    nlohmann::json tables = nlohmann::json::array();
+    for (const occ::TablePolicy* t : e.tracking.tables) tables.push_back(t->qualified_name());
+    out["effects"].push_back({{"tables", tables},
+                              {"added_columns", e.tracking.added_columns},
+                              {"drop_result", e.tracking.drop_result},
+                              {"rows_deleted", e.tracking.rows_deleted},
+                              {"command", static_cast<int>(e.command)},
+                              {"savepoint", e.savepoint}});
+  }
+  out["client_param_count"] = r.client_param_count;
+  out["expected_params"] = nlohmann::json::array();
+  for (const occ::ExpectedParam& p : r.expected_params) {
+    nlohmann::json keys = nlohmann::json::array();
+    for (const auto& tuple : p.keys) {
+      nlohmann::json sources = nlohmann::json::array();
+      for (const auto& source : tuple) sources.push_back({source.param_number, source.literal});
+      keys.push_back(sources);
+    }
+    out["expected_params"].push_back(
+        {{"table", p.table->qualified_name()}, {"param_number", p.param_number}, {"keys", keys}});
+  }
   std::ofstream(env("OCC_REWRITE_OUT", "/dev/stdout")) << out.dump() << '\n';
 }
