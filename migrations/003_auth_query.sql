@@ -1,6 +1,6 @@
--- auth.mode terminate: the role's password verifier for the proxy's own lookup (auth.query), through a
--- SECURITY DEFINER function so that the role in admin_dsn needs no superuser rights at run time.
+-- occ.auth_lookup: a role's password verifier for auth.mode terminate, readable without superuser rights.
 --
+-- auth.query calls it on admin_dsn; SECURITY DEFINER, so the role in admin_dsn needs no superuser rights.
 -- pg_authid is readable by superusers only, so run `occproxy migrate` as a superuser: the function
 -- belongs to the role that creates it and reads with its rights. If the proxy's admin_dsn uses another
 -- role, grant it the call:  GRANT EXECUTE ON FUNCTION occ.auth_lookup(text) TO occproxy_admin;

@@ -29,6 +29,12 @@ enum class ClientTlsMode { disable, allow, require };
 // verify-full also checks that the certificate names the upstream host.
 enum class UpstreamTlsMode { disable, prefer, require, verify_ca, verify_full };
 
+// Whether the proxy sends SSLRequest to the server, and whether an 'N' answer ends the session.
+inline bool upstream_tls_wanted(UpstreamTlsMode mode) { return mode != UpstreamTlsMode::disable; }
+inline bool upstream_tls_required(UpstreamTlsMode mode) {
+  return mode != UpstreamTlsMode::disable && mode != UpstreamTlsMode::prefer;
+}
+
 const char* to_string(ClientTlsMode mode);
 const char* to_string(UpstreamTlsMode mode);
 

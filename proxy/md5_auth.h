@@ -1,6 +1,4 @@
-// MD5 password authentication (AuthenticationMD5Password) from a role's stored hash: the stored
-// "md5..." value is all either side needs, so the proxy checks clients and logs into the server
-// without ever seeing a password.
+// MD5 password authentication (AuthenticationMD5Password) from a role's stored hash, never its password.
 #pragma once
 
 #include <string>

@@ -1,5 +1,4 @@
-// SCRAM-SHA-256 both ways over OpenSSL's primitives. The server side reads messages the way
-// PostgreSQL's backend does and fails with its messages and SQLSTATEs, so a client sees no difference.
+// SCRAM-SHA-256 both ways over OpenSSL's primitives, the server side parsing and failing exactly as PostgreSQL's.
 #include "proxy/scram.h"
 
 #include <algorithm>

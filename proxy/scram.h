@@ -1,5 +1,4 @@
-// SCRAM-SHA-256 (RFC 5802/7677) from a role's stored verifier: the server side the proxy plays for
-// clients, and the client side it plays for the server with the ClientKey recovered from a client's proof.
+// SCRAM-SHA-256 (RFC 5802/7677) from stored verifiers: the proxy as server to clients and as client to the server.
 #pragma once
 
 #include <array>

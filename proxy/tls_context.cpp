@@ -1,5 +1,4 @@
-// Builds the OpenSSL contexts from the config's files with errors that name the file and the
-// reason, and computes the channel binding hash of a certificate as PostgreSQL does.
+// Builds the OpenSSL contexts with errors naming file and reason; hashes certificates as PostgreSQL does.
 #include "proxy/tls_context.h"
 
 #include <boost/asio/ip/address.hpp>

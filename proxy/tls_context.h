@@ -1,5 +1,4 @@
-// The OpenSSL contexts for both hops, built from the `tls` config and rebuilt on SIGHUP, and the
-// tls-server-end-point channel binding data (RFC 5929) that SCRAM-SHA-256-PLUS binds to.
+// OpenSSL contexts for both hops from the `tls` config (rebuilt on SIGHUP) and RFC 5929 channel binding data.
 #pragma once
 
 #include <utility>
@@ -51,12 +50,6 @@ SslContextResult make_upstream_context(const TlsConfig& config);
 // Both, as the config asks; at startup an error is fatal, on SIGHUP the caller logs it and keeps
 // the contexts it has.
 TlsContextsResult load_tls(const TlsConfig& config);
-
-// Whether the proxy sends SSLRequest to the server, and whether an 'N' answer ends the session.
-inline bool upstream_tls_wanted(UpstreamTlsMode mode) { return mode != UpstreamTlsMode::disable; }
-inline bool upstream_tls_required(UpstreamTlsMode mode) {
-  return mode != UpstreamTlsMode::disable && mode != UpstreamTlsMode::prefer;
-}
 
 // For one upstream connection, before its handshake: SNI for a host name (never for an address,
 // as libpq does) and, under verify-full, the check that the certificate names `host` (DNS name or

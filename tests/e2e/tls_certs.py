@@ -1,4 +1,4 @@
-# Test certificates made with the openssl command line: a CA, the server's and the proxy's certificates signed by it, and an unrelated CA.
+# Test certificates from the openssl command line: a CA, server and proxy certificates it signed, an unrelated CA.
 import dataclasses
 import os
 import pathlib

@@ -1,5 +1,4 @@
-// SCRAM-SHA-256 and md5 from stored verifiers: RFC vectors, PostgreSQL's own verifiers, both state
-// machines against each other, and every refusal with PostgreSQL's SQLSTATE and wording.
+// SCRAM and md5 from stored verifiers: RFC and PostgreSQL vectors, both sides together, PostgreSQL's refusals.
 #include <catch2/catch.hpp>
 
 #include <memory>

@@ -1,5 +1,4 @@
-// The tls and auth config sections, and the TLS contexts built from them: certificates made here
-// with OpenSSL, handshakes run over in-memory BIO pairs (no sockets), channel binding hashes.
+// tls/auth config sections and TLS contexts: generated certificates, handshakes over in-memory BIO pairs.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
