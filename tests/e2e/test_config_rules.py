@@ -203,8 +203,8 @@ BAD_CONFIGS = [
     ({"startup_timeout": "10"}, "startup_timeout: bad duration \"10\""),
     ({"log": {"level": "loud"}}, "log.level: expected trace, debug, info, warn, error or off, got \"loud\""),
     ({"listen_port": 5}, "listen_port: unknown key"),
-    ({"auth": {"mode": "terminate"}}, "auth.mode: terminate is not supported by this build yet"),
-    ({"tls": {"cert": "server.pem"}}, "tls: TLS is not supported by this build yet"),
+    ({"auth": {"mode": "md5"}}, "auth.mode: expected passthrough or terminate, got \"md5\""),
+    ({"tls": {"client_mode": "require"}}, "tls.client_mode: require needs tls.cert_file and tls.key_file"),
 ]
 
 

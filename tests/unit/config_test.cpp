@@ -246,10 +246,13 @@ TEST_CASE("config errors name file, line and key", "[config]") {
        "/etc/occ/occproxy.yaml:3: read_set.max_rows: expected a whole number from 1 to 100000000, got \"0\""},
       {"upstream: db:5432\nread_set:\n  rows: 5\n", "/etc/occ/occproxy.yaml:3: read_set.rows: unknown key; expected one of: max_rows"},
       {"upstream: db:5432\nauth:\n  mode: terminate\n",
-       "/etc/occ/occproxy.yaml:3: auth.mode: terminate is not supported by this build yet; use passthrough"},
-      {"upstream: db:5432\nauth:\n  mode: md5\n", "/etc/occ/occproxy.yaml:3: auth.mode: expected passthrough, got \"md5\""},
+       "/etc/occ/occproxy.yaml:3: auth.mode: terminate needs admin_dsn: the proxy looks up each role's password "
+       "verifier through it"},
+      {"upstream: db:5432\nauth:\n  mode: md5\n",
+       "/etc/occ/occproxy.yaml:3: auth.mode: expected passthrough or terminate, got \"md5\""},
       {"upstream: db:5432\ntls:\n  cert: a.pem\n",
-       "/etc/occ/occproxy.yaml:2: tls: TLS is not supported by this build yet; remove the tls section"},
+       "/etc/occ/occproxy.yaml:3: tls.cert: unknown key; expected one of: cert_file, key_file, client_mode, "
+       "upstream_mode, upstream_ca_file"},
   };
   for (const auto& row : rows) {
     INFO(row.yaml);
