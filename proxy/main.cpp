@@ -132,7 +132,7 @@ int run_proxy(const occ::Config& config) {
         spdlog::info("SIGHUP: rules reloaded from {}", config.rules_path);
       } else {
         ok = false;
-        spdlog::error("SIGHUP: rules not reloaded, the previous rules stay in force");
+        spdlog::error("SIGHUP: reload failed, the previous rules stay in force");
       }
     }
     if (tls_configured(config)) {
