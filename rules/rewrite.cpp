@@ -514,8 +514,8 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
     return true;
   };
   // search_path also changes with RESET ALL and DISCARD ALL, which clear the read set too; the
-  // read set follows SAVEPOINT, RELEASE and ROLLBACK TO.
-  static constexpr std::string_view always[] = {"search_path", "reset", "discard", "savepoint", "release"};
+  // read set follows SAVEPOINT, RELEASE and ROLLBACK TO (whose SAVEPOINT keyword is optional).
+  static constexpr std::string_view always[] = {"search_path", "reset", "discard", "savepoint", "release", "rollback"};
   auto wanted = [&](std::string_view word, bool quoted) {
     for (std::string_view w : always)
       if (same_word(word, w, !quoted)) return true;

@@ -543,6 +543,8 @@ TEST_CASE("the pre-filter passes texts naming a protected table, search_path or 
       {"SAVEPOINT a", true},
       {"release a", true},
       {"ROLLBACK TO SAVEPOINT a", true},
+      {"rollback to a", true},
+      {"SELECT rollback_id FROM x", false},
       {"SELECT 1", false},
       {"UPDATE subscriptions_archive SET a = 1", false},
       {"UPDATE my_subscriptions SET a = 1", false},
