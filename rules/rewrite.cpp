@@ -503,6 +503,19 @@ void track_write(const WriteSite& site, const TablePolicy& p, std::vector<Edit>&
   effect.tracking.rows_deleted = site.kind == WriteKind::delete_;
 }
 
+// A top-level INSERT reports its rows' keys and versions: a row the session created is one it
+// knows, so its own later writes to it are checked (and not refused under on_unknown_version: reject).
+void track_insert(const InsertSite& site, const std::vector<std::string>& path, const SessionView& session,
+                  std::vector<Edit>& edits, StatementEffect& effect) {
+  const TablePolicy* p = protected_table(site.table.schema, site.table.name, path, session);
+  if (p == nullptr) return;
+  const std::string columns = tracked_columns(*p, quote_identifier(site.table.alias), false);
+  const int at = site.returning_insert_at;
+  edits.push_back({at, at, (site.has_returning ? ", " : " RETURNING ") + columns});
+  effect.tracking = tracking_of({p});
+  effect.tracking.drop_result = !site.has_returning;
+}
+
 }  // namespace
 
 bool may_need_rewrite(std::string_view sql, const Rules& rules) {
@@ -632,6 +645,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       if (session.reads != nullptr) {
         for (std::size_t k = 0; k < plans.size(); ++k) track_write(*planned_sites[k], *plans[k].table, edits, effect);
         if (st.read) track_select(*st.read, path, session, edits, effect, out);
+        if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
     }
 

@@ -848,7 +848,10 @@ class Analyzer {
 
   void upsert(const PgQuery__InsertStmt* ins) {
     const PgQuery__OnConflictClause* oc = ins->on_conflict_clause;
-    if (oc == nullptr || oc->action != PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE) return;
+    if (oc == nullptr || oc->action != PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE) {
+      insert(ins);
+      return;
+    }
     int relation = -1;
     WriteSite* site = site_for(ins->relation, WriteKind::upsert, relation);
     if (site == nullptr) return;
@@ -860,6 +863,15 @@ class Analyzer {
       collect_pins(oc->where_clause, site->refname, site->pins);
     }
     inserted_keys(ins, *site);
+  }
+
+  // A top-level INSERT that only adds rows: they can report their versions like any own write.
+  void insert(const PgQuery__InsertStmt* ins) {
+    const PgQuery__RangeVar* rv = ins->relation;
+    if (nested_ || rv == nullptr || !rules_.has_table_named(rv->relname) || c_.at(rv->location) < 0 || limit_ <= 0)
+      return;
+    const TargetName t = target_name(rv);
+    out_->insert = InsertSite{{t.schema, t.name, t.refname}, ins->n_returning_list > 0, c_[limit_ - 1].end};
   }
 
   // The columns ON CONFLICT names, and the values each VALUES row gives the inserted columns.

@@ -126,6 +126,13 @@ struct ReadSite {
   int insert_at = -1;  // the end of the last target list item
 };
 
+// A top-level INSERT (without ON CONFLICT DO UPDATE) into a table whose name some rule protects.
+struct InsertSite {
+  ReadTable table;  // alias: how RETURNING names the row (the table's name without one)
+  bool has_returning = false;
+  int returning_insert_at = -1;  // where ` RETURNING ...` (or `, ...` after one) goes
+};
+
 // Statements that change what the session's read set must remember.
 enum class SessionCommand : uint8_t { none, savepoint, release, rollback_to, discard_all, reset_all };
 
@@ -139,6 +146,7 @@ struct StatementAnalysis {
   std::string fingerprint;  // pg_query fingerprint, computed only when `writes` is not empty
   std::vector<WriteSite> writes;
   std::optional<ReadSite> read;
+  std::optional<InsertSite> insert;
   SessionCommand command = SessionCommand::none;
   std::string savepoint;  // savepoint / release / rollback_to: the name as the catalog spells it
   std::optional<SearchPathChange> search_path_change;

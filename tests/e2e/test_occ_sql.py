@@ -441,7 +441,7 @@ def test_the_check_runs_only_on_rows_written_even_when_the_scan_filters(pg, occd
     assert query(conn, update) == [("1010", "2")]
 
 
-def test_a_write_returns_key_and_version_as_text_after_the_clients_own_columns(pg, occdb, rewriter):
+def test_own_writes_return_key_and_version_as_text_after_the_clients_own_columns(pg, occdb, rewriter):
     pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
     conn = connect(pg, occdb)
     r = rewriter("UPDATE subscriptions s SET notes = 'r' WHERE s.id = 1 RETURNING s.status", rules=PASSTHROUGH,
@@ -451,7 +451,9 @@ def test_a_write_returns_key_and_version_as_text_after_the_clients_own_columns(p
     deleted = rewriter("DELETE FROM subscriptions WHERE id = 2", rules=PASSTHROUGH, reads={"public.subscriptions": {}})
     assert deleted["effects"][0]["rows_deleted"] is True
     assert query(conn, deleted["sql"]) == [("2", "1")]
-    assert query(conn, "SELECT id, notes, version FROM subscriptions") == [(1, "r", 5)]
+    inserted = rewriter("INSERT INTO subscriptions (id, notes) VALUES (3, 'i') ON CONFLICT DO NOTHING", reads={})
+    assert query(conn, inserted["sql"]) == [("3", "1")]
+    assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [(1, "r", 5), (3, "i", 1)]
 
 
 def test_a_select_carries_key_and_version_whatever_the_result_format(pg, occdb, rewriter):

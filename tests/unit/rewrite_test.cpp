@@ -758,6 +758,17 @@ const ReadRow read_rows[] = {
      "subscriptions.version ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
      "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, notes = 'n' RETURNING id, %R:subscriptions%",
      "public.subscriptions/2", "public.subscriptions"},
+    // Rows the session inserts are rows it knows.
+    {"passthrough", "app", "INSERT INTO subscriptions (id, status) VALUES (7, 'x')",
+     "INSERT INTO subscriptions (id, status) VALUES (7, 'x') RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", ""},
+    {"passthrough", "app",
+     "insert into billing.invoices as i select * from staging on conflict do nothing returning i.total /* c */",
+     "insert into billing.invoices as i select * from staging on conflict do nothing returning i.total, "
+     "%R:i:id,line% /* c */",
+     "billing.invoices/3", ""},
+    {"passthrough", "app", "WITH n AS (INSERT INTO subscriptions (id) VALUES (7) RETURNING id) SELECT * FROM n", "",
+     "-", ""},
     // MERGE and a writable CTE are checked, but their rows do not reach the session.
     {"passthrough", "app",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET status = "
