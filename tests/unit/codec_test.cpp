@@ -235,7 +235,7 @@ TEST_CASE("malformed bodies are rejected by the decoders", "[codec]") {
   CHECK_THROWS_AS(decode_bind("\0\0\0\0\0\x01\xff\xff\xff\xfe"s), MalformedMessage);
   CHECK_THROWS_AS(decode_describe("X\0"s), MalformedMessage);
   CHECK_THROWS_AS(decode_ready_for_query("Q"), MalformedMessage);
-  CHECK_THROWS_AS(decode_data_row("\0\x01\0\0\0\x09abc"s), MalformedMessage);
+  CHECK_THROWS_AS(decode_data_row("\0\x01\0\0\0\x09" "abc"s), MalformedMessage);
   CHECK_THROWS_AS(decode_startup("\0\x03\0\0user\0u\0"s), MalformedMessage);  // no final NUL
   CHECK_THROWS_WITH(validate(Direction::frontend, 'S', "x"), "Sync: unexpected body");
   CHECK_NOTHROW(validate(Direction::frontend, 'Q', "SELECT 1\0"s));
