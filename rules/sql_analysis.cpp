@@ -700,7 +700,8 @@ class Analyzer {
         const PgQuery__RangeVar* rv = item->range_var;
         const bool cte = rv->schemaname[0] == '\0' && std::find(ctes.begin(), ctes.end(), rv->relname) != ctes.end();
         if (!cte && rules_.has_table_named(rv->relname))
-          out.push_back({rv->schemaname, rv->relname, rv->alias != nullptr ? rv->alias->aliasname : ""});
+          out.push_back({rv->schemaname, rv->relname, rv->alias != nullptr ? rv->alias->aliasname : "",
+                         rv->alias != nullptr && rv->alias->n_colnames > 0});
       } else if (item->node_case == PG_QUERY__NODE__NODE_JOIN_EXPR && item->join_expr->alias == nullptr) {
         PgQuery__Node* const sides[] = {item->join_expr->larg, item->join_expr->rarg};
         from_tables(sides, 2, ctes, out);
@@ -747,6 +748,8 @@ class Analyzer {
       site.untraceable = "HAVING";
     else if (s->n_window_clause > 0)
       site.untraceable = "a WINDOW clause";
+    else if (std::any_of(site.tables.begin(), site.tables.end(), [](const ReadTable& t) { return t.renamed_columns; }))
+      site.untraceable = "column aliases on a protected table";
     else if (std::string why = aggregation_in(parts); !why.empty())
       site.untraceable = std::move(why);
     else

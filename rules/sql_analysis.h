@@ -112,9 +112,10 @@ struct WriteSite {
 
 // A relation in a SELECT's FROM whose name some rule protects.
 struct ReadTable {
-  std::string schema;  // empty when the statement does not qualify the name
-  std::string name;    // catalog spelling
-  std::string alias;   // empty without one
+  std::string schema;            // empty when the statement does not qualify the name
+  std::string name;              // catalog spelling
+  std::string alias;             // empty without one
+  bool renamed_columns = false;  // `AS t (a, b)`: the key and version are not reachable by name
 };
 
 // A top-level SELECT reading protected names: where the key and version columns of each of its

@@ -882,6 +882,7 @@ TEST_CASE("reads whose rows cannot be traced to table rows are counted and forwa
       "SELECT (SELECT max(s.id)) FROM subscriptions s",
       "SELECT FROM subscriptions",
       "TABLE subscriptions",
+      "SELECT * FROM subscriptions AS s (a, b)",
   };
   FakeReads reads;
   Session s("passthrough");
