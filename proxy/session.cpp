@@ -35,7 +35,8 @@ constexpr std::size_t kStreamThreshold = 256 * 1024;
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
-constexpr int32_t kTextOid = 25;
+constexpr int32_t kJsonbOid = 3802;
+constexpr int32_t kAuthSasl = 10;  // AuthenticationSASL
 // Longest value read that the read set keeps for the conflict diff; longer ones are left out.
 constexpr std::size_t kMaxBaseValue = 2048;
 
@@ -497,10 +498,20 @@ bool Session::on_client_frame(const Frame& frame) {
       stats::add(Counter::queries_extended);
       InFlight entry{Pending::execute, nullptr, nullptr};
       if (!portals_.empty()) {
-        auto it = portals_.find(std::string(pg::decode_execute(frame.body).portal));
+        auto execute = pg::decode_execute(frame.body);
+        auto it = portals_.find(std::string(execute.portal));
         if (it != portals_.end()) {
           entry.portal = it->second;
           entry.statement = it->second->statement;
+          const auto& effects = entry.statement->effects;
+          if (execute.max_rows != 0 && !effects.empty() && effects.front().tracking.drop_result) {
+            // The client's statement returns no rows; a row limit on the RETURNING the proxy
+            // added would suspend the portal (no CommandComplete, no row count). Run it through.
+            execute.max_rows = 0;
+            pg::encode_execute(to_server_.edit(), execute);
+            in_flight_.push_back(std::move(entry));
+            return true;
+          }
         }
       }
       in_flight_.push_back(std::move(entry));
@@ -623,9 +634,10 @@ void Session::on_parse(const Frame& frame) {
   } else if (rw && rw->action == Rewrite::Action::rewrite) {
     pg::Parse rewritten{parse.statement, rw->sql, parse.param_types};
     if (info && !info->expected_params.empty()) {
-      // The added parameters carry JSON text; the client's own keep whatever it declared.
+      // The added parameters carry the expected-version maps: typed jsonb, the server parses each
+      // once per Bind. The client's own parameters keep whatever it declared.
       rewritten.param_types.resize(static_cast<std::size_t>(info->client_param_count), 0);
-      rewritten.param_types.insert(rewritten.param_types.end(), info->expected_params.size(), kTextOid);
+      rewritten.param_types.insert(rewritten.param_types.end(), info->expected_params.size(), kJsonbOid);
     }
     pg::encode_parse(to_server_.edit(), rewritten);
   } else {
@@ -816,7 +828,21 @@ void Session::on_server_frame(const Frame& frame) {
       if (!authenticated_) {
         const auto code = pg::decode_authentication(frame.body).code;
         authenticated_ = code == 0;
-        sasl_mechanism_next_ = code == 10;  // AuthenticationSASL: the client picks a mechanism next
+        sasl_mechanism_next_ = code == kAuthSasl;  // the client picks a mechanism next
+        if (code == kAuthSasl && server_.is_tls() && !client_.is_tls()) {
+          // The server offers -PLUS on the proxy's TLS hop; the client's hop is plaintext, where
+          // libpq rightly refuses such an offer. Offer what the server would offer the client.
+          pg::MessageWriter w(to_client_.edit());
+          w.begin(pg::be::kAuthentication);
+          w.i32(kAuthSasl);
+          pg::BodyReader r(frame.body);
+          r.i32();
+          for (auto mechanism = r.cstring(); !mechanism.empty(); mechanism = r.cstring())
+            if (mechanism != "SCRAM-SHA-256-PLUS") w.cstring(mechanism);
+          w.u8(0);
+          w.finish();
+          return;
+        }
       }
       break;
     case pg::be::kBackendKeyData:
@@ -934,7 +960,8 @@ void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, c
     ReadSet::Row remembered{std::string(*version), nlohmann::json::object(), now};
     if (layout.known) {
       for (const auto& base : layout.base) {
-        if (base.table != t || base.index >= row.values.size()) continue;
+        // Redacted values never leave the proxy: the map literal can end up in the server's log.
+        if (base.table != t || base.index >= row.values.size() || table.is_redacted(base.name)) continue;
         const auto& value = row.values[base.index];
         if (!value)
           remembered.base[base.name] = nullptr;

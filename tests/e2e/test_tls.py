@@ -17,21 +17,20 @@ terminate on the proxy".
 | client | upstream    | libpq, cb=prefer | libpq, cb=require | libpq, cb=disable | node | node, CB on | pgjdbc 42.5 |
 |--------|-------------|------------------|-------------------|-------------------|------|-------------|-------------|
 | off    | off         | OCC              | (1)               | OCC               | OCC  | OCC         | OCC         |
-| off    | require     | (4)              | (1)               | (4)               | OCC  | (2)         | OCC         |
-| off    | verify-full | (4)              | (1)               | (4)               | OCC  | (2)         | OCC         |
+| off    | require     | OCC (4)          | (1)               | OCC (4)           | OCC  | (2)         | OCC         |
+| off    | verify-full | OCC (4)          | (1)               | OCC (4)           | OCC  | (2)         | OCC         |
 | on     | off         | OCC              | (3)               | OCC               | OCC  | OCC         | OCC         |
 | on     | require     | CB refused       | CB refused        | OCC               | OCC  | CB refused  | OCC         |
 | on     | verify-full | CB refused       | CB refused        | OCC               | OCC  | CB refused  | OCC         |
 
 (1) libpq itself: "channel binding required, but SSL not in use" (as against the server directly).
-(2) node-postgres itself: "SASL: Mechanism SCRAM-SHA-256-PLUS requires a certificate": the server
-    offers SCRAM-SHA-256-PLUS on its TLS hop and node-postgres picks it on a plaintext socket.
-    Against the server directly a plaintext client is never offered -PLUS.
+(2) The server's "SCRAM channel binding negotiation error": node-postgres with enableChannelBinding
+    answers with gs2 flag "y" (it supports binding, the plaintext hop offered none), which the
+    server, on its TLS hop, must take for a downgrade.
 (3) libpq itself: "channel binding is required, but server did not offer an authentication method
     that supports channel binding" (the server's hop is plaintext, so it offers no -PLUS).
-(4) Should be OCC; marked xfail: libpq refuses "server offered SCRAM-SHA-256-PLUS authentication
-    over a non-SSL connection", because the proxy relays the -PLUS offer of its TLS hop to a
-    plaintext client. The proxy should drop SCRAM-SHA-256-PLUS from AuthenticationSASL there.
+(4) The server offers SCRAM-SHA-256-PLUS on the proxy's TLS hop; the proxy drops it from the
+    AuthenticationSASL it relays to a plaintext client (libpq refuses a -PLUS offer over plaintext).
 pgjdbc 42.5 never uses channel binding (it always answers SCRAM-SHA-256 with gs2 flag "n").
 """
 import asyncio
@@ -474,7 +473,7 @@ def expected_outcome(client, upstream, driver):
         return {"login_error": "channel binding is required, but server did not offer an authentication method "
                                "that supports channel binding"}
     if driver == "node-cb-enable" and client == "off" and upstream != "off":
-        return {"login_error": "SASL: Mechanism SCRAM-SHA-256-PLUS requires a certificate"}
+        return {"login_error": "SCRAM channel binding negotiation error"}
     binds = driver in ("psql-cb-prefer", "psql-cb-require", "psycopg2", "node-cb-enable")
     if binds and client == "on" and upstream != "off":
         if driver == "node-cb-enable":
@@ -482,16 +481,6 @@ def expected_outcome(client, upstream, driver):
         return {"login_error": "FATAL:  " + CHANNEL_BINDING_REFUSED}
     return {"server_ssl": upstream != "off", "version": 1, "updated": 1,
             "stale": ["40001", conflict_message(42, 1, 2)]}
-
-
-# Cells (4) of the docstring: libpq refuses a -PLUS offer on a plaintext connection (only a man in the
-# middle would make one), and the proxy relays the offer that the server makes on the proxy's own TLS hop.
-PLUS_OFFER_REFUSED = {"login_error": "server offered SCRAM-SHA-256-PLUS authentication over a non-SSL connection"}
-
-
-def plus_offer_bug(client, upstream, driver):
-    return client == "off" and upstream != "off" and driver in (
-        "psql-cb-prefer", "psql-cb-disable", "psycopg2", "psycopg2-cb-disable")
 
 
 @pytest.mark.parametrize("driver", list(DRIVERS))
@@ -506,10 +495,6 @@ def test_drivers_through_each_tls_combination(hops, client, upstream, driver, re
     if runner is run_jdbc:
         argument = request.getfixturevalue(argument)
     outcome = runner(proxy, dbname, client, argument)
-    if plus_offer_bug(client, upstream, driver):
-        # Exactly today's failure: once the proxy is fixed this fails and the cell moves to OCC.
-        assert outcome == PLUS_OFFER_REFUSED
-        pytest.xfail("occproxy relays SCRAM-SHA-256-PLUS to a plaintext client (docstring note 4)")
     assert outcome == expected_outcome(client, upstream, driver)
     state = cluster.psql("SELECT status, notes, version FROM subscriptions WHERE id = 42", dbname=dbname)
     assert state == ("paused|old|2\n" if "stale" in outcome else "active|old|1\n")
