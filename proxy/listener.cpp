@@ -86,7 +86,10 @@ class Listener {
       co_await acceptor_->async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
       if (ec) {
+        // Out of descriptors (EMFILE) and the like: pause instead of spinning on the same error.
         spdlog::warn("accept failed: {}", ec.message());
+        asio::steady_timer pause(acceptor_->get_executor(), std::chrono::milliseconds(100));
+        co_await pause.async_wait(asio::use_awaitable);
         continue;
       }
       auto session = std::make_shared<Session>(std::move(socket), config_, policy_, registry_);

@@ -31,6 +31,8 @@ namespace {
 
 // Frames longer than this that the proxy need not inspect are streamed through, not buffered.
 constexpr std::size_t kStreamThreshold = 256 * 1024;
+// How long a client that does not read may hold up its session's last message before it is cut.
+constexpr std::chrono::milliseconds kLastWordsTimeout{2000};
 // SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
@@ -181,6 +183,7 @@ std::optional<std::string> key_text(const pg::Bind& bind, std::size_t i, const s
 Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, SessionRegistry& registry)
     : client_(std::move(client)),
       server_(boost::asio::ip::tcp::socket(client_.get_executor())),
+      linger_(client_.get_executor()),
       config_(config),
       policy_store_(policy),
       registry_(registry),
@@ -420,6 +423,15 @@ void Session::begin_shutdown() {
 
 void Session::terminate() {
   end("proxy shutting down", "57P01", "terminating connection due to administrator command");
+  // A client that does not read would keep the last words, and the session, forever.
+  close_client_after(kLastWordsTimeout);
+}
+
+void Session::close_client_after(std::chrono::milliseconds delay) {
+  linger_.expires_after(delay);
+  linger_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->client_.close();
+  });
 }
 
 // ---- client -> server -------------------------------------------------------------------------
@@ -764,13 +776,14 @@ awaitable<void> Session::pump_server_to_client() {
     }
   }
   server_pump_running_ = false;
-  boost::system::error_code ignored;
+  close_client_after(kLastWordsTimeout);
   if (!fatal_for_client_message_.empty()) {
     std::string out;
     pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
     co_await client_.try_write(out);
   }
   client_.close();
+  linger_.cancel();
   spdlog::debug("{}: session ended: {}", peer_, end_reason_);
 }
 

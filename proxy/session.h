@@ -128,10 +128,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void apply_search_path(const std::optional<std::vector<std::string>>& path);
   void audit_event(const nlohmann::json& event);
   void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
+  void close_client_after(std::chrono::milliseconds delay);
   bool idle() const { return tx_status_ == 'I' && in_flight_.empty(); }
 
   Connection client_;
   Connection server_;
+  boost::asio::steady_timer linger_;  // bounds the last words to a client that does not read
   const Config& config_;
   PolicyStore& policy_store_;
   SessionRegistry& registry_;
