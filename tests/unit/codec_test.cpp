@@ -57,7 +57,8 @@ TEST_CASE("every typed message round-trips through its encoder and decoder", "[c
   CHECK(parse.param_types == std::vector<int32_t>{23, 20});
 
   out.clear();
-  Bind bind{"p", "s1", {0, 1}, {std::string_view("42"), std::nullopt, std::string_view("\0\x01"s.data(), 2)}, {1}};
+  const std::string binary_value("\0\x01", 2);
+  Bind bind{"p", "s1", {0, 1}, {std::string_view("42"), std::nullopt, std::string_view(binary_value)}, {1}};
   encode_bind(out, bind);
   auto b = decode_bind(body_of(out));
   CHECK(b.portal == "p");

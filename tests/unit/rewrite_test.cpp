@@ -551,6 +551,14 @@ TEST_CASE("the pre-filter passes texts naming a protected table, search_path or 
       {"UPDATE \"Subscriptions\" SET a = 1", false},
       {"UPDATE name SET a = 1", false},
       {"UPDATE \"Name\" SET a = 1", true},
+      // A double quote inside a literal or comment does not open a quoted name.
+      {"SELECT '\"'; UPDATE subscriptions SET a = 1", true},
+      {"SELECT E'\\'\"'; UPDATE subscriptions SET a = 1", true},
+      {"SELECT $$\"$$; UPDATE subscriptions SET a = 1", true},
+      {"SELECT $x$\"$x$; UPDATE \"subscriptions\" SET a = 1", true},
+      {"SELECT 1 -- \"\nUPDATE subscriptions SET a = 1", true},
+      {"SELECT 1 /* \" /* \" */ */ UPDATE subscriptions SET a = 1", true},
+      {"SELECT $1, '\"' AS \"x\"", false},
       {"", false},
   };
   for (const Row& row : rows) {
