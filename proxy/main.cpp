@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "audit/audit_log.h"
+#include "proxy/auth_lookup.h"
 #include "proxy/config.h"
 #include "proxy/demo.h"
 #include "proxy/listener.h"
@@ -61,6 +62,25 @@ std::optional<occ::Rules> read_rules(const occ::Config& config, bool to_stderr) 
   }
 }
 
+// With TLS on both hops a relayed SCRAM exchange cannot use channel binding (README, TLS and authentication).
+bool passthrough_over_two_tls_hops(const occ::Config& config) {
+  return config.auth.mode == occ::AuthMode::passthrough && config.tls.client_mode != occ::ClientTlsMode::disable &&
+         config.tls.upstream_mode != occ::UpstreamTlsMode::disable;
+}
+
+// Runs auth.query once (for a role that need not exist) to prove admin_dsn and the query work;
+// on success `lookup` is the proxy's. Returns the problem, empty when there is none.
+std::string auth_query_problem(const occ::Config& config, std::shared_ptr<occ::AuthLookup>& lookup) {
+  auto made = std::make_shared<occ::AuthLookup>(config.admin_dsn, config.auth.query, config.auth.cache_ttl);
+  try {
+    made->fetch("");
+  } catch (const std::exception& e) {
+    return std::string("auth.query cannot run: ") + e.what();
+  }
+  lookup = std::move(made);
+  return {};
+}
+
 // The rules checked against the live catalog: nullopt, with the report logged, on any problem.
 std::optional<occ::Policy> checked_policy(const occ::Config& config, occ::Rules rules) {
   auto report = occ::check_catalog(config, rules);
@@ -88,8 +108,12 @@ int run_proxy(const occ::Config& config) {
     spdlog::warn("no rules file configured: relaying only, no table is protected");
   }
   if (config.auth.mode == occ::AuthMode::terminate) {
-    std::cerr << config.path << ": auth.mode: terminate is not available in this build yet; use passthrough\n";
-    return kExitUsage;
+    std::string problem = auth_query_problem(config, initial.auth);
+    if (!problem.empty()) {
+      spdlog::error("auth.mode terminate: {}", problem);
+      return kExitProblem;
+    }
+    spdlog::info("auth.mode terminate: the proxy checks client passwords against auth.query's verifiers");
   }
   if (tls_configured(config)) {
     auto tls = occ::load_tls(config.tls);
@@ -100,7 +124,7 @@ int run_proxy(const occ::Config& config) {
     initial.tls = std::move(tls.contexts);
     spdlog::info("TLS: clients {}, upstream {}", occ::to_string(config.tls.client_mode),
                  occ::to_string(config.tls.upstream_mode));
-    if (config.tls.client_mode != occ::ClientTlsMode::disable && config.tls.upstream_mode != occ::UpstreamTlsMode::disable)
+    if (passthrough_over_two_tls_hops(config))
       spdlog::warn("TLS on both hops with auth.mode: passthrough: clients that use SCRAM channel binding "
                    "(libpq's default over TLS) are refused with a clear error; they need channel_binding=disable");
   }
@@ -173,15 +197,35 @@ int run_migrate(const occ::Config& config) {
 }
 
 int run_check(const occ::Config& config) {
+  bool ok = true;
   if (config.rules_path.empty()) {
     std::cout << "no rules configured: nothing to check\n";
-    return kExitOk;
+  } else {
+    auto rules = read_rules(config, true);
+    if (!rules) return kExitUsage;
+    auto report = occ::check_catalog(config, *rules);
+    std::cout << report.text();
+    ok = report.ok;
   }
-  auto rules = read_rules(config, true);
-  if (!rules) return kExitUsage;
-  auto report = occ::check_catalog(config, *rules);
-  std::cout << report.text();
-  return report.ok ? kExitOk : kExitProblem;
+  if (tls_configured(config)) {
+    auto tls = occ::load_tls(config.tls);
+    if (tls.contexts)
+      std::cout << "TLS: ok (clients " << occ::to_string(config.tls.client_mode) << ", upstream "
+                << occ::to_string(config.tls.upstream_mode) << ")\n";
+    else
+      std::cout << "TLS: " << tls.error << "\n";
+    ok = ok && tls.contexts != nullptr;
+    if (passthrough_over_two_tls_hops(config))
+      std::cout << "warning: TLS on both hops with auth.mode: passthrough: clients that use SCRAM channel binding "
+                   "are refused; they need channel_binding=disable, or set auth.mode: terminate\n";
+  }
+  if (config.auth.mode == occ::AuthMode::terminate) {
+    std::shared_ptr<occ::AuthLookup> lookup;
+    const std::string problem = auth_query_problem(config, lookup);
+    std::cout << "auth.query: " << (problem.empty() ? "ok" : problem) << "\n";
+    ok = ok && problem.empty();
+  }
+  return ok ? kExitOk : kExitProblem;
 }
 
 }  // namespace

@@ -13,10 +13,13 @@
 
 namespace occ {
 
+class AuthLookup;
+
 struct Policy {
   RulesPtr rules;
   RelationIndex relations;
   TlsContextsPtr tls;  // null: TLS declined on both hops
+  std::shared_ptr<AuthLookup> auth;  // auth.mode terminate only
   bool protects_anything() const { return rules && !rules->tables.empty(); }
 };
 using PolicyPtr = std::shared_ptr<const Policy>;

@@ -380,16 +380,20 @@ awaitable<void> Session::run() {
     client_.close();
     co_return;
   }
+  const bool terminating_auth = config_.auth.mode == AuthMode::terminate;
+  // The client proves its password before it costs a server backend.
+  if (terminating_auth && !co_await authenticate_client()) co_return;
   if (!co_await connect_upstream()) co_return;
   spdlog::debug("{}: session for user \"{}\" database \"{}\"", peer_, user_, database_);
   try {
     co_await server_.write(startup_packet_);
+    std::string().swap(startup_packet_);
+    if (terminating_auth && !co_await log_into_server()) co_return;
   } catch (const boost::system::system_error& e) {
-    end("server closed during startup: " + e.code().message(), "08006",
+    end("connection lost during startup: " + e.code().message(), "08006",
         "occproxy: the database server closed the connection during startup");
     co_return;
   }
-  std::string().swap(startup_packet_);
   auto self = shared_from_this();
   asio::co_spawn(server_.get_executor(), [self]() { return self->pump_server_to_client(); }, asio::detached);
   co_await pump_client_to_server();
@@ -731,11 +735,8 @@ void Session::apply_search_path(const std::optional<std::vector<std::string>>& p
 awaitable<void> Session::pump_server_to_client() {
   server_pump_running_ = true;
   try {
+    // What the login left in the reader comes first.
     for (;;) {
-      auto area = server_in_.write_area();
-      std::size_t n = co_await server_.read_some(asio::buffer(area.data(), area.size()));
-      server_in_.commit(n);
-      stats::add(Counter::bytes_server_to_client, n);
       for (;;) {
         Frame frame;
         auto status = server_in_.next(frame);
@@ -762,6 +763,10 @@ awaitable<void> Session::pump_server_to_client() {
         to_client_.clear();
       }
       if (shutting_down_ && idle()) terminate();
+      auto area = server_in_.write_area();
+      std::size_t n = co_await server_.read_some(asio::buffer(area.data(), area.size()));
+      server_in_.commit(n);
+      stats::add(Counter::bytes_server_to_client, n);
     }
   } catch (const pg::MalformedMessage& e) {
     spdlog::error("{}: malformed message from the server ({}); session closed", peer_, e.what());

@@ -26,11 +26,13 @@
 #include "proxy/outbox.h"
 #include "proxy/policy_store.h"
 #include "proxy/read_set.h"
+#include "proxy/scram.h"
 #include "rules/rewrite.h"
 
 namespace occ {
 
 struct Config;
+struct RoleSecret;
 class SessionRegistry;
 
 // Where a tracked result's columns come from, learnt from its RowDescription.
@@ -102,6 +104,12 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> read_startup();
   boost::asio::awaitable<bool> connect_upstream();
   boost::asio::awaitable<void> start_upstream_tls();
+  // auth.mode terminate (session_auth.cpp): false when the session must end (the client was told).
+  boost::asio::awaitable<bool> authenticate_client();
+  boost::asio::awaitable<bool> log_into_server();
+  // Whether the client proved it knows the role's password; throws ScramError on a bad exchange.
+  boost::asio::awaitable<bool> check_scram_proof(const RoleSecret& secret);
+  boost::asio::awaitable<bool> check_md5_proof(const RoleSecret& secret);
   boost::asio::awaitable<void> pump_client_to_server();
   boost::asio::awaitable<void> pump_server_to_client();
 
@@ -159,6 +167,14 @@ class Session : public std::enable_shared_from_this<Session> {
   bool error_since_ready_ = false;
 
   std::string startup_packet_;  // kept until forwarded to the server
+  // auth.mode terminate: what the client's proof gave the proxy to log into the server with,
+  // wiped once the server has answered; and the client's last login messages, held until then.
+  struct Login {
+    std::optional<ScramVerifier> scram;
+    ScramKey client_key{};
+    std::string md5;
+    std::string to_client_after_login;
+  } login_;
   bool refused_ = false;
   bool authenticated_ = false;
   bool sasl_mechanism_next_ = false;

@@ -21,6 +21,7 @@ class PgResult {
  public:
   explicit PgResult(PGresult* r) : result_(r, &PQclear) {}
   int rows() const { return PQntuples(result_.get()); }
+  int columns() const { return PQnfields(result_.get()); }
   std::string text(int row, int column) const { return PQgetvalue(result_.get(), row, column); }
   std::optional<std::string> nullable(int row, int column) const;
   bool flag(int row, int column) const { return text(row, column) == "t"; }

@@ -194,6 +194,7 @@ def tls_pg(certs):
                 shutil.chown(cluster.data_dir / name, os_user)
         (cluster.data_dir / "pg_hba.conf").write_text(
             "local all all trust\n"
+            "hostssl all +md5_users 127.0.0.1/32 md5\n"
             "hostssl all all 127.0.0.1/32 scram-sha-256\n"
             "host all all 127.0.0.1/32 reject\n"
         )
@@ -235,17 +236,20 @@ def upstream_config(cluster, dbname, host="127.0.0.1"):
 
 @pytest.fixture
 def hops(pg, tls_pg, certs, make_config, run_occproxy, start_proxy, request):
-    """hops(client, upstream, rules=None) -> (proxy, cluster, dbname): the plaintext `pg` when upstream
-    is "off", the TLS-only cluster otherwise; with rules, the subscriptions table migrated first."""
+    """hops(client, upstream, rules=None, auth="passthrough") -> (proxy, cluster, dbname): the plaintext
+    `pg` when upstream is "off", the TLS-only cluster otherwise; with rules, the subscriptions table
+    migrated first (auth "terminate" needs the migrations' occ.auth_lookup: it migrates either way)."""
 
-    def start(client, upstream, rules=None):
+    def start(client, upstream, rules=None, auth="passthrough"):
         if upstream == "off":
             cluster, dbname = pg, request.getfixturevalue("db")
         else:
             cluster, dbname = tls_pg, request.getfixturevalue("tls_db")
-        config = {"tls": tls_section(certs, client, upstream)}
+        config = {"tls": tls_section(certs, client, upstream), "auth": {"mode": auth}}
         if cluster is tls_pg:
             config.update(upstream_config(tls_pg, dbname))
+        if rules is None and auth == "terminate":
+            rules = OCC_RULES
         if rules is not None:
             cluster.psql(SUBSCRIPTIONS, dbname=dbname)
             migrate(lambda d, rules: make_config(d, rules=rules, config=config), run_occproxy, dbname, rules)
@@ -465,10 +469,13 @@ DRIVERS = {
 }
 
 
-def expected_outcome(client, upstream, driver):
-    """The module docstring's table, cell by cell."""
+def expected_outcome(client, upstream, driver, auth):
+    """The module docstring's tables, cell by cell."""
     if driver == "psql-cb-require" and client == "off":
         return {"login_error": "channel binding required, but SSL not in use"}
+    if auth == "terminate":
+        return {"server_ssl": upstream != "off", "version": 1, "updated": 1,
+                "stale": ["40001", conflict_message(42, 1, 2)]}
     if driver == "psql-cb-require" and upstream == "off":
         return {"login_error": "channel binding is required, but server did not offer an authentication method "
                                "that supports channel binding"}
@@ -486,16 +493,17 @@ def expected_outcome(client, upstream, driver):
 @pytest.mark.parametrize("driver", list(DRIVERS))
 @pytest.mark.parametrize("upstream", ["off", "require", "verify-full"])
 @pytest.mark.parametrize("client", ["off", "on"])
-def test_drivers_through_each_tls_combination(hops, client, upstream, driver, request):
+@pytest.mark.parametrize("auth", ["passthrough", "terminate"])
+def test_drivers_through_each_tls_combination(hops, auth, client, upstream, driver, request):
     if driver.startswith("node"):
         require(shutil.which("node"), "node is not installed")
         require((NODE_DIR / "node_modules" / "pg").is_dir(), "run `npm ci` in tests/e2e/node first")
-    proxy, cluster, dbname = hops(client, upstream, rules=OCC_RULES)
+    proxy, cluster, dbname = hops(client, upstream, rules=OCC_RULES, auth=auth)
     runner, argument = DRIVERS[driver]
     if runner is run_jdbc:
         argument = request.getfixturevalue(argument)
     outcome = runner(proxy, dbname, client, argument)
-    assert outcome == expected_outcome(client, upstream, driver)
+    assert outcome == expected_outcome(client, upstream, driver, auth)
     state = cluster.psql("SELECT status, notes, version FROM subscriptions WHERE id = 42", dbname=dbname)
     assert state == ("paused|old|2\n" if "stale" in outcome else "active|old|1\n")
 
@@ -608,9 +616,13 @@ def test_client_mode_allow_serves_both(db, certs, start_proxy):
 
 @pytest.fixture
 def tls_roles(tls_pg):
-    tls_pg.psql("CREATE ROLE tls_app LOGIN PASSWORD 'tls app secret'; CREATE ROLE tls_nopw LOGIN;")
+    """tls_app (SCRAM), tls_md5 (an md5 hash, which pg_hba.conf's md5_users line lets log in), tls_nopw."""
+    tls_pg.psql("CREATE ROLE tls_app LOGIN PASSWORD 'tls app secret'; CREATE ROLE tls_nopw LOGIN; "
+                "CREATE ROLE md5_users NOLOGIN; SET password_encryption = 'md5'; "
+                "CREATE ROLE tls_md5 LOGIN PASSWORD 'md5 app secret' IN ROLE md5_users;")
     yield
-    tls_pg.psql("DROP ROLE IF EXISTS tls_app; DROP ROLE IF EXISTS tls_nopw;")
+    tls_pg.psql("DROP ROLE IF EXISTS tls_app; DROP ROLE IF EXISTS tls_nopw; DROP ROLE IF EXISTS tls_md5; "
+                "DROP ROLE IF EXISTS md5_users;")
 
 
 async def asyncpg_login(target, dbname, user, password):
@@ -626,11 +638,13 @@ async def asyncpg_login(target, dbname, user, password):
 
 @pytest.mark.parametrize("user, password", [
     ("tls_app", "wrong"),
+    ("tls_md5", "wrong"),
     ("no_such_role", "tls app secret"),
     ("tls_nopw", "anything"),
 ])
-def test_login_failures_through_tls_match_direct(hops, tls_pg, tls_roles, user, password):
-    proxy, _, dbname = hops("on", "verify-full")
+@pytest.mark.parametrize("auth", ["passthrough", "terminate"])
+def test_login_failures_through_tls_match_direct(hops, tls_pg, tls_roles, auth, user, password):
+    proxy, _, dbname = hops("on", "verify-full", auth=auth)
     direct = asyncio.run(asyncpg_login(tls_pg, dbname, user, password))
     assert direct == ("InvalidPasswordError", "28P01", f'password authentication failed for user "{user}"', "FATAL")
     assert asyncio.run(asyncpg_login(proxy, dbname, user, password)) == direct
@@ -641,14 +655,93 @@ def test_login_failures_through_tls_match_direct(hops, tls_pg, tls_roles, user, 
     assert psql_as(proxy.dsn(dbname, user=user, password=password) + libpq) == psql_direct
     # The right password works the same way, for contrast.
     assert asyncio.run(asyncpg_login(proxy, dbname, "tls_app", "tls app secret")) == ("logged in", "tls_app")
+    assert asyncio.run(asyncpg_login(proxy, dbname, "tls_md5", "md5 app secret")) == ("logged in", "tls_md5")
 
 
-def test_auth_mode_terminate_is_refused_at_start(db, certs, make_config, run_occproxy):
-    path = make_config(db, config={"tls": tls_section(certs, "on", "require"), "auth": {"mode": "terminate"}})
+@pytest.mark.parametrize("channel_binding", ["prefer", "require"])
+def test_terminate_binds_each_hop_to_its_own_certificate(hops, tls_pg, tls_roles, channel_binding):
+    proxy, _, dbname = hops("on", "verify-full", auth="terminate")
+    dsn = proxy.dsn(dbname, user="tls_app", password="tls app secret")
+    with psycopg.connect(dsn + f" sslmode=require channel_binding={channel_binding}") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("tls_app",)
+        assert conn.pgconn.used_password
+    wait_for_log(proxy, "client authenticated by the proxy with SCRAM-SHA-256-PLUS")
+    wait_for_log(proxy, "logging into the database server with SCRAM-SHA-256-PLUS")
+
+
+def test_terminate_md5_role_without_tls(pg, db, start_proxy, make_config, run_occproxy):
+    """md5 roles: the proxy asks the client for an md5 response and answers the server's with the stored hash."""
+    pg.psql("SET password_encryption = 'md5'; CREATE ROLE plain_md5 LOGIN PASSWORD 'plain md5 secret'")
+    try:
+        pg.psql(SUBSCRIPTIONS, dbname=db)
+        migrate(lambda d, rules: make_config(d, rules=rules), run_occproxy, db, OCC_RULES)
+        proxy = start_proxy(db, rules=OCC_RULES, config={"auth": {"mode": "terminate"}})
+        kind, body = first_reply(proxy, db, tls=False, user="plain_md5")
+        assert (kind, body[:4]) == (b"R", struct.pack("!I", 5)) and len(body) == 8  # AuthenticationMD5Password
+        # The test cluster's pg_hba.conf asks for scram-sha-256, which an md5 hash cannot answer:
+        # the login fails as it does directly.
+        direct = psql_as(pg.dsn(db, user="plain_md5", password="plain md5 secret"))
+        assert direct == (2, "", 'FATAL:  password authentication failed for user "plain_md5"')
+        assert psql_as(proxy.dsn(db, user="plain_md5", password="plain md5 secret")) == direct
+        wait_for_log(proxy, "the server asks for SCRAM, but the role's stored password is an md5 hash")
+    finally:
+        pg.psql("DROP ROLE IF EXISTS plain_md5")
+
+
+def test_terminate_sees_a_password_change(hops, tls_pg, tls_roles):
+    proxy, _, dbname = hops("on", "require", auth="terminate")
+    libpq = " sslmode=require"
+    old = proxy.dsn(dbname, user="tls_app", password="tls app secret") + libpq
+    new = proxy.dsn(dbname, user="tls_app", password="new secret") + libpq
+    assert psql_as(old) == (0, "tls_app\n", "")  # the verifier is cached now
+    tls_pg.psql("ALTER ROLE tls_app PASSWORD 'new secret'")
+    refused = (2, "", 'FATAL:  password authentication failed for user "tls_app"')
+    # The old password still matches the cached verifier, but the server refuses the key it gives.
+    assert psql_as(old) == refused
+    assert psql_as(new) == (0, "tls_app\n", "")
+    assert psql_as(old) == refused
+
+
+def test_terminate_needs_its_auth_query(db, certs, make_config, run_occproxy):
+    path = make_config(db, config={"auth": {"mode": "terminate"}})
+    result = run_occproxy("check", "--config", path, timeout=30)
+    assert result.returncode == 1, result.output
+    assert result.stdout.splitlines() == [
+        "no rules configured: nothing to check",
+        'auth.query: auth.query cannot run: auth.query on admin_dsn failed: ERROR:  schema "occ" does not exist',
+    ]
     result = run_occproxy("--config", path, timeout=30)
-    assert result.returncode == 2, result.output
-    assert result.stderr.splitlines()[-1] == (
-        f"{path}: auth.mode: terminate is not available in this build yet; use passthrough")
+    assert result.returncode == 1, result.output
+    assert 'error auth.mode terminate: auth.query cannot run: auth.query on admin_dsn failed: ERROR:  schema "occ" ' \
+           "does not exist" in result.output
+
+    broken = make_config(db, config={"auth": {"mode": "terminate", "query": "SELECT $1::text"}})
+    assert run_occproxy("check", "--config", broken, timeout=30).stdout.splitlines()[-1] == (
+        "auth.query: auth.query cannot run: auth.query must return two columns: rolname, rolpassword")
+
+
+def test_check_reports_tls_and_the_auth_query(hops, certs, make_config, run_occproxy, tls_db, tls_pg, tmp_path):
+    hops("off", "require", auth="terminate")  # migrates tls_db
+    config = {"tls": tls_section(certs, "on", "require"), "auth": {"mode": "terminate"},
+              **upstream_config(tls_pg, tls_db)}
+    result = run_occproxy("check", "--config", make_config(tls_db, rules=OCC_RULES, config=config), timeout=30)
+    assert result.returncode == 0, result.output
+    assert result.stdout.splitlines()[-2:] == ["TLS: ok (clients require, upstream require)", "auth.query: ok"]
+
+    config["auth"] = {"mode": "passthrough"}
+    result = run_occproxy("check", "--config", make_config(tls_db, rules=OCC_RULES, config=config), timeout=30)
+    assert result.returncode == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "TLS: ok (clients require, upstream require)",
+        "warning: TLS on both hops with auth.mode: passthrough: clients that use SCRAM channel binding are refused; "
+        "they need channel_binding=disable, or set auth.mode: terminate",
+    ]
+
+    missing = tmp_path / "missing.key"
+    config["tls"] = dict(config["tls"], key_file=str(missing))
+    result = run_occproxy("check", "--config", make_config(tls_db, rules=OCC_RULES, config=config), timeout=30)
+    assert result.returncode == 1, result.output
+    assert result.stdout.splitlines()[-2].startswith(f"TLS: tls.key_file {missing}: "), result.stdout
 
 
 # --- certificates reloaded on SIGHUP ---------------------------------------------------------------
@@ -721,8 +814,9 @@ def test_sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken(
 
 # --- secrets --------------------------------------------------------------------------------------
 
-def test_no_password_proof_or_key_in_the_debug_log(hops, tls_pg, tls_roles, certs):
-    proxy, _, dbname = hops("on", "require")
+@pytest.mark.parametrize("auth", ["passthrough", "terminate"])
+def test_no_password_proof_or_key_in_the_debug_log(hops, tls_pg, tls_roles, certs, auth):
+    proxy, _, dbname = hops("on", "require", auth=auth)
     assert proxy.config["log"]["level"] == "debug"
     password = "tls app secret"
     dsn = proxy.dsn(dbname, user="tls_app", password=password)
@@ -732,8 +826,14 @@ def test_no_password_proof_or_key_in_the_debug_log(hops, tls_pg, tls_roles, cert
     conn.close()
     with psycopg.connect(dsn + " sslmode=require channel_binding=disable") as conn:  # extended protocol
         assert conn.execute("SELECT current_user").fetchone() == ("tls_app",)
-    with pytest.raises(psycopg2.OperationalError, match="SCRAM channel binding cannot pass through"):
-        psycopg2.connect(dsn + " sslmode=require channel_binding=prefer")
+    if auth == "terminate":
+        psycopg2.connect(dsn + " sslmode=require channel_binding=require").close()
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(proxy.dsn(dbname, user="tls_md5", password="Wrong-" + password) + " sslmode=require")
+        psycopg2.connect(proxy.dsn(dbname, user="tls_md5", password="md5 app secret") + " sslmode=require").close()
+    else:
+        with pytest.raises(psycopg2.OperationalError, match="SCRAM channel binding cannot pass through"):
+            psycopg2.connect(dsn + " sslmode=require channel_binding=prefer")
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(proxy.dsn(dbname, user="tls_app", password="Wrong-" + password)
                          + " sslmode=require channel_binding=disable")
@@ -741,10 +841,14 @@ def test_no_password_proof_or_key_in_the_debug_log(hops, tls_pg, tls_roles, cert
     logged = proxy.log_text() + (proxy.audit_path.read_text() if proxy.audit_path.exists() else "")
     assert "tls_app" in logged  # the sessions were logged at all
     key_lines = [line for line in certs.proxy_key.read_text().splitlines() if not line.startswith("-----")]
+    # The stored secrets: the SCRAM verifier's salt and keys, the md5 hash.
+    stored = tls_pg.psql("SELECT rolpassword FROM pg_authid WHERE rolname IN ('tls_app', 'tls_md5')").split()
+    stored_parts = [part for secret in stored for part in re.split(r"[$:]", secret) if len(part) >= 16]
+    assert len(stored_parts) == 4, stored
     # Passwords; SCRAM client-first messages (gs2 headers n, y and p) and client-final ones (c=..., p=proof);
     # the proxy's private key.
     for secret in (password, "Wrong-" + password, "n,,n=", "y,,n=", "p=tls-server-end-point", "c=biws", "c=eSws",
-                   "c=cD10bHMt", ",p=", "PRIVATE KEY", *key_lines):
+                   "c=cD10bHMt", ",p=", "PRIVATE KEY", *key_lines, *stored_parts):
         assert secret not in logged, secret
 
 

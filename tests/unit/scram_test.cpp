@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/auth_lookup.h"
 #include "proxy/md5_auth.h"
 #include "proxy/scram.h"
 
@@ -452,4 +453,27 @@ TEST_CASE("md5 from PostgreSQL's stored hash", "[scram][md5]") {
   CHECK(occ::md5_salt().size() == 4);
   CHECK_THROWS_WITH(occ::md5_response(pg_md5_hash, "abc"), "the md5 salt must be 4 bytes, got 3");
   CHECK_THROWS_WITH(occ::md5_response(pg_scram_verifier, "abcd"), "not an md5 password hash");
+}
+
+TEST_CASE("auth.query's row says which login the proxy runs", "[scram]") {
+  const occ::RoleSecret scram = occ::role_secret(true, pg_scram_verifier);
+  CHECK(scram.role_exists);
+  REQUIRE(scram.scram);
+  CHECK(occ::to_string(*scram.scram) == pg_scram_verifier);
+  CHECK(scram.md5.empty());
+
+  const std::string md5_hash = occ::md5_hash("md5_user", "correct horse");
+  const occ::RoleSecret md5 = occ::role_secret(true, md5_hash);
+  CHECK_FALSE(md5.scram);
+  CHECK(md5.md5 == md5_hash);
+  CHECK(md5.usable());
+
+  // No password, an expired one (auth_lookup gives NULL), an unknown role, a secret of another kind.
+  for (const occ::RoleSecret& unusable : {occ::role_secret(true, std::nullopt), occ::role_secret(false, std::nullopt),
+                                          occ::role_secret(true, std::string("plaintext?"))}) {
+    CHECK_FALSE(unusable.usable());
+    CHECK_FALSE(unusable.scram);
+    CHECK(unusable.md5.empty());
+  }
+  CHECK_FALSE(occ::role_secret(false, std::nullopt).role_exists);
 }
