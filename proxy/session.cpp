@@ -759,7 +759,13 @@ awaitable<void> Session::pump_server_to_client() {
         throw pg::MalformedMessage("invalid message length from the server");
       }
       if (!to_client_.empty()) {
-        co_await client_.write(to_client_.pending());
+        try {
+          co_await client_.write(to_client_.pending());
+        } catch (const boost::system::system_error& e) {
+          // The client went away mid-result: nothing is wrong with the server.
+          if (!ended_) end("client connection lost: " + e.code().message());
+          break;
+        }
         to_client_.clear();
       }
       if (shutting_down_ && idle()) terminate();
