@@ -8,6 +8,10 @@
 #   BENCH_OCC=1                                      also run an occproxy with rules protecting
 #                                                    pgbench_accounts (target occproxy_occ) and the
 #                                                    read-then-update workload
+#   BENCH_TRACKING=1                                 read tracking: select-only and read-then-update
+#                                                    scripts (simple and prepared) on the protected
+#                                                    pgbench_accounts; targets default to direct,
+#                                                    occproxy (no rules) and occproxy_occ
 #   OCCPROXY_BIN=build/occproxy  PG_BINDIR=/usr/lib/postgresql/15/bin  KEEP=1 (keep the temp dir)
 set -euo pipefail
 
@@ -20,6 +24,11 @@ JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 OCCPROXY_BIN=${OCCPROXY_BIN:-$repo/build/occproxy}
+if [[ "${BENCH_TRACKING:-0}" == 1 ]]; then
+  WORKLOADS=${WORKLOADS:-track_select_simple track_select_prepared track_read_update_simple track_read_update_prepared}
+  TARGETS=${TARGETS:-direct occproxy occproxy_occ}
+  [[ " $TARGETS " == *" occproxy_occ "* ]] || TARGETS+=" occproxy_occ"
+fi
 WORKLOADS=${WORKLOADS:-select_simple select_extended select_prepared tpcb connect_select}
 TARGETS=${TARGETS:-direct occproxy pgbouncer}
 if [[ "${BENCH_OCC:-0}" == 1 ]]; then
@@ -38,6 +47,13 @@ workload_connect_select() { echo "-S -M simple -C"; }
 # Read a row, then update it: through occproxy_occ the SELECT teaches the proxy the row's version
 # and the UPDATE is rewritten to check it.
 workload_occ_read_update() { echo "-M extended -f $bench_dir/occ_read_update.sql"; }
+# Read tracking (BENCH_TRACKING=1): neither script names the version; through occproxy_occ every
+# SELECT gets the key and version appended (and stripped) and every UPDATE is checked.
+# A custom script's :scale is 1 unless -s names it: every account, as the built-in scripts read.
+workload_track_select_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_select.sql"; }
+workload_track_select_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_select.sql"; }
+workload_track_read_update_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update.sql"; }
+workload_track_read_update_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update.sql"; }
 
 die() {
   echo "bench: $*" >&2
@@ -125,11 +141,12 @@ write_occproxy_config() {
   } >"$work/$name.yaml"
 }
 
-# Sets started_port.
+# Sets started_port and started_pid.
 start_occproxy() {
   local name=$1 rules=${2:-}
   write_occproxy_config "$name" "$rules"
   "$OCCPROXY_BIN" --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
+  started_pid=$!
   pids+=($!)
   wait_port "$config_port" "$name"
   started_port=$config_port
@@ -165,7 +182,9 @@ echo "bench: pgbench -i -s $SCALE" >&2
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U postgres bench >"$work/init.log" 2>&1 \
   || { cat "$work/init.log"; die "pgbench -i failed"; }
 
-declare -A port_of
+# pid_of: the occproxy targets, whose CPU time per transaction the table reports. On a shared or
+# small machine it is steadier than TPS, which also moves with whatever else competes for the cores.
+declare -A port_of pid_of
 port_of[direct]=$pg_port
 for target in $TARGETS; do
   case "$target" in
@@ -173,6 +192,7 @@ for target in $TARGETS; do
     occproxy)
       start_occproxy occproxy
       port_of[occproxy]=$started_port
+      pid_of[occproxy]=$started_pid
       ;;
     pgbouncer)
       start_pgbouncer
@@ -185,6 +205,7 @@ for target in $TARGETS; do
         || { cat "$work/migrate.log"; die "occproxy migrate failed"; }
       start_occproxy occproxy_occ "$work/rules.yaml"
       port_of[occproxy_occ]=$started_port
+      pid_of[occproxy_occ]=$started_pid
       ;;
     *) die "unknown target $target" ;;
   esac
@@ -195,6 +216,10 @@ for workload in $WORKLOADS; do
   if declare -F "prepare_$workload" >/dev/null; then "prepare_$workload"; fi
 done
 
+# utime + stime of a process, all its threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+clock_ticks=$(getconf CLK_TCK)
+
 # --- the interleaved runs: each round runs every workload on every target in turn ----------------
 results="$work/results.tsv"
 : >"$results"
@@ -203,6 +228,8 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r -a args <<<"$("workload_$workload")"
     for target in $TARGETS; do
       out="$work/run-$round-$workload-$target.log"
+      pid=${pid_of[$target]:-}
+      if [[ -n "$pid" ]]; then ticks_before=$(cpu_ticks "$pid"); fi
       if ! pgbench -n -T "$DURATION" -c "$CLIENTS" -j "$JOBS" "${args[@]}" \
         -h 127.0.0.1 -p "${port_of[$target]}" -U postgres bench >"$out" 2>&1; then
         echo "bench: round $round $workload $target failed:" >&2
@@ -210,9 +237,15 @@ for round in $(seq 1 "$ROUNDS"); do
         continue
       fi
       tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out")
-      latency=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$out")
+      latency=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
       failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$target" "$round" "$tps" "$latency" "${failed:-0}" >>"$results"
+      cpu_us=-
+      if [[ -n "$pid" ]]; then
+        processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+        cpu_us=$(( ($(cpu_ticks "$pid") - ticks_before) * 1000000 / clock_ticks / (processed > 0 ? processed : 1) ))
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$target" "$round" "$tps" "$latency" "${failed:-0}" \
+        "$cpu_us" >>"$results"
       printf 'bench: round %s/%s %-16s %-13s %10.1f tps\n' "$round" "$ROUNDS" "$workload" "$target" "$tps" >&2
     done
   done
@@ -225,22 +258,37 @@ import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 workloads, targets = sys.argv[2].split(), sys.argv[3].split()
-tps, latency, failed = {}, {}, {}
-for workload, target, _round, t, lat, fail in rows:
+tps, latency, failed, cpu = {}, {}, {}, {}
+for workload, target, _round, t, lat, fail, cpu_us in rows:
     tps.setdefault((workload, target), []).append(float(t))
     latency.setdefault((workload, target), []).append(float(lat))
     failed[workload, target] = failed.get((workload, target), 0) + int(fail)
+    if cpu_us != "-":
+        cpu.setdefault((workload, target), []).append(int(cpu_us))
 
-print(f"{'workload':<18}{'target':<14}{'median tps':>12}{'vs direct':>11}{'latency ms':>12}{'runs':>6}{'failed':>8}")
+def median_of(workload, target):
+    return statistics.median(tps[workload, target]) if (workload, target) in tps else None
+
+
+def ratio(value, base):
+    return f"{value / base:.3f}" if base else "-"
+
+
+# "vs relay": against occproxy without rules on the same workload, the cost of OCC and read tracking.
+relay = "occproxy" in targets
+width = max(18, max(map(len, workloads)) + 2)
+print(f"{'workload':<{width}}{'target':<14}{'median tps':>12}{'vs direct':>11}"
+      + (f"{'vs relay':>10}" if relay else "") + f"{'latency ms':>12}{'runs':>6}{'failed':>8}"
+      + f"{'proxy cpu us/tx':>17}")
 for workload in workloads:
-    base = statistics.median(tps[workload, "direct"]) if (workload, "direct") in tps else None
     for target in targets:
-        if (workload, target) not in tps:
-            print(f"{workload:<18}{target:<14}{'(no run)':>12}")
+        median = median_of(workload, target)
+        if median is None:
+            print(f"{workload:<{width}}{target:<14}{'(no run)':>12}")
             continue
-        median = statistics.median(tps[workload, target])
-        ratio = f"{median / base:.3f}" if base else "-"
-        print(f"{workload:<18}{target:<14}{median:>12.1f}{ratio:>11}"
-              f"{statistics.median(latency[workload, target]):>12.3f}"
-              f"{len(tps[workload, target]):>6}{failed[workload, target]:>8}")
+        print(f"{workload:<{width}}{target:<14}{median:>12.1f}{ratio(median, median_of(workload, 'direct')):>11}"
+              + (f"{ratio(median, median_of(workload, 'occproxy')):>10}" if relay else "")
+              + f"{statistics.median(latency[workload, target]):>12.3f}"
+              f"{len(tps[workload, target]):>6}{failed[workload, target]:>8}"
+              + (f"{statistics.median(cpu[workload, target]):>17.0f}" if (workload, target) in cpu else ""))
 EOF

@@ -257,6 +257,9 @@ EXTENDED_CASES = {
             bind([int4(key)], name="again", param_formats=[1], result_formats=[1, 0, 1]), describe(b"P"),
             execute())],
         SYNC, close(b"S", "again"), SYNC],
+    "binary results after a statement describe": [
+        parse(STAR_BY_ID, name="described"), describe(b"S", "described"), SYNC,
+        bind([b"44"], name="described", result_formats=[1, 1, 0, 0, 1]), execute(), SYNC],
     "error in a pipeline after a read": [
         parse(STAR_BY_ID), bind([b"44"], result_formats=[1]), execute(),
         parse("SELECT 1 / $1::int"), bind([b"0"]), execute(),
@@ -305,6 +308,7 @@ def test_select_results_are_byte_identical_to_direct(pg, db, occ_proxy):
     assert kinds(direct["describe statements"]) == "1tT1tT1tT1tTZ"
     assert kinds(direct["a named statement reused"]) == "1tTZ2TDC2TDC2TDC2TCZ3Z"
     assert kinds(direct["error in a pipeline after a read"]) == "12DDDC1EZ"
+    assert kinds(direct["binary results after a statement describe"]) == "1tTZ2DDDCZ"
 
 
 # --- the lost update through real drivers ----------------------------------------------------------
