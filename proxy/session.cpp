@@ -683,6 +683,7 @@ void Session::on_bind(const Frame& frame) {
   const StatementInfoPtr& info = it->second;
   auto portal = std::make_shared<PortalInfo>();
   portal->statement = info;
+  if (info->tracks_results()) portal->result_formats = bind.result_formats;
   if (!info->writes.empty()) {
     portal->params.reserve(bind.params.size());
     for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
@@ -944,7 +945,7 @@ void Session::on_data_row(const Frame& frame) {
   auto row = pg::decode_data_row(frame.body);
   if (row.values.size() < effect->tracking.added_columns)
     throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
-  note_row(row, effect->tracking, layout);
+  note_row(row, effect->tracking, layout, current.kind == Pending::query ? nullptr : current.portal.get());
   if (effect->tracking.drop_result) {
     to_client_.drop();
     return;
@@ -960,7 +961,8 @@ void Session::on_data_row(const Frame& frame) {
   w.finish();
 }
 
-void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout) {
+void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
+                       const PortalInfo* portal) {
   const auto now = ReadSet::Clock::now();
   std::size_t column = row.values.size() - tracking.added_columns;
   for (unsigned t = 0; t < tracking.tables.size(); ++t) {
@@ -986,6 +988,8 @@ void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, c
       for (const auto& base : layout.base) {
         // Redacted values never leave the proxy: the map literal can end up in the server's log.
         if (base.table != t || base.index >= row.values.size() || table.is_redacted(base.name)) continue;
+        // The diff shows values as text; a binary one would have to be decoded by type.
+        if (portal != nullptr && !portal->text_result(base.index)) continue;
         const auto& value = row.values[base.index];
         if (!value)
           remembered.base[base.name] = nullptr;

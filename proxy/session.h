@@ -68,6 +68,14 @@ using StatementInfoPtr = std::shared_ptr<StatementInfo>;
 struct PortalInfo {
   StatementInfoPtr statement;
   std::vector<std::optional<std::string>> params;  // text form; binary values as \x hex
+  // Bind's result format codes as the client sent them: none (all text), one for all, or one each.
+  // A statement's RowDescription from Describe says text for every column whatever Bind picks later.
+  std::vector<int16_t> result_formats;
+  bool text_result(std::size_t column) const {
+    if (result_formats.empty()) return true;
+    if (result_formats.size() == 1) return result_formats[0] == 0;
+    return column >= result_formats.size() || result_formats[column] == 0;
+  }
 };
 using PortalInfoPtr = std::shared_ptr<const PortalInfo>;
 
@@ -128,7 +136,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_data_row(const Frame& frame);
   void on_parameter_description(const Frame& frame);
   void on_command_complete(const Frame& frame);
-  void note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout);
+  // `portal`: the portal an Execute's rows come from (its result formats), null for a simple Query.
+  void note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
+                const PortalInfo* portal);
   void pop_front_if(Pending kind);
 
   const Policy& policy();
