@@ -32,6 +32,10 @@ terminate on the proxy".
 (4) The server offers SCRAM-SHA-256-PLUS on the proxy's TLS hop; the proxy drops it from the
     AuthenticationSASL it relays to a plaintext client (libpq refuses a -PLUS offer over plaintext).
 pgjdbc 42.5 never uses channel binding (it always answers SCRAM-SHA-256 with gs2 flag "n").
+
+With auth.mode: terminate every cell is OCC except libpq cb=require over a plaintext client hop (1):
+the proxy is the SCRAM server for the client (-PLUS bound to its own certificate over TLS) and the
+SCRAM client for the server (-PLUS bound to the server's certificate when offered).
 """
 import asyncio
 import json
