@@ -441,3 +441,28 @@ def test_asyncpg_read_then_write_catches_the_lost_update(pg, db, occ_proxy):
 
     asyncio.run(scenario())
     assert rows(pg, db, "SELECT status, notes FROM subscriptions WHERE id = 42") == [["paused", "old"]]
+
+
+ERROR_CASES = {
+    "unknown column": [query("SELECT * FROM subscriptions WHERE nosuch = 1")],
+    "bad literal": [query("SELECT notes FROM subscriptions WHERE id = 'x'")],
+    "error in the statement after a read": [
+        query("SELECT * FROM subscriptions WHERE id = 42; SELECT nosuch FROM plans")],
+    "parse": [parse("SELECT notes FROM subscriptions WHERE nosuch = $1", name="p"), SYNC],
+}
+
+
+@pytest.mark.xfail(strict=True, reason="proxy/session.cpp: an ErrorResponse's position (P) counts in the text "
+                                       "the proxy rewrote, not in the client's")
+def test_error_positions_point_into_the_clients_text(pg, db, occ_proxy):
+    """psql and drivers place the error's caret with P: it must count in the text the client sent."""
+    proxy = occ_proxy(BYTES_RULES, schema=BYTES_SCHEMA)
+    results = {}
+    for target in (pg, proxy):
+        for name, messages in ERROR_CASES.items():
+            client = WireClient(target.host, target.port, db)
+            results[target, name] = client.exchange(*messages)
+            client.close()
+    assert b"\0P35\0" in results[pg, "unknown column"][0][1]
+    for name in ERROR_CASES:
+        assert results[proxy, name] == results[pg, name], name
