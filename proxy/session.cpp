@@ -10,6 +10,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <charconv>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -37,6 +39,7 @@ constexpr std::chrono::milliseconds kLastWordsTimeout{2000};
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
+constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
 constexpr int32_t kJsonbOid = 3802;
 constexpr int32_t kAuthSasl = 10;  // AuthenticationSASL
 // Longest value read that the read set keeps for the conflict diff; longer ones are left out.
@@ -621,10 +624,11 @@ void Session::on_query(const Frame& frame) {
     pg::encode_query(to_server_.edit(), rw->sql);
   else
     to_server_.forward(frame.raw);
-  if (rw && (!rw->writes.empty() || !rw->effects.empty())) {
+  if (rw && (!rw->writes.empty() || !rw->effects.empty() || !rw->shifts.empty())) {
     auto info = std::make_shared<StatementInfo>();
     info->writes = std::move(rw->writes);
     info->effects = std::move(rw->effects);
+    info->shifts = std::move(rw->shifts);
     entry.statement = std::move(info);
   }
   in_flight_.push_back(std::move(entry));
@@ -634,13 +638,15 @@ void Session::on_parse(const Frame& frame) {
   auto parse = pg::decode_parse(frame.body);
   auto rw = analyse(parse.sql, true, static_cast<int>(parse.param_types.size()));
   StatementInfoPtr info;
-  if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty())) {
+  if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty() ||
+             !rw->shifts.empty())) {
     info = std::make_shared<StatementInfo>();
     info->writes = std::move(rw->writes);
     info->rejection = std::move(rw->rejection);
     info->effects = std::move(rw->effects);
     info->expected_params = std::move(rw->expected_params);
     info->client_param_count = rw->client_param_count;
+    info->shifts = std::move(rw->shifts);
   }
   if (rw && rw->action == Rewrite::Action::reject) {
     // The server must fail this Parse (so it skips to Sync and aborts a transaction block as a
@@ -1110,14 +1116,27 @@ void Session::on_error_response(const Frame& frame) {
       stats::table_add(std::string(fields.get('s')) + "." + std::string(fields.get('t')),
                        stats::TableCounter::conflicts);
     }
+    const std::string_view context = fields.get('W');
+    if (context.starts_with(kUnknownVersionContext)) stats::add(Counter::unknown_version_rejected);
+    bool edited = false;
     // An error raised by an occ helper function is the proxy's own: its PL/pgSQL CONTEXT line
     // would only tell the client about the rewriting.
-    if (fields.get('W').starts_with(kOccContextPrefix)) {
+    if (context.starts_with(kOccContextPrefix)) {
       std::erase_if(fields.fields, [](const auto& field) { return field.first == 'W'; });
-      pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
-    } else {
-      to_client_.forward(frame.raw);
+      edited = true;
     }
+    // psql and drivers put the caret under the position: it must count in the client's text.
+    const std::string_view position = fields.get('P');
+    int rewritten_position = 0;
+    if (!position.empty() && current && current->statement && !current->statement->shifts.empty() &&
+        std::from_chars(position.data(), position.data() + position.size(), rewritten_position).ec == std::errc()) {
+      fields.set('P', std::to_string(original_position(current->statement->shifts, rewritten_position)));
+      edited = true;
+    }
+    if (edited)
+      pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
+    else
+      to_client_.forward(frame.raw);
   }
   // After an error in the extended protocol the server skips everything up to Sync.
   if (current && current->kind != Pending::query && current->kind != Pending::function_call) {

@@ -56,6 +56,7 @@ struct StatementInfo {
   int client_param_count = 0;
   std::vector<int32_t> param_types;  // as the server described them (ParameterDescription)
   ResultLayout layout;  // extended protocol: from this statement's last RowDescription
+  std::vector<TextShift> shifts;  // the rewriting's edits: error positions count in the client's text
   bool tracks_results() const {
     for (const auto& e : effects)
       if (e.tracking.added_columns) return true;

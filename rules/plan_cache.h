@@ -15,10 +15,18 @@
 
 namespace occ {
 
+// The cache key that texts differing only in their constants share: every digit of a numeric
+// constant becomes 0 and every byte inside a string constant x, so offsets stay those of `sql`;
+// identifiers, parameters ($n) and comments are kept. Starts with a NUL, which no SQL text
+// contains, so it never equals a text. Empty when `sql` has no constant.
+std::string literal_shape(std::string_view sql);
+
 // Least-recently-used map from SQL text to its analysis under one Rules object. Analyses depend
-// on which names are protected, so the cache empties itself when it sees other rules. Bounded in
-// entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but not kept (a bulk
-// statement is rarely repeated verbatim).
+// on which names are protected, so the cache empties itself when it sees other rules. An analysis
+// that takes nothing from the text's constants (no checked write, no SET search_path) is kept
+// under the text's literal_shape, so the simple protocol's `... WHERE id = 42`, `... = 43` parse
+// once. Bounded in entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but
+// not kept (a bulk statement is rarely repeated verbatim).
 class PlanCache {
  public:
   explicit PlanCache(std::size_t capacity = 4096, std::size_t max_bytes = 32u << 20);

@@ -28,7 +28,17 @@ bool joins(char ch) {
 
 // `range` of `sql` with the edits that fall inside it applied. The edits of one statement never
 // overlap (each write's regions are disjoint); one that would is dropped, not spliced across.
-std::string splice(std::string_view sql, TextRange range, std::vector<Edit> edits) {
+// Characters as PostgreSQL counts them in UTF-8: every byte but continuation bytes.
+int characters(std::string_view text) {
+  int n = 0;
+  for (char ch : text) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+  return n;
+}
+
+// `range` of `sql` with `edits` applied; with `shifts`, also where each applied edit moved the text
+// (positions counted from the start of `sql`).
+std::string splice(std::string_view sql, TextRange range, std::vector<Edit> edits,
+                   std::vector<TextShift>* shifts = nullptr) {
   std::stable_sort(edits.begin(), edits.end(),
                    [](const Edit& a, const Edit& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   std::string out;
@@ -36,14 +46,23 @@ std::string splice(std::string_view sql, TextRange range, std::vector<Edit> edit
   for (const Edit& e : edits) size += e.text.size();
   out.reserve(size);
   int at = range.begin;
+  int at_character = shifts ? characters(sql.substr(0, static_cast<std::size_t>(at))) : 0;
   for (const Edit& e : edits) {
     if (e.begin < at || e.end > range.end) continue;
-    out.append(sql.substr(static_cast<std::size_t>(at), static_cast<std::size_t>(e.begin - at)));
+    const std::string_view kept = sql.substr(static_cast<std::size_t>(at), static_cast<std::size_t>(e.begin - at));
+    out.append(kept);
+    const std::size_t inserted_from = out.size();
     if (!out.empty() && !e.text.empty() && joins(out.back()) && joins(e.text.front())) out += ' ';
     out += e.text;
     at = e.end;
     if (at < range.end && !e.text.empty() && joins(e.text.back()) && joins(sql[static_cast<std::size_t>(at)]))
       out += ' ';
+    if (shifts) {
+      at_character += characters(kept);
+      const int removed = characters(sql.substr(static_cast<std::size_t>(e.begin), static_cast<std::size_t>(e.end - e.begin)));
+      shifts->push_back({at_character, removed, characters(std::string_view(out).substr(inserted_from))});
+      at_character += removed;
+    }
   }
   out.append(sql.substr(static_cast<std::size_t>(at), static_cast<std::size_t>(range.end - at)));
   return out;
@@ -642,6 +661,18 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
   return false;
 }
 
+int original_position(const std::vector<TextShift>& shifts, int position) {
+  int offset = position - 1;  // 0-based, in the rewritten text
+  int moved = 0;              // rewritten minus original characters before the current edit
+  for (const TextShift& s : shifts) {
+    const int starts = s.at + moved;
+    if (offset < starts) break;
+    if (offset < starts + s.inserted) return s.at + 1;
+    moved += s.inserted - s.removed;
+  }
+  return offset - moved + 1;
+}
+
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session, PlanCache& cache) {
   Rewrite out;
   const std::shared_ptr<const SqlAnalysis> analysis = cache.analysis(sql, session.rules);
@@ -731,7 +762,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
   if (any_effect) out.effects = std::move(effects);
   if (!edits.empty()) {
     out.action = Rewrite::Action::rewrite;
-    out.sql = splice(sql, TextRange{0, static_cast<int>(sql.size())}, std::move(edits));
+    out.sql = splice(sql, TextRange{0, static_cast<int>(sql.size())}, std::move(edits), &out.shifts);
   }
   return out;
 }

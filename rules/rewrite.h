@@ -84,6 +84,18 @@ struct WriteInfo {
   std::vector<std::pair<std::string, std::string>> assigned;  // column -> value's SQL text ("$2" for a parameter)
 };
 
+// Where the rewriting moved the client's text, in characters, as the server counts an error's
+// position: the client's characters [at, at + removed) became `inserted` characters.
+struct TextShift {
+  int at = 0;
+  int removed = 0;
+  int inserted = 0;
+};
+
+// An error's position (1-based, in characters) in the rewritten text, as a position in the
+// client's; a position inside the proxy's own text points where that text was inserted.
+int original_position(const std::vector<TextShift>& shifts, int position);
+
 struct Rewrite {
   enum class Action { forward, rewrite, reject };
   Action action = Action::forward;
@@ -106,6 +118,8 @@ struct Rewrite {
   // many the client's statement has (the added ones follow).
   std::vector<ExpectedParam> expected_params;
   int client_param_count = 0;
+  // Action::rewrite: the edits, for mapping error positions back to the client's text.
+  std::vector<TextShift> shifts;
 };
 
 // Cheap pre-filter: false when `sql` cannot touch a protected table nor change search_path,

@@ -452,8 +452,6 @@ ERROR_CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/session.cpp: an ErrorResponse's position (P) counts in the text "
-                                       "the proxy rewrote, not in the client's")
 def test_error_positions_point_into_the_clients_text(pg, db, occ_proxy):
     """psql and drivers place the error's caret with P: it must count in the text the client sent."""
     proxy = occ_proxy(BYTES_RULES, schema=BYTES_SCHEMA)

@@ -1087,3 +1087,24 @@ TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
   }
   std::ofstream(env("OCC_REWRITE_OUT", "/dev/stdout")) << out.dump() << '\n';
 }
+
+TEST_CASE("error positions in a rewritten text map back to the client's text", "[rewrite]") {
+  Session s("enforce");
+  // Non-ASCII before and after the edit: positions count characters, as the server's do.
+  const std::string sql = "UPDATE subscriptions SET notes = 'é' WHERE id = 1 AND version = 2 AND nosuch = 'ü'";
+  const occ::Rewrite r = s.rewrite(sql);
+  REQUIRE(r.action == occ::Rewrite::Action::rewrite);
+  REQUIRE_FALSE(r.shifts.empty());
+  auto position_of = [](const std::string& text, const std::string& part) {
+    const std::string before = text.substr(0, text.find(part));
+    int characters = 0;
+    for (char ch : before) characters += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+    return characters + 1;
+  };
+  CHECK(occ::original_position(r.shifts, position_of(r.sql, "nosuch")) == position_of(sql, "nosuch"));
+  CHECK(occ::original_position(r.shifts, position_of(r.sql, "subscriptions")) == position_of(sql, "subscriptions"));
+  CHECK(occ::original_position(r.shifts, position_of(r.sql, "notes")) == position_of(sql, "notes"));
+  // Inside the proxy's own text: where that text went in.
+  CHECK(occ::original_position(r.shifts, position_of(r.sql, "occ.conflict")) == position_of(sql, " notes"));
+  CHECK(occ::original_position({}, 17) == 17);
+}

@@ -301,14 +301,14 @@ TEST_CASE("the plan cache returns one analysis per text and evicts the least rec
   occ::PlanCache cache(2);
   const auto first = cache.analysis("UPDATE subscriptions SET a = 1", rules);
   CHECK(cache.analysis("UPDATE subscriptions SET a = 1", rules) == first);
-  cache.analysis("SELECT 2", rules);
+  cache.analysis("SELECT b", rules);
   cache.analysis("UPDATE subscriptions SET a = 1", rules);  // now most recent
-  cache.analysis("SELECT 3", rules);                        // evicts SELECT 2
+  cache.analysis("SELECT c", rules);                        // evicts SELECT b
   CHECK(cache.size() == 2);
   CHECK(cache.hits() == 2);
   CHECK(cache.misses() == 3);
   CHECK(cache.analysis("UPDATE subscriptions SET a = 1", rules) == first);
-  cache.analysis("SELECT 2", rules);
+  cache.analysis("SELECT b", rules);
   CHECK(cache.misses() == 4);
 
   // Other rules: the analyses are stale (which names are protected may differ).
@@ -328,9 +328,39 @@ TEST_CASE("the plan cache keeps its SQL text within its byte budget", "[sql_anal
   cache.analysis(big, rules);
   CHECK(cache.size() == 0);
   CHECK(cache.misses() == 2);
-  for (int i = 0; i < 100; ++i) cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1", rules);  // 17 bytes
+  // Names, not constants: each text is an entry of its own.
+  for (int i = 0; i < 100; ++i) cache.analysis("SELECT c" + std::to_string(100000 + i) + " + d", rules);  // 18 bytes
   CHECK(cache.size() == 100);
   for (int i = 0; i < 100; ++i)
-    cache.analysis("SELECT " + std::to_string(100000 + i) + " + 1 + 2 + 3 + 4 + 5 + 6", rules);
-  CHECK(cache.size() == 69);  // 37 bytes each: 69 * 37 = 2553
+    cache.analysis("SELECT c" + std::to_string(100000 + i) + " + d + e + f + g + h + i", rules);
+  CHECK(cache.size() == 67);  // 38 bytes each: 67 * 38 = 2546
+}
+
+TEST_CASE("texts that differ only in constants share the shape key", "[sql_analysis]") {
+  using occ::literal_shape;
+  const std::string nul(1, '\0');
+  CHECK(literal_shape("SELECT a FROM t") == "");
+  CHECK(literal_shape("SELECT * FROM t WHERE id = 42") == nul + "SELECT * FROM t WHERE id = 00");
+  CHECK(literal_shape("SELECT 1.5, .25, 3e-12, 'it''s', E'a\\'b'") == nul + "SELECT 0.0, .00, 0e-00, 'xxxxx', E'xxxx'");
+  CHECK(literal_shape("SELECT $q$a'b$q$, $$\"$$") == nul + "SELECT $q$xxx$q$, $$x$$");
+  // Names, parameters and comments stay; a quote inside them opens no string.
+  CHECK(literal_shape("SELECT t1.c2, $1, \"x'9\" /* '5' */ -- 7'\nFROM t1") == "");
+  CHECK(literal_shape("SELECT e'\\'', somee'1'") == nul + "SELECT e'xx', somee'x'");
+  CHECK(literal_shape("SELECT 'unterminated") == nul + "SELECT 'xxxxxxxxxxxx");
+
+  const occ::Rules rules = protected_tables();
+  occ::PlanCache cache;
+  // A read of a protected table: its analysis is positions and structure only.
+  const auto first = cache.analysis("SELECT * FROM subscriptions WHERE id = 41", rules);
+  CHECK(cache.analysis("SELECT * FROM subscriptions WHERE id = 42", rules) == first);
+  CHECK(cache.analysis("SELECT * FROM subscriptions WHERE id = 'x'", rules) != first);
+  CHECK((cache.hits() == 1 && cache.misses() == 2));
+  // A checked write takes its key pins and version condition from its constants: never shared.
+  const auto write = cache.analysis("UPDATE subscriptions SET a = 1 WHERE id = 41", rules);
+  const auto other = cache.analysis("UPDATE subscriptions SET a = 1 WHERE id = 42", rules);
+  CHECK(write != other);
+  CHECK(other->statements.at(0).writes.at(0).pins.at(0).values.at(0).literal == "42");
+  CHECK(cache.analysis("UPDATE subscriptions SET a = 1 WHERE id = 42", rules) == other);
+  // So does SET search_path.
+  CHECK(cache.analysis("SET search_path = 'a'", rules) != cache.analysis("SET search_path = 'b'", rules));
 }
