@@ -20,12 +20,19 @@ std::string ReadSet::id_of(const TablePolicy& table, const std::vector<std::stri
   return id;
 }
 
-void ReadSet::remember_undo(const std::string& id) {
+void ReadSet::before_change(const std::string& id, bool noting) {
   auto it = rows_.find(id);
-  if (it == rows_.end())
-    journal_.push_back({id, std::nullopt});
-  else
+  // Noted at this level already: its first change here journaled and touched it.
+  if (it != rows_.end() && it->second.seq >= level_start()) return;
+  if (it != rows_.end() && journal_.size() < max_rows_) {
     journal_.push_back({id, it->second});
+    journal_.back().previous.lru = {};  // its list node may be gone by the time it is restored
+  }
+  if (!noting) return;
+  if (touched_.size() < max_rows_)
+    touched_.push_back(id);
+  else
+    touched_overflow_ = true;
 }
 
 void ReadSet::put(const std::string& id, Entry entry) {
@@ -54,14 +61,14 @@ void ReadSet::erase(const std::string& id) {
 void ReadSet::note(const TablePolicy& table, const std::vector<std::string>& key, Row row) {
   if (max_rows_ == 0) return;
   auto id = id_of(table, key);
-  remember_undo(id);
-  put(id, Entry{table.qualified_name(), key, std::move(row), {}});
+  before_change(id, true);
+  put(id, Entry{table.qualified_name(), key, std::move(row), {}, next_seq_++});
 }
 
 void ReadSet::forget(const TablePolicy& table, const std::vector<std::string>& key) {
   auto id = id_of(table, key);
   if (!rows_.count(id)) return;
-  remember_undo(id);
+  before_change(id, false);
   erase(id);
 }
 
@@ -73,42 +80,66 @@ const ReadSet::Row* ReadSet::find(const TablePolicy& table, const std::vector<st
   return &it->second.row;
 }
 
+void ReadSet::end_transaction() {
+  journal_.clear();
+  touched_.clear();
+  // A big transaction's lists are not kept around for the small ones after it.
+  if (journal_.capacity() > 1024) journal_.shrink_to_fit();
+  if (touched_.capacity() > 1024) touched_.shrink_to_fit();
+  touched_overflow_ = false;
+  savepoints_.clear();
+  transaction_ = Mark{{}, next_seq_, 0, 0, false};
+}
+
 void ReadSet::clear() {
   rows_.clear();
   lru_.clear();
-  journal_.clear();
-  savepoints_.clear();
+  end_transaction();
 }
 
-void ReadSet::commit() {
-  journal_.clear();
-  savepoints_.clear();
-}
+void ReadSet::commit() { end_transaction(); }
 
-void ReadSet::undo_to(std::size_t journal_length) {
-  while (journal_.size() > journal_length) {
-    auto& undo = journal_.back();
-    if (undo.previous) {
-      // A row evicted since is not brought back: its slot may be long gone from the LRU.
-      put(undo.id, std::move(*undo.previous));
-    } else {
-      erase(undo.id);
+void ReadSet::undo_to(const Mark& mark) {
+  // First forget every row noted since the mark...
+  if (touched_overflow_) {
+    for (auto it = rows_.begin(); it != rows_.end();) {
+      if (it->second.seq >= mark.seq) {
+        lru_.erase(it->second.lru);
+        it = rows_.erase(it);
+      } else {
+        ++it;
+      }
     }
+  } else {
+    for (std::size_t i = mark.touched; i < touched_.size(); ++i) {
+      auto it = rows_.find(touched_[i]);
+      if (it != rows_.end() && it->second.seq >= mark.seq) erase(touched_[i]);
+    }
+  }
+  touched_.resize(std::min(touched_.size(), mark.touched));
+  touched_overflow_ = mark.touched_overflow;
+  // ...then bring back what it overwrote, newest first so that the state at the mark wins. A record
+  // of a row that was itself noted after the mark (a deeper level's journal) must stay undone.
+  while (journal_.size() > mark.journal) {
+    auto& undo = journal_.back();
+    if (undo.previous.seq < mark.seq) put(undo.id, std::move(undo.previous));
     journal_.pop_back();
   }
 }
 
 void ReadSet::rollback() {
-  undo_to(0);
-  savepoints_.clear();
+  undo_to(transaction_);
+  end_transaction();
 }
 
-void ReadSet::savepoint(const std::string& name) { savepoints_.emplace_back(name, journal_.size()); }
+void ReadSet::savepoint(const std::string& name) {
+  savepoints_.push_back(Mark{name, next_seq_, journal_.size(), touched_.size(), touched_overflow_});
+}
 
 void ReadSet::release(const std::string& name) {
   // RELEASE drops the named savepoint and every later one; their changes belong to the outer level.
   for (auto it = savepoints_.rbegin(); it != savepoints_.rend(); ++it) {
-    if (it->first == name) {
+    if (it->name == name) {
       savepoints_.erase(std::next(it).base(), savepoints_.end());
       return;
     }
@@ -118,9 +149,9 @@ void ReadSet::release(const std::string& name) {
 void ReadSet::rollback_to(const std::string& name) {
   // ROLLBACK TO undoes back to the named savepoint and keeps it; later savepoints are gone.
   for (auto it = savepoints_.rbegin(); it != savepoints_.rend(); ++it) {
-    if (it->first == name) {
-      undo_to(it->second);
+    if (it->name == name) {
       savepoints_.erase(it.base(), savepoints_.end());
+      undo_to(savepoints_.back());
       return;
     }
   }

@@ -5,8 +5,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <list>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,7 +48,8 @@ class ReadSet final : public ReadSetLookup {
                            const std::vector<std::vector<std::string>>& keys) const override;
 
   std::size_t size() const { return rows_.size(); }
-  std::size_t journal_size() const { return journal_.size(); }
+  // What the open transaction keeps to undo itself: at most 2 x max_rows entries, however much it reads.
+  std::size_t journal_size() const { return journal_.size() + touched_.size(); }
 
  private:
   struct Entry {
@@ -56,23 +57,44 @@ class ReadSet final : public ReadSetLookup {
     std::vector<std::string> key;
     Row row;
     std::list<std::string>::iterator lru;
+    std::uint64_t seq = 0;  // when it was noted: entries noted since a mark are that mark's to undo
   };
+  // A row as it was before the first change at its level; restored when that level rolls back.
   struct Undo {
     std::string id;
-    std::optional<Entry> previous;  // nullopt: the row was not there
+    Entry previous;
+  };
+  // Where a transaction or savepoint level began.
+  struct Mark {
+    std::string name;
+    std::uint64_t seq = 0;
+    std::size_t journal = 0;
+    std::size_t touched = 0;
+    bool touched_overflow = false;
   };
 
   static std::string id_of(const TablePolicy& table, const std::vector<std::string>& key);
-  void remember_undo(const std::string& id);
+  std::uint64_t level_start() const { return savepoints_.empty() ? transaction_.seq : savepoints_.back().seq; }
+  // Journals what a change to `id` must restore, and records `id` as touched at this level.
+  void before_change(const std::string& id, bool noting);
   void put(const std::string& id, Entry entry);
   void erase(const std::string& id);
-  void undo_to(std::size_t journal_length);
+  void undo_to(const Mark& mark);
+  void end_transaction();
 
   std::size_t max_rows_;
   std::unordered_map<std::string, Entry> rows_;
   std::list<std::string> lru_;  // front = most recently used
-  std::vector<Undo> journal_;   // changes since the last commit, oldest first
-  std::vector<std::pair<std::string, std::size_t>> savepoints_;  // name, journal length
+  std::uint64_t next_seq_ = 1;
+  Mark transaction_;             // everything since the last commit or rollback
+  std::vector<Mark> savepoints_;
+  // Both lists are capped at max_rows, so a transaction that reads millions of rows costs no more
+  // than the read set itself. Past the caps a rollback still forgets every row the undone part
+  // noted (by seq, scanning the read set) but may not restore what it overwrote: an unknown
+  // row is refused or allowed as on_unknown_version says, never a false conflict.
+  std::vector<Undo> journal_;          // oldest first
+  std::vector<std::string> touched_;   // ids first noted at each level, in order
+  bool touched_overflow_ = false;
 };
 
 }  // namespace occ

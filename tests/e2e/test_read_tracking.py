@@ -219,8 +219,6 @@ def test_a_read_older_than_read_ttl_no_longer_counts(pg, db, occ_proxy):
     assert counters(proxy)["conflicts"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/session.cpp never increments Counter::unknown_version_rejected: "
-                   "the 55000 refusal raised by occ.unknown_version passes through uncounted")
 def test_a_refused_unknown_write_is_counted(pg, db, occ_proxy):
     proxy = occ_proxy(REJECT_UNKNOWN)
     app = connect(proxy.dsn(db))
@@ -372,3 +370,70 @@ def test_racing_legacy_clients_lose_no_update_through_the_proxy(pg, db, occ_prox
     final = final_counters(pg, db)
     print(f"direct: {final} after 160 successful increments per row")
     assert all(final[k] < 160 for k in HOT_ROWS), final
+
+
+# --- 7. memory ----------------------------------------------------------------------------------
+
+BIG_ROWS = 1_000_000
+BIG = f"""
+CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
+INSERT INTO big SELECT g, 'payload ' || g FROM generate_series(1, {BIG_ROWS}) g;
+"""
+# The read set keeps read_set.max_rows (100000 by default) rows per session, whatever it reads, and
+# what a transaction keeps to undo itself is bounded the same way. Measured: about 75 MiB of growth
+# for the 100000 rows kept; before the undo lists were bounded, 257 MiB (one undo record per row read).
+RSS_GROWTH_BOUND_KIB = 128 * 1024
+
+
+def rss_kib(proxy):
+    status = pathlib.Path(f"/proc/{proxy.process.pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M).group(1))
+
+
+def big(pg, db, id):
+    return rows(pg, db, f"SELECT payload, version FROM big WHERE id = {id}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transaction", [False, True], ids=["autocommit", "transaction"])
+def test_reading_a_million_rows_keeps_the_proxy_bounded(pg, db, occ_proxy, transaction, request):
+    proxy = occ_proxy(rules_yaml(["public.big"]), schema=BIG)
+    app = connect(proxy.dsn(db), autocommit=not transaction)
+    direct = connect(pg.dsn(db))
+    assert run(app, "SELECT payload FROM big WHERE id = 1") == ("SELECT 1", [("payload 1",)])
+    before = rss_kib(proxy)
+
+    with app.cursor() as cur:
+        started = time.monotonic()
+        cur.execute("SELECT id, payload FROM big ORDER BY id")
+        elapsed = time.monotonic() - started
+        assert (cur.statusmessage, cur.rowcount, [d.name for d in cur.description]) == (
+            f"SELECT {BIG_ROWS}", BIG_ROWS, ["id", "payload"])
+        cur.scroll(BIG_ROWS - 2, mode="absolute")
+        assert cur.fetchall() == [(BIG_ROWS - 1, f"payload {BIG_ROWS - 1}"), (BIG_ROWS, f"payload {BIG_ROWS}")]
+    after = rss_kib(proxy)
+    report = (f"{request.node.name}: proxy VmRSS {before} KiB before, {after} KiB after reading {BIG_ROWS} "
+              f"rows in {elapsed:.1f} s (growth {after - before} KiB, bound {RSS_GROWTH_BOUND_KIB} KiB)")
+    print(report)
+    OUTPUT.mkdir(exist_ok=True)
+    with open(OUTPUT / "read_tracking_memory.txt", "a") as out:
+        out.write(report + "\n")
+    assert after - before < RSS_GROWTH_BOUND_KIB
+
+    # The session still works, and the last rows it read are tracked: a stale write is refused.
+    assert run(direct, "UPDATE big SET payload = 'changed' WHERE id = %s", (BIG_ROWS,)) == ("UPDATE 1", None)
+    assert fails(app, "UPDATE big SET payload = %s WHERE id = %s", ("mine", BIG_ROWS)) == conflict_error(
+        BIG_ROWS, 1, 2, read_detail(2, ["payload"]), table="big")
+    if transaction:
+        app.rollback()
+    assert big(pg, db, BIG_ROWS) == [["changed", "2"]]
+    # A current row among the last ones read is written once.
+    assert run(app, "UPDATE big SET payload = %s WHERE id = %s", ("mine", BIG_ROWS - 1)) == ("UPDATE 1", None)
+    # The first rows read were evicted (LRU): unknown, which on_unknown_version allow lets through.
+    assert run(direct, "UPDATE big SET payload = 'changed' WHERE id = 1") == ("UPDATE 1", None)
+    assert run(app, "UPDATE big SET payload = %s WHERE id = %s", ("mine", 1)) == ("UPDATE 1", None)
+    if transaction:
+        app.commit()
+    assert big(pg, db, BIG_ROWS - 1) == [["mine", "2"]]
+    assert big(pg, db, 1) == [["mine", "3"]]
+    assert counters(proxy)["conflicts"] == 1

@@ -134,3 +134,79 @@ TEST_CASE("keys with separators do not collide", "[read_set]") {
   reads.commit();
   CHECK(reads.size() == 2);
 }
+
+TEST_CASE("a transaction reading far more rows than the bound keeps its undo lists bounded", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"0"}, row("1"));
+  reads.commit();
+
+  reads.note(subs, {"0"}, row("2"));
+  for (int i = 1; i <= 1000; ++i) {
+    reads.note(subs, {std::to_string(i)}, row("1"));
+    CHECK(reads.journal_size() <= 20);
+  }
+  CHECK(reads.size() == 10);
+  reads.rollback();
+  // Every provisional row is gone; the row overwritten first is back as it was before.
+  CHECK(reads.size() == 1);
+  CHECK(version_of(reads, subs, "0") == "1");
+  CHECK(version_of(reads, subs, "1000") == "<none>");
+  CHECK(reads.journal_size() == 0);
+}
+
+TEST_CASE("notes of the same row in one transaction are journaled once", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"1"}, row("1"));
+  reads.commit();
+  for (int i = 2; i <= 500; ++i) reads.note(subs, {"1"}, row(std::to_string(i)));
+  reads.note(subs, {"2"}, row("1"));
+  CHECK(reads.journal_size() == 3);  // row 1's previous version; rows 1 and 2 noted here
+  reads.rollback();
+  CHECK(version_of(reads, subs, "1") == "1");
+  CHECK(version_of(reads, subs, "2") == "<none>");
+}
+
+TEST_CASE("past the bound, rollback to a savepoint still undoes exactly what followed it", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"1"}, row("1"));
+  reads.commit();
+  reads.note(subs, {"1"}, row("2"));
+  reads.note(subs, {"2"}, row("5"));
+  reads.savepoint("a");
+  reads.note(subs, {"1"}, row("3"));
+  reads.forget(subs, {"2"});
+  for (int i = 100; i < 120; ++i) reads.note(subs, {std::to_string(i)}, row("1"));
+  reads.rollback_to("a");
+  CHECK(reads.size() == 2);
+  CHECK(version_of(reads, subs, "1") == "2");
+  CHECK(version_of(reads, subs, "2") == "5");
+
+  // Under the bound again after the rollback: the lists hold the transaction's part before "a" and row 3.
+  reads.note(subs, {"3"}, row("1"));
+  CHECK(reads.journal_size() == 4);
+  reads.release("a");
+  reads.commit();
+  CHECK(version_of(reads, subs, "1") == "2");
+  CHECK(version_of(reads, subs, "3") == "1");
+}
+
+TEST_CASE("a row written again at a deeper savepoint rolls back to its state at the outer one", "[read_set]") {
+  auto subs = table();
+  ReadSet reads(10);
+  reads.note(subs, {"1"}, row("1"));
+  reads.commit();
+  reads.savepoint("a");
+  reads.note(subs, {"2"}, row("1"));
+  reads.savepoint("b");
+  reads.note(subs, {"2"}, row("2"));  // journaled at b with a's provisional version
+  reads.note(subs, {"1"}, row("2"));
+  reads.rollback_to("a");
+  CHECK(version_of(reads, subs, "1") == "1");
+  CHECK(version_of(reads, subs, "2") == "<none>");
+  reads.note(subs, {"2"}, row("3"));
+  reads.commit();
+  CHECK(version_of(reads, subs, "2") == "3");
+}
