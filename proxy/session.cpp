@@ -445,11 +445,8 @@ void Session::close_client_after(std::chrono::milliseconds delay) {
 
 awaitable<void> Session::pump_client_to_server() {
   try {
+    // What the client sent along with its login comes first.
     for (;;) {
-      auto area = client_in_.write_area();
-      std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
-      client_in_.commit(n);
-      stats::add(Counter::bytes_client_to_server, n);
       bool keep_going = true;
       for (;;) {
         Frame frame;
@@ -489,6 +486,10 @@ awaitable<void> Session::pump_client_to_server() {
         end("client terminated the session");
         co_return;
       }
+      auto area = client_in_.write_area();
+      std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
+      client_in_.commit(n);
+      stats::add(Counter::bytes_client_to_server, n);
     }
   } catch (const pg::MalformedMessage& e) {
     stats::add(Counter::protocol_errors);

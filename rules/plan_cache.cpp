@@ -2,8 +2,8 @@
 #include "rules/plan_cache.h"
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
-#include <utility>
 
 namespace occ {
 
@@ -15,57 +15,134 @@ bool ident_start(char ch) {
 bool ident_char(char ch) { return ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$'; }
 bool digit(char ch) { return ch >= '0' && ch <= '9'; }
 
-// Positions and the statement's structure are all an analysis takes from a text unless it has a
-// checked write (key pins, the version condition, the values for the audit) or a search_path.
-bool takes_no_constants(const SqlAnalysis& analysis) {
+// A constant as key_value() spells it, read from the text at its token: a '...' string without a
+// prefix, or an unsigned integer of at most 9 digits (always an int4 constant). Nullopt for any
+// other token.
+std::optional<std::string> plain_constant(std::string_view sql, int token) {
+  const std::size_t n = sql.size();
+  if (token < 0 || static_cast<std::size_t>(token) >= n) return std::nullopt;
+  const auto at = static_cast<std::size_t>(token);
+  if (digit(sql[at])) {
+    std::size_t j = at;
+    while (j < n && digit(sql[j])) ++j;
+    if (j - at > 9 || (j < n && (sql[j] == '.' || ident_char(sql[j])))) return std::nullopt;
+    return std::to_string(std::stol(std::string(sql.substr(at, j - at))));
+  }
+  // E'', U&'', B'' and X'' have a prefix; a string continued on the next line is not one token.
+  if (sql[at] != '\'' || (at > 0 && (ident_char(sql[at - 1]) || sql[at - 1] == '&'))) return std::nullopt;
+  std::string value;
+  for (std::size_t j = at + 1; j < n; ++j) {
+    if (sql[j] != '\'') {
+      value += sql[j];
+    } else if (j + 1 < n && sql[j + 1] == '\'') {
+      value += '\'';
+      ++j;
+    } else {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+// Every piece of `analysis` that comes from a constant of `sql`, with `change` applied: it
+// returns the piece's new text, or false when the piece cannot be re-read. What a write takes
+// from its constants: key pins, the version condition, the values it sets (for the audit).
+// `Analysis` is SqlAnalysis, or const SqlAnalysis to only look.
+template <typename Analysis, typename Change>
+bool for_each_constant(Analysis& analysis, Change change) {
+  for (auto& st : analysis.statements) {
+    for (auto& site : st.writes) {
+      for (auto* pins : {&site.pins, &site.inserted_pins})
+        for (auto& pin : *pins)
+          for (auto& value : pin.values)
+            if (value.param_number == 0 && !change(value.literal, std::optional<int>(value.token), TextRange{}))
+              return false;
+      for (auto& facts : site.versions)
+        if (facts.condition.kind == VersionUse::Kind::equality &&
+            !change(facts.condition.expected, std::nullopt, facts.condition.expected_at))
+          return false;
+      for (auto& item : site.set_items)
+        if (!change(item.value, std::nullopt, item.value_at)) return false;
+    }
+  }
+  return true;
+}
+
+// The text of a piece: a constant's token (`token`) or a range.
+std::optional<std::string> piece(std::string_view sql, std::optional<int> token, TextRange range) {
+  if (token) return plain_constant(sql, *token);
+  if (!range.valid() || static_cast<std::size_t>(range.end) > sql.size()) return std::nullopt;
+  return std::string(sql.substr(static_cast<std::size_t>(range.begin), static_cast<std::size_t>(range.end - range.begin)));
+}
+
+// Whether every piece `analysis` took from a constant reads the same from `sql`.
+bool same_constants(const SqlAnalysis& analysis, std::string_view sql) {
+  return for_each_constant(analysis, [&](const std::string& text, std::optional<int> token, TextRange range) {
+    const auto again = piece(sql, token, range);
+    return again && *again == text;
+  });
+}
+
+// Whether texts of the same literal_shape can share `analysis` (of `sql`): it parsed, sets no
+// search_path (whose names would be constants), and every piece it took from a constant can be
+// read again from another text at the same place.
+bool shareable(const SqlAnalysis& analysis, std::string_view sql) {
   if (analysis.parse_failed) return false;
   for (const StatementAnalysis& st : analysis.statements)
-    if (!st.writes.empty() || st.search_path_change) return false;
-  return true;
+    if (st.search_path_change) return false;
+  return same_constants(analysis, sql);
+}
+
+// `shared`, analysed from another text of the same shape, as the analysis of `sql`; null when a
+// piece cannot be re-read.
+std::shared_ptr<const SqlAnalysis> rebased(const std::shared_ptr<const SqlAnalysis>& shared, std::string_view sql) {
+  if (same_constants(*shared, sql)) return shared;
+  auto copy = std::make_shared<SqlAnalysis>(*shared);
+  const bool ok = for_each_constant(*copy, [&](std::string& text, std::optional<int> token, TextRange range) {
+    auto again = piece(sql, token, range);
+    if (!again) return false;
+    text = std::move(*again);
+    return true;
+  });
+  return ok ? copy : nullptr;
 }
 
 }  // namespace
 
 // Follows PostgreSQL's lexer (standard_conforming_strings on, as libpg_query parses) only as far
-// as telling constants from names, parameters and comments.
+// as telling constants from names, parameters and comments. Whether a string parses can depend
+// on what is in it (escapes in E'' and U&'', the encoding of non-ASCII bytes): a text with such a
+// string gets no shape.
 std::string literal_shape(std::string_view sql) {
   std::string shape;
   auto ensure_copy = [&] {
     if (shape.empty()) shape.assign(1, '\0').append(sql);
   };
-  auto blank = [&](std::size_t from, std::size_t to, char with) {
+  // Blanks a string's content; false when the content may decide whether the text parses.
+  auto blank = [&](std::size_t from, std::size_t to) {
     ensure_copy();
-    for (std::size_t k = from; k < to; ++k) shape[k + 1] = with;
+    for (std::size_t k = from; k < to; ++k) {
+      if (static_cast<unsigned char>(sql[k]) >= 0x80) return false;
+      shape[k + 1] = 'x';
+    }
+    return true;
   };
   const std::size_t n = sql.size();
   std::size_t i = 0;
-  bool after_e = false;  // the previous token is the bare word E: a string after it has backslash escapes
   while (i < n) {
     const char ch = sql[i];
-    const bool e_prefix = std::exchange(after_e, false);
     if (ident_start(ch)) {
-      std::size_t j = i;
-      while (j < n && ident_char(sql[j])) ++j;
-      after_e = j == i + 1 && (ch == 'e' || ch == 'E') && j < n && sql[j] == '\'';
-      i = j;
+      while (i < n && ident_char(sql[i])) ++i;
     } else if (ch == '"') {
       std::size_t j = i + 1;
       while (j < n && !(sql[j] == '"' && !(j + 1 < n && sql[j + 1] == '"'))) j += sql[j] == '"' ? 2 : 1;
       i = j + 1;
     } else if (ch == '\'') {
+      // E'', U&'', B'', X'' and typed literals (`date '...'` is spaced, so it is not one of them).
+      if (i > 0 && (ident_char(sql[i - 1]) || sql[i - 1] == '&')) return {};
       std::size_t j = i + 1;
-      for (; j < n; ++j) {
-        if (e_prefix && sql[j] == '\\') {
-          ++j;
-        } else if (sql[j] == '\'') {
-          if (j + 1 < n && sql[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
-        }
-      }
-      blank(i + 1, std::min(j, n), 'x');
+      while (j < n && !(sql[j] == '\'' && !(j + 1 < n && sql[j + 1] == '\''))) j += sql[j] == '\'' ? 2 : 1;
+      if (!blank(i + 1, std::min(j, n))) return {};
       i = j + 1;
     } else if (ch == '$') {
       std::size_t j = i + 1;
@@ -79,7 +156,7 @@ std::string literal_shape(std::string_view sql) {
         const std::string_view tag = sql.substr(i, j - i + 1);
         const std::size_t close = sql.find(tag, j + 1);
         const std::size_t body_end = close == std::string_view::npos ? n : close;
-        blank(j + 1, body_end, 'x');
+        if (!blank(j + 1, body_end)) return {};
         i = close == std::string_view::npos ? n : close + tag.size();
       } else {
         i = j;
@@ -154,14 +231,16 @@ std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, con
   std::string shape = literal_shape(sql);
   if (!shape.empty()) {
     if (auto it = index_.find(shape); it != index_.end()) {
-      ++hits_;
-      entries_.splice(entries_.begin(), entries_, it->second);
-      return it->second->analysis;
+      if (auto analysis = rebased(it->second->analysis, sql)) {
+        ++hits_;
+        entries_.splice(entries_.begin(), entries_, it->second);
+        return analysis;
+      }
     }
   }
   ++misses_;
   auto analysis = std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules));
-  std::string key = !shape.empty() && takes_no_constants(*analysis) ? std::move(shape) : std::string(sql);
+  std::string key = !shape.empty() && shareable(*analysis, sql) ? std::move(shape) : std::string(sql);
   while (!entries_.empty() && (entries_.size() >= capacity_ || bytes_ + key.size() > max_bytes_)) {
     bytes_ -= entries_.back().sql.size();
     index_.erase(entries_.back().sql);

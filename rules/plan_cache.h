@@ -23,9 +23,9 @@ std::string literal_shape(std::string_view sql);
 
 // Least-recently-used map from SQL text to its analysis under one Rules object. Analyses depend
 // on which names are protected, so the cache empties itself when it sees other rules. An analysis
-// that takes nothing from the text's constants (no checked write, no SET search_path) is kept
-// under the text's literal_shape, so the simple protocol's `... WHERE id = 42`, `... = 43` parse
-// once. Bounded in entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but
+// whose pieces taken from constants can be read again at the same offsets of another text (key
+// pins, version conditions, SET values; not SET search_path) is kept under the text's
+// literal_shape, so the simple protocol's `... WHERE id = 42`, `... = 43` parse once. Bounded in entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but
 // not kept (a bulk statement is rarely repeated verbatim).
 class PlanCache {
  public:

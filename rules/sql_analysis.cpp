@@ -342,12 +342,13 @@ VersionUse version_use(const Cursor& c, int limit, const PgQuery__Node* conditio
       if (is_column(e->lexpr, column, refname) && is_fixed_value(e->rexpr)) operand = e->rexpr;
       if (is_column(e->rexpr, column, refname) && is_fixed_value(e->lexpr)) operand = e->lexpr;
     }
-    if (operand == nullptr) return VersionUse{VersionUse::Kind::other, {}, {}};
+    if (operand == nullptr) return VersionUse{VersionUse::Kind::other, {}, {}, {}};
     use.kind = VersionUse::Kind::equality;
     use.conjunct = expression_range(c, conj, limit, conjunct_end(c, false));
     const TextRange value = expression_range(c, operand, limit, conjunct_end(c, true));
-    if (!use.conjunct.valid() || !value.valid()) return VersionUse{VersionUse::Kind::other, {}, {}};
+    if (!use.conjunct.valid() || !value.valid()) return VersionUse{VersionUse::Kind::other, {}, {}, {}};
     use.expected = std::string(c.text(value));
+    use.expected_at = value;
   }
   return use;
 }
@@ -362,9 +363,9 @@ std::optional<KeyValue> key_value(const PgQuery__Node* n) {
     case PG_QUERY__NODE__NODE_A_CONST: {
       const PgQuery__AConst* k = n->a_const;
       if (k->isnull) return std::nullopt;
-      if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL) return KeyValue{0, std::to_string(k->ival->ival)};
-      if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL) return KeyValue{0, k->fval->fval};
-      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL) return KeyValue{0, k->sval->sval};
+      if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL) return KeyValue{0, std::to_string(k->ival->ival), k->location};
+      if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL) return KeyValue{0, k->fval->fval, -1};
+      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL) return KeyValue{0, k->sval->sval, k->location};
       return std::nullopt;
     }
     case PG_QUERY__NODE__NODE_TYPE_CAST: {
@@ -531,7 +532,7 @@ int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, st
 
   TextRange group;                  // the current `(a, b) = source` group
   std::vector<TextRange> elements;  // its row constructor's elements, if it has one
-  std::string group_value;
+  TextRange group_value_at;         // its source
   for (std::size_t i = 0; i < n; ++i) {
     const PgQuery__ResTarget* rt = items[i]->res_target;
     SetItem item;
@@ -554,14 +555,14 @@ int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, st
           return -1;
         }
         group = c.span(open, end - 1);
-        group_value = std::string(c.text(c.span(eq + 1, end - 1)));
+        group_value_at = c.span(eq + 1, end - 1);
         const bool row = ref->source != nullptr && ref->source->node_case == PG_QUERY__NODE__NODE_ROW_EXPR;
         elements = row ? row_elements(c, eq + 1, end) : std::vector<TextRange>{};
       }
       item.item = group;
       const auto element = static_cast<std::size_t>(ref->colno - 1);
-      item.value = elements.size() == static_cast<std::size_t>(ref->ncolumns) ? std::string(c.text(elements[element]))
-                                                                              : group_value;
+      item.value_at = elements.size() == static_cast<std::size_t>(ref->ncolumns) ? elements[element] : group_value_at;
+      item.value = std::string(c.text(item.value_at));
     } else {
       const int eq = c.find(name, limit, [&c](int k) { return c[k].kind == tok_equals; });
       const int end = c.find(eq + 1, limit, set_value_end(c));
@@ -571,7 +572,8 @@ int analyze_set_list(const Cursor& c, int limit, PgQuery__Node* const* items, st
       }
       item.is_default = rt->val != nullptr && rt->val->node_case == PG_QUERY__NODE__NODE_SET_TO_DEFAULT;
       item.item = c.span(name, end - 1);
-      item.value = std::string(c.text(c.span(eq + 1, end - 1)));
+      item.value_at = c.span(eq + 1, end - 1);
+      item.value = std::string(c.text(item.value_at));
     }
     site.set_items.push_back(std::move(item));
   }

@@ -26,6 +26,7 @@ struct SetItem {
   bool is_default = false;   // `col = DEFAULT`
   TextRange item;            // `col = value`; for a row-wise item the whole `(a, b) = ...` group
   std::string value;         // the value as written (row-wise: its element, or the whole source)
+  TextRange value_at;        // where `value` is in the text
 };
 
 // How a write's condition constrains one version column.
@@ -38,6 +39,7 @@ struct VersionUse {
   Kind kind = Kind::none;
   TextRange conjunct;    // equality: the whole conjunct
   std::string expected;  // equality: the constant or parameter as written, e.g. `3`, `$2::bigint`
+  TextRange expected_at;  // equality: where `expected` is in the text
 };
 
 // The facts about one candidate version column of a write (a table name may be protected in
@@ -60,6 +62,7 @@ enum class WriteKind {
 struct KeyValue {
   int param_number = 0;  // 1-based $n, or 0 for a constant
   std::string literal;   // a constant's text as PostgreSQL prints it (`'42'` and `42` are both "42")
+  int token = -1;        // a constant's offset in the text (-1: a numeric, which has no token of its own here)
 };
 
 // A column of the target that every written row has one of `values` in.
