@@ -182,8 +182,9 @@ echo "bench: pgbench -i -s $SCALE" >&2
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U postgres bench >"$work/init.log" 2>&1 \
   || { cat "$work/init.log"; die "pgbench -i failed"; }
 
-# pid_of: the occproxy targets, whose CPU time per transaction the table reports. On a shared or
-# small machine it is steadier than TPS, which also moves with whatever else competes for the cores.
+# pid_of: the proxies (occproxy and PgBouncer), whose CPU time per transaction the table reports.
+# On a shared or small machine it is steadier than TPS, which also moves with whatever else
+# competes for the cores.
 declare -A port_of pid_of
 port_of[direct]=$pg_port
 for target in $TARGETS; do
@@ -197,6 +198,7 @@ for target in $TARGETS; do
     pgbouncer)
       start_pgbouncer
       port_of[pgbouncer]=$started_port
+      pid_of[pgbouncer]=$(cat "$work/pgbouncer.pid")
       ;;
     occproxy_occ)
       printf 'tables:\n  - table: public.pgbench_accounts\n    key: [aid]\n' >"$work/rules.yaml"

@@ -5,15 +5,11 @@
 #include <optional>
 #include <stdexcept>
 
+#include "rules/sql_lexer.h"
+
 namespace occ {
 
 namespace {
-
-bool ident_start(char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || static_cast<unsigned char>(ch) >= 0x80;
-}
-bool ident_char(char ch) { return ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$'; }
-bool digit(char ch) { return ch >= '0' && ch <= '9'; }
 
 // A constant as key_value() spells it, read from the text at its token: a '...' string without a
 // prefix, or an unsigned integer of at most 9 digits (always an int4 constant). Nullopt for any
@@ -22,14 +18,14 @@ std::optional<std::string> plain_constant(std::string_view sql, int token) {
   const std::size_t n = sql.size();
   if (token < 0 || static_cast<std::size_t>(token) >= n) return std::nullopt;
   const auto at = static_cast<std::size_t>(token);
-  if (digit(sql[at])) {
+  if (sql_digit(sql[at])) {
     std::size_t j = at;
-    while (j < n && digit(sql[j])) ++j;
-    if (j - at > 9 || (j < n && (sql[j] == '.' || ident_char(sql[j])))) return std::nullopt;
+    while (j < n && sql_digit(sql[j])) ++j;
+    if (j - at > 9 || (j < n && (sql[j] == '.' || sql_ident_char(sql[j])))) return std::nullopt;
     return std::to_string(std::stol(std::string(sql.substr(at, j - at))));
   }
   // E'', U&'', B'' and X'' have a prefix; a string continued on the next line is not one token.
-  if (sql[at] != '\'' || (at > 0 && (ident_char(sql[at - 1]) || sql[at - 1] == '&'))) return std::nullopt;
+  if (sql[at] != '\'' || (at > 0 && (sql_ident_char(sql[at - 1]) || sql[at - 1] == '&'))) return std::nullopt;
   std::string value;
   for (std::size_t j = at + 1; j < n; ++j) {
     if (sql[j] != '\'') {
@@ -109,97 +105,43 @@ std::shared_ptr<const SqlAnalysis> rebased(const std::shared_ptr<const SqlAnalys
 
 }  // namespace
 
-// Follows PostgreSQL's lexer (standard_conforming_strings on, as libpg_query parses) only as far
-// as telling constants from names, parameters and comments. Whether a string parses can depend
-// on what is in it (escapes in E'' and U&'', the encoding of non-ASCII bytes): a text with such a
-// string gets no shape.
+// Whether a string parses can depend on what is in it (escapes in E'' and U&'', the encoding of
+// non-ASCII bytes): a text with such a string gets no shape.
 std::string literal_shape(std::string_view sql) {
   std::string shape;
-  auto ensure_copy = [&] {
+  bool shaped = true;
+  auto copy = [&] {
     if (shape.empty()) shape.assign(1, '\0').append(sql);
   };
-  // Blanks a string's content; false when the content may decide whether the text parses.
-  auto blank = [&](std::size_t from, std::size_t to) {
-    ensure_copy();
-    for (std::size_t k = from; k < to; ++k) {
-      if (static_cast<unsigned char>(sql[k]) >= 0x80) return false;
-      shape[k + 1] = 'x';
-    }
-    return true;
-  };
-  const std::size_t n = sql.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const char ch = sql[i];
-    if (ident_start(ch)) {
-      while (i < n && ident_char(sql[i])) ++i;
-    } else if (ch == '"') {
-      std::size_t j = i + 1;
-      while (j < n && !(sql[j] == '"' && !(j + 1 < n && sql[j + 1] == '"'))) j += sql[j] == '"' ? 2 : 1;
-      i = j + 1;
-    } else if (ch == '\'') {
-      // E'', U&'', B'', X'' and typed literals (`date '...'` is spaced, so it is not one of them).
-      if (i > 0 && (ident_char(sql[i - 1]) || sql[i - 1] == '&')) return {};
-      std::size_t j = i + 1;
-      while (j < n && !(sql[j] == '\'' && !(j + 1 < n && sql[j + 1] == '\''))) j += sql[j] == '\'' ? 2 : 1;
-      if (!blank(i + 1, std::min(j, n))) return {};
-      i = j + 1;
-    } else if (ch == '$') {
-      std::size_t j = i + 1;
-      if (j < n && digit(sql[j])) {  // a parameter
-        while (j < n && digit(sql[j])) ++j;
-        i = j;
-        continue;
-      }
-      while (j < n && ident_char(sql[j]) && sql[j] != '$') ++j;
-      if (j < n && sql[j] == '$') {  // $tag$ ... $tag$
-        const std::string_view tag = sql.substr(i, j - i + 1);
-        const std::size_t close = sql.find(tag, j + 1);
-        const std::size_t body_end = close == std::string_view::npos ? n : close;
-        if (!blank(j + 1, body_end)) return {};
-        i = close == std::string_view::npos ? n : close + tag.size();
-      } else {
-        i = j;
-      }
-    } else if (ch == '-' && i + 1 < n && sql[i + 1] == '-') {
-      const std::size_t j = sql.find('\n', i);
-      i = j == std::string_view::npos ? n : j;
-    } else if (ch == '/' && i + 1 < n && sql[i + 1] == '*') {
-      int depth = 1;
-      std::size_t j = i + 2;
-      while (j < n && depth > 0) {
-        if (sql[j] == '/' && j + 1 < n && sql[j + 1] == '*') {
-          ++depth;
-          j += 2;
-        } else if (sql[j] == '*' && j + 1 < n && sql[j + 1] == '/') {
-          --depth;
-          j += 2;
-        } else {
-          ++j;
+  lex_sql(sql, [&](const Lexeme& lx) {
+    switch (lx.kind) {
+      case Lexeme::Kind::number:
+        copy();
+        for (std::size_t k = lx.begin; k < lx.end; ++k)
+          if (sql_digit(sql[k])) shape[k + 1] = '0';
+        return true;
+      case Lexeme::Kind::string:
+        // E'', U&'', B'', X'' and typed literals (`date '...'` is spaced, so it is not one of them).
+        if (lx.begin > 0 && (sql_ident_char(sql[lx.begin - 1]) || sql[lx.begin - 1] == '&')) {
+          shaped = false;
+          return false;
         }
-      }
-      i = j;
-    } else if (digit(ch) || (ch == '.' && i + 1 < n && digit(sql[i + 1]))) {
-      // 12, 1.5, .5, 1e-3: only the digits change; the rest of the token stays as it is.
-      std::size_t j = i;
-      while (j < n && (digit(sql[j]) || sql[j] == '.')) ++j;
-      if (j < n && (sql[j] == 'e' || sql[j] == 'E')) {
-        std::size_t k = j + 1;
-        if (k < n && (sql[k] == '+' || sql[k] == '-')) ++k;
-        if (k < n && digit(sql[k])) {
-          j = k;
-          while (j < n && digit(sql[j])) ++j;
+        [[fallthrough]];
+      case Lexeme::Kind::dollar_string:
+        copy();
+        for (std::size_t k = lx.body_begin; k < lx.body_end; ++k) {
+          if (static_cast<unsigned char>(sql[k]) >= 0x80) {
+            shaped = false;
+            return false;
+          }
+          shape[k + 1] = 'x';
         }
-      }
-      ensure_copy();
-      for (std::size_t k = i; k < j; ++k)
-        if (digit(sql[k])) shape[k + 1] = '0';
-      i = j;
-    } else {
-      ++i;
+        return true;
+      default:
+        return true;
     }
-  }
-  return shape;
+  });
+  return shaped ? shape : std::string();
 }
 
 PlanCache::PlanCache(std::size_t capacity, std::size_t max_bytes) : capacity_(capacity), max_bytes_(max_bytes) {

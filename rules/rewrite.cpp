@@ -8,6 +8,7 @@
 
 #include "rules/plan_cache.h"
 #include "rules/sql_analysis.h"
+#include "rules/sql_lexer.h"
 
 namespace occ {
 namespace {
@@ -555,110 +556,54 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
       if (same_word(word, p.name, !quoted)) return true;
     return false;
   };
-  auto ident_char = [](char ch) {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '$' ||
-           static_cast<unsigned char>(ch) >= 0x80;
-  };
   // Bare words anywhere in `text`. Literals and comments are searched too: a false "maybe" costs
   // one parse, while misreading where a literal ends (standard_conforming_strings = off) must not
   // hide a name.
   auto any_bare_word = [&](std::string_view text) {
     for (std::size_t i = 0; i < text.size();) {
-      if (!ident_char(text[i])) {
+      if (!sql_ident_char(text[i])) {
         ++i;
         continue;
       }
       std::size_t j = i;
-      while (j < text.size() && ident_char(text[j])) ++j;
+      while (j < text.size() && sql_ident_char(text[j])) ++j;
       if (wanted(text.substr(i, j - i), false)) return true;
       i = j;
     }
     return false;
   };
-  const std::size_t n = sql.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const char ch = sql[i];
-    const bool word_before = i > 0 && ident_char(sql[i - 1]);
-    if (ch == '"') {
-      std::string word;
-      std::size_t j = i + 1;
-      for (; j < n; ++j) {
-        if (sql[j] != '"') {
-          word += sql[j];
-        } else if (j + 1 < n && sql[j + 1] == '"') {
-          word += '"';
-          ++j;
-        } else {
+  bool maybe = false;
+  lex_sql(sql, [&](const Lexeme& lx) {
+    const std::string_view text = sql.substr(lx.begin, lx.end - lx.begin);
+    switch (lx.kind) {
+      case Lexeme::Kind::word:
+        maybe = wanted(text, false);
+        break;
+      case Lexeme::Kind::quoted_name: {
+        // U&"..." spells a name with escapes this scan does not decode.
+        if (lx.begin >= 2 && sql[lx.begin - 1] == '&' && (sql[lx.begin - 2] == 'u' || sql[lx.begin - 2] == 'U')) {
+          maybe = true;
           break;
         }
-      }
-      // U&"..." spells a name with escapes this scan does not decode.
-      if (i >= 2 && sql[i - 1] == '&' && (sql[i - 2] == 'u' || sql[i - 2] == 'U')) return true;
-      if (wanted(word, true)) return true;
-      i = j + 1;
-    } else if (ch == '\'') {
-      // A string literal; in E'...' a backslash escapes the next character.
-      const bool backslash_escapes = i > 0 && (sql[i - 1] == 'e' || sql[i - 1] == 'E') && !(i > 1 && ident_char(sql[i - 2]));
-      std::size_t j = i + 1;
-      for (; j < n; ++j) {
-        if (backslash_escapes && sql[j] == '\\') {
-          ++j;
-        } else if (sql[j] == '\'') {
-          if (j + 1 < n && sql[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
+        std::string name;
+        for (std::size_t k = lx.body_begin; k < lx.body_end; ++k) {
+          name += sql[k];
+          if (sql[k] == '"') ++k;  // "" is one quote
         }
+        maybe = wanted(name, true);
+        break;
       }
-      if (any_bare_word(sql.substr(i + 1, std::min(j, n) - i - 1))) return true;
-      i = j + 1;
-    } else if (ch == '$' && !word_before) {
-      // $tag$ ... $tag$ (a dollar-quoted literal), or $1 (a parameter).
-      std::size_t j = i + 1;
-      while (j < n && ident_char(sql[j]) && sql[j] != '$' && !(j == i + 1 && sql[j] >= '0' && sql[j] <= '9')) ++j;
-      if (j < n && sql[j] == '$') {
-        const std::string_view tag = sql.substr(i, j - i + 1);
-        const std::size_t close = sql.find(tag, j + 1);
-        const std::size_t body_end = close == std::string_view::npos ? n : close;
-        if (any_bare_word(sql.substr(j + 1, body_end - j - 1))) return true;
-        i = close == std::string_view::npos ? n : close + tag.size();
-      } else {
-        i = j;
-      }
-    } else if (ch == '-' && i + 1 < n && sql[i + 1] == '-') {
-      std::size_t j = sql.find('\n', i);
-      if (j == std::string_view::npos) j = n;
-      if (any_bare_word(sql.substr(i, j - i))) return true;
-      i = j;
-    } else if (ch == '/' && i + 1 < n && sql[i + 1] == '*') {
-      // Block comments nest.
-      int depth = 1;
-      std::size_t j = i + 2;
-      while (j < n && depth > 0) {
-        if (sql[j] == '/' && j + 1 < n && sql[j + 1] == '*') {
-          ++depth;
-          j += 2;
-        } else if (sql[j] == '*' && j + 1 < n && sql[j + 1] == '/') {
-          --depth;
-          j += 2;
-        } else {
-          ++j;
-        }
-      }
-      if (any_bare_word(sql.substr(i, j - i))) return true;
-      i = j;
-    } else if (ident_char(ch)) {
-      std::size_t j = i;
-      while (j < n && ident_char(sql[j])) ++j;
-      if (wanted(sql.substr(i, j - i), false)) return true;
-      i = j;
-    } else {
-      ++i;
+      case Lexeme::Kind::string:
+      case Lexeme::Kind::dollar_string:
+      case Lexeme::Kind::comment:
+        maybe = any_bare_word(text);
+        break;
+      default:
+        break;
     }
-  }
-  return false;
+    return !maybe;
+  });
+  return maybe;
 }
 
 int original_position(const std::vector<TextShift>& shifts, int position) {

@@ -4,6 +4,7 @@ import os
 import time
 import urllib.request
 
+import psycopg2
 import pytest
 import yaml
 
@@ -116,6 +117,32 @@ def read_detail(current, changed):
 def rows(pg, db, sql):
     """Rows of a query run directly on the server, as lists of text fields."""
     return [line.split("|") for line in pg.psql(sql, dbname=db).splitlines()]
+
+
+def subscription(pg, db, id=42):
+    return rows(pg, db, f"SELECT status, notes, version FROM subscriptions WHERE id = {id}")
+
+
+# --- psycopg2, as a legacy app uses it --------------------------------------------------------------
+
+def connect(dsn, autocommit=True, **extra):
+    conn = psycopg2.connect(dsn + "".join(f" {k}={v}" for k, v in extra.items()))
+    conn.autocommit = autocommit
+    return conn
+
+
+def run(conn, sql, args=None):
+    """(status message, rows or None) of one statement."""
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.statusmessage, cur.fetchall() if cur.description else None
+
+
+def fails(conn, sql, args=None):
+    """The error fields of a statement that must fail."""
+    with pytest.raises(psycopg2.Error) as caught:
+        run(conn, sql, args)
+    return pg_error(caught.value)
 
 
 def http_json(proxy, path):

@@ -8,6 +8,10 @@ import psycopg2.errors
 import pytest
 
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
+    connect,
+    fails,
+    run,
+    subscription,
     conflict_error,
     conflict_message,
     counters,
@@ -24,30 +28,6 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
 )
 
 pytestmark = requires_proxy
-
-
-def connect(dsn, **extra):
-    conn = psycopg2.connect(dsn + "".join(f" {k}={v}" for k, v in extra.items()))
-    conn.autocommit = True
-    return conn
-
-
-def run(conn, sql, args=None):
-    """(status message, rows or None) of one statement."""
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.statusmessage, cur.fetchall() if cur.description else None
-
-
-def fails(conn, sql, args=None):
-    """The error fields of a statement that must fail."""
-    with pytest.raises(psycopg2.Error) as caught:
-        run(conn, sql, args)
-    return pg_error(caught.value)
-
-
-def subscription(pg, db, id=42):
-    return rows(pg, db, f"SELECT status, notes, version FROM subscriptions WHERE id = {id}")
 
 
 STALE_NOTES = "UPDATE subscriptions SET notes = 'x' WHERE id = 42 AND version = 1"

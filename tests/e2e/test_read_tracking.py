@@ -10,6 +10,10 @@ import psycopg2.errors
 import pytest
 
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
+    connect,
+    fails,
+    run,
+    subscription,
     conflict_error,
     counters,
     occ_proxy_fixture,
@@ -29,30 +33,6 @@ OUTPUT = pathlib.Path(__file__).resolve().parent / "output"
 READ = "SELECT * FROM subscriptions WHERE id = %s"
 WRITE_NOTES = "UPDATE subscriptions SET notes = %s WHERE id = %s"
 BILLING = "UPDATE subscriptions SET status = %s WHERE id = %s"
-
-
-def connect(dsn, autocommit=True, **extra):
-    conn = psycopg2.connect(dsn + "".join(f" {k}={v}" for k, v in extra.items()))
-    conn.autocommit = autocommit
-    return conn
-
-
-def run(conn, sql, args=None):
-    """(status message, rows or None) of one statement."""
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.statusmessage, cur.fetchall() if cur.description else None
-
-
-def fails(conn, sql, args=None):
-    """The error fields of a statement that must fail."""
-    with pytest.raises(psycopg2.Error) as caught:
-        run(conn, sql, args)
-    return pg_error(caught.value)
-
-
-def subscription(pg, db, id=42):
-    return rows(pg, db, f"SELECT status, notes, version FROM subscriptions WHERE id = {id}")
 
 
 def unknown_error(key, current):
