@@ -38,7 +38,8 @@ sanitized_suites() (
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$reports/ubsan"
   status=0
   build-asan/unit_tests || status=$?
-  OCCPROXY_BIN="$repo/build-asan/occproxy" /usr/bin/python3 -m pytest tests/e2e -q -p no:cacheprovider || status=$?
+  OCCPROXY_BIN="$repo/build-asan/occproxy" OCCPROXY_SANITIZED=1 /usr/bin/python3 -m pytest tests/e2e -q -p no:cacheprovider \
+    || status=$?
   if compgen -G "$reports/*" >/dev/null; then
     for report in "$reports"/*; do
       echo "=== sanitizer report $report" >&2

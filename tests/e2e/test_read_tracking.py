@@ -1,5 +1,6 @@
 # Read tracking through the real proxy (SPEC 3.2 item 3): a legacy client whose SQL names no version
 # gets its lost updates refused, with no false conflict after rollbacks, expiry, DISCARD/RESET, or load.
+import os
 import pathlib
 import re
 import threading
@@ -363,6 +364,9 @@ INSERT INTO big SELECT g, 'payload ' || g FROM generate_series(1, {BIG_ROWS}) g;
 # what a transaction keeps to undo itself is bounded the same way. Measured: about 75 MiB of growth
 # for the 100000 rows kept; before the undo lists were bounded, 257 MiB (one undo record per row read).
 RSS_GROWTH_BOUND_KIB = 128 * 1024
+# Under ASan (scripts/test.sh's sanitized run) shadow memory and the free quarantine swamp the
+# figure: the behaviour is still checked, the bound is not.
+SANITIZED = os.environ.get("OCCPROXY_SANITIZED") == "1"
 
 
 def rss_kib(proxy):
@@ -393,12 +397,13 @@ def test_reading_a_million_rows_keeps_the_proxy_bounded(pg, db, occ_proxy, trans
         assert cur.fetchall() == [(BIG_ROWS - 1, f"payload {BIG_ROWS - 1}"), (BIG_ROWS, f"payload {BIG_ROWS}")]
     after = rss_kib(proxy)
     report = (f"{request.node.name}: proxy VmRSS {before} KiB before, {after} KiB after reading {BIG_ROWS} "
-              f"rows in {elapsed:.1f} s (growth {after - before} KiB, bound {RSS_GROWTH_BOUND_KIB} KiB)")
+              f"rows in {elapsed:.1f} s (growth {after - before} KiB, "
+              + ("sanitizer build: not bounded)" if SANITIZED else f"bound {RSS_GROWTH_BOUND_KIB} KiB)"))
     print(report)
     OUTPUT.mkdir(exist_ok=True)
     with open(OUTPUT / "read_tracking_memory.txt", "a") as out:
         out.write(report + "\n")
-    assert after - before < RSS_GROWTH_BOUND_KIB
+    assert SANITIZED or after - before < RSS_GROWTH_BOUND_KIB
 
     # The session still works, and the last rows it read are tracked: a stale write is refused.
     assert run(direct, "UPDATE big SET payload = 'changed' WHERE id = %s", (BIG_ROWS,)) == ("UPDATE 1", None)
