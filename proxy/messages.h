@@ -204,8 +204,12 @@ struct ParameterDescription {
 ParameterDescription decode_parameter_description(std::string_view body);
 void encode_parameter_description(std::string& out, const ParameterDescription& m);
 
+// Authentication request codes.
+inline constexpr int32_t kAuthOk = 0, kAuthCleartext = 3, kAuthMd5 = 5, kAuthSasl = 10, kAuthSaslContinue = 11,
+                         kAuthSaslFinal = 12;
+
 struct Authentication {
-  int32_t code = 0;          // 0 ok, 3 cleartext, 5 md5, 10 SASL, 11 SASL continue, 12 SASL final
+  int32_t code = 0;          // one of the kAuth codes
   std::string_view payload;  // the rest of the body
 };
 Authentication decode_authentication(std::string_view body);

@@ -41,7 +41,6 @@ constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
 constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
 constexpr int32_t kJsonbOid = 3802;
-constexpr int32_t kAuthSasl = 10;  // AuthenticationSASL
 // Longest value read that the read set keeps for the conflict diff; longer ones are left out.
 constexpr std::size_t kMaxBaseValue = 2048;
 
@@ -860,13 +859,13 @@ void Session::on_server_frame(const Frame& frame) {
       if (!authenticated_) {
         const auto code = pg::decode_authentication(frame.body).code;
         authenticated_ = code == 0;
-        sasl_mechanism_next_ = code == kAuthSasl;  // the client picks a mechanism next
-        if (code == kAuthSasl && server_.is_tls() && !client_.is_tls()) {
+        sasl_mechanism_next_ = code == pg::kAuthSasl;  // the client picks a mechanism next
+        if (code == pg::kAuthSasl && server_.is_tls() && !client_.is_tls()) {
           // The server offers -PLUS on the proxy's TLS hop; the client's hop is plaintext, where
           // libpq rightly refuses such an offer. Offer what the server would offer the client.
           pg::MessageWriter w(to_client_.edit());
           w.begin(pg::be::kAuthentication);
-          w.i32(kAuthSasl);
+          w.i32(pg::kAuthSasl);
           pg::BodyReader r(frame.body);
           r.i32();
           for (auto mechanism = r.cstring(); !mechanism.empty(); mechanism = r.cstring())

@@ -19,13 +19,8 @@ using asio::awaitable;
 
 namespace {
 
-// Authentication request codes (AuthenticationXXX messages).
-constexpr int32_t kAuthOk = 0;
-constexpr int32_t kAuthCleartext = 3;
-constexpr int32_t kAuthMd5 = 5;
-constexpr int32_t kAuthSasl = 10;
-constexpr int32_t kAuthSaslContinue = 11;
-constexpr int32_t kAuthSaslFinal = 12;
+using pg::kAuthCleartext, pg::kAuthMd5, pg::kAuthOk, pg::kAuthSasl, pg::kAuthSaslContinue, pg::kAuthSaslFinal;
+
 // PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: no login message is longer.
 constexpr std::size_t kMaxAuthMessage = 65535;
 

@@ -1,7 +1,6 @@
 // PlanCache: an LRU list plus a map of views into it; one instance per thread.
 #include "rules/plan_cache.h"
 
-#include <algorithm>
 #include <optional>
 #include <stdexcept>
 
@@ -24,8 +23,9 @@ std::optional<std::string> plain_constant(std::string_view sql, int token) {
     if (j - at > 9 || (j < n && (sql[j] == '.' || sql_ident_char(sql[j])))) return std::nullopt;
     return std::to_string(std::stol(std::string(sql.substr(at, j - at))));
   }
-  // E'', U&'', B'' and X'' have a prefix; a string continued on the next line is not one token.
-  if (sql[at] != '\'' || (at > 0 && (sql_ident_char(sql[at - 1]) || sql[at - 1] == '&'))) return std::nullopt;
+  // A string continued on the next line is not one token: the caller's comparison with the parsed
+  // value finds that.
+  if (sql[at] != '\'' || sql_string_prefixed(sql, at)) return std::nullopt;
   std::string value;
   for (std::size_t j = at + 1; j < n; ++j) {
     if (sql[j] != '\'') {
@@ -121,8 +121,7 @@ std::string literal_shape(std::string_view sql) {
           if (sql_digit(sql[k])) shape[k + 1] = '0';
         return true;
       case Lexeme::Kind::string:
-        // E'', U&'', B'', X'' and typed literals (`date '...'` is spaced, so it is not one of them).
-        if (lx.begin > 0 && (sql_ident_char(sql[lx.begin - 1]) || sql[lx.begin - 1] == '&')) {
+        if (sql_string_prefixed(sql, lx.begin)) {
           shaped = false;
           return false;
         }

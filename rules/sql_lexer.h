@@ -31,6 +31,11 @@ inline bool sql_ident_start(char ch) {
 }
 inline bool sql_digit(char ch) { return ch >= '0' && ch <= '9'; }
 inline bool sql_ident_char(char ch) { return sql_ident_start(ch) || sql_digit(ch) || ch == '$'; }
+// Whether the quote at `at` opens a prefixed string: E'', U&'', B'', X'' or a typed literal
+// written without a space (`date'...'`), whose content is not a plain constant's.
+inline bool sql_string_prefixed(std::string_view sql, std::size_t at) {
+  return at > 0 && (sql_ident_char(sql[at - 1]) || sql[at - 1] == '&');
+}
 
 // Calls visit(const Lexeme&) for each lexeme of `sql` in order; stops when it returns false.
 // Unterminated strings, names and comments run to the end of the text.
