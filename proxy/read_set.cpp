@@ -4,13 +4,20 @@
 
 #include <algorithm>
 
+#include "rules/json_text.h"
+
 namespace occ {
+
+std::string ReadSet::table_prefix(const TablePolicy& table) {
+  std::string prefix = table.schema;
+  prefix.push_back('\0');
+  prefix += table.name;
+  return prefix;
+}
 
 std::string ReadSet::id_of(const TablePolicy& table, const std::vector<std::string>& key) {
   // Length-prefixed parts, so ("a,b") and ("a", "b") never collide.
-  std::string id = table.schema;
-  id.push_back('\0');
-  id += table.name;
+  std::string id = table_prefix(table);
   for (const auto& part : key) {
     id.push_back('\0');
     id += std::to_string(part.size());
@@ -35,19 +42,20 @@ void ReadSet::before_change(const std::string& id, bool noting) {
     touched_overflow_ = true;
 }
 
-void ReadSet::put(const std::string& id, Entry entry) {
-  auto it = rows_.find(id);
-  if (it != rows_.end()) {
-    lru_.erase(it->second.lru);
-    rows_.erase(it);
+void ReadSet::put(std::string id, Entry entry) {
+  auto [it, added] = rows_.try_emplace(std::move(id));
+  if (added) {
+    lru_.push_front(&it->first);
+  } else {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
   }
-  lru_.push_front(id);
   entry.lru = lru_.begin();
-  rows_.emplace(id, std::move(entry));
+  it->second = std::move(entry);
   while (rows_.size() > max_rows_) {
     // Evicting is always safe: an unknown row is never a false conflict.
-    rows_.erase(lru_.back());
+    auto oldest = rows_.find(*lru_.back());
     lru_.pop_back();
+    rows_.erase(oldest);
   }
 }
 
@@ -62,7 +70,7 @@ void ReadSet::note(const TablePolicy& table, const std::vector<std::string>& key
   if (max_rows_ == 0) return;
   auto id = id_of(table, key);
   before_change(id, true);
-  put(id, Entry{table.qualified_name(), key, std::move(row), {}, next_seq_++});
+  put(std::move(id), Entry{std::move(row), {}, next_seq_++});
 }
 
 void ReadSet::forget(const TablePolicy& table, const std::vector<std::string>& key) {
@@ -159,22 +167,62 @@ void ReadSet::rollback_to(const std::string& name) {
 
 std::string ReadSet::expected_map(const TablePolicy& table, const std::vector<std::vector<std::string>>& keys) const {
   const auto now = Clock::now();
-  nlohmann::json map = nlohmann::json::object();
-  auto add = [&](const std::vector<std::string>& key, const Row& row) {
-    nlohmann::json* node = &map;
-    for (const auto& part : key) node = &(*node)[part];
-    *node = {{"v", row.version}, {"b", row.base}};
-  };
+  std::vector<std::pair<std::vector<std::string>, const Row*>> found;
   if (keys.empty()) {
-    const auto name = table.qualified_name();
-    for (const auto& [id, entry] : rows_)
-      if (entry.table == name && now - entry.row.seen <= table.read_ttl)
-        add(entry.key, entry.row);
+    // Every row of the table: its key is read back from the id's length-prefixed parts.
+    const std::string prefix = table_prefix(table);
+    for (const auto& [id, entry] : rows_) {
+      if (!id.starts_with(prefix) || id.size() == prefix.size() || id[prefix.size()] != '\0') continue;
+      if (now - entry.row.seen > table.read_ttl) continue;
+      std::vector<std::string> key;
+      for (std::size_t at = prefix.size(); at < id.size();) {
+        const std::size_t colon = id.find(':', at + 1);
+        const std::size_t length = std::stoul(id.substr(at + 1, colon - at - 1));
+        key.push_back(id.substr(colon + 1, length));
+        at = colon + 1 + length;
+      }
+      found.emplace_back(std::move(key), &entry.row);
+    }
   } else {
     for (const auto& key : keys)
-      if (const Row* row = find(table, key, now)) add(key, *row);
+      if (const Row* row = find(table, key, now)) found.emplace_back(key, row);
   }
-  return map.dump();
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  found.erase(std::unique(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
+              found.end());
+  // Nested objects, one level per key column: {"k1": {"k2": {"b": base, "v": version}}}. Sorted
+  // keys put the rows that share a prefix next to each other, under one object.
+  std::string out = "{";
+  const std::vector<std::string>* previous = nullptr;
+  for (const auto& [key_parts, row] : found) {
+    const std::vector<std::string>* key = &key_parts;
+    const std::size_t depth = key->size();
+    std::size_t common = 0;
+    if (previous != nullptr) {
+      while (common + 1 < depth && (*previous)[common] == (*key)[common]) ++common;
+      out.append(depth - 1 - common, '}');
+      out += ',';
+    }
+    for (std::size_t i = common; i < depth; ++i) {
+      append_json_string(out, (*key)[i]);
+      out += ":{";
+    }
+    out += "\"b\":";
+    out += row->base;
+    out += ",\"v\":";
+    append_json_string(out, row->version);
+    out += '}';
+    previous = key;
+  }
+  if (previous != nullptr) out.append(previous->size() - 1, '}');
+  out += '}';
+  return out;
+}
+
+std::optional<RowRead> ReadSet::read_row(const TablePolicy& table, const std::vector<std::string>& key) const {
+  const Row* row = find(table, key, Clock::now());
+  if (row == nullptr) return std::nullopt;
+  return RowRead{row->version, row->base};
 }
 
 }  // namespace occ

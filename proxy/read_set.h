@@ -7,11 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "rules/rewrite.h"
 
@@ -22,8 +21,8 @@ class ReadSet final : public ReadSetLookup {
   using Clock = std::chrono::steady_clock;
 
   struct Row {
-    std::string version;   // text form, as the server prints it
-    nlohmann::json base;   // column -> value read (object; may be empty)
+    std::string version;      // text form, as the server prints it
+    std::string base = "{}";  // JSON object text: column -> value read
     Clock::time_point seen;
   };
 
@@ -46,17 +45,18 @@ class ReadSet final : public ReadSetLookup {
 
   std::string expected_map(const TablePolicy& table,
                            const std::vector<std::vector<std::string>>& keys) const override;
+  std::optional<RowRead> read_row(const TablePolicy& table, const std::vector<std::string>& key) const override;
 
   std::size_t size() const { return rows_.size(); }
   // What the open transaction keeps to undo itself: at most 2 x max_rows entries, however much it reads.
   std::size_t journal_size() const { return journal_.size() + touched_.size(); }
 
  private:
+  // Keyed by id_of(table, key), which also yields the table and key back: an entry outlives a rules
+  // reload, so it holds no TablePolicy pointer.
   struct Entry {
-    std::string table;  // "schema.name": entries outlive a rules reload, so no TablePolicy pointer
-    std::vector<std::string> key;
     Row row;
-    std::list<std::string>::iterator lru;
+    std::list<const std::string*>::iterator lru;
     std::uint64_t seq = 0;  // when it was noted: entries noted since a mark are that mark's to undo
   };
   // A row as it was before the first change at its level; restored when that level rolls back.
@@ -74,17 +74,19 @@ class ReadSet final : public ReadSetLookup {
   };
 
   static std::string id_of(const TablePolicy& table, const std::vector<std::string>& key);
+  // The id's prefix shared by every row of `table`.
+  static std::string table_prefix(const TablePolicy& table);
   std::uint64_t level_start() const { return savepoints_.empty() ? transaction_.seq : savepoints_.back().seq; }
   // Journals what a change to `id` must restore, and records `id` as touched at this level.
   void before_change(const std::string& id, bool noting);
-  void put(const std::string& id, Entry entry);
+  void put(std::string id, Entry entry);
   void erase(const std::string& id);
   void undo_to(const Mark& mark);
   void end_transaction();
 
   std::size_t max_rows_;
   std::unordered_map<std::string, Entry> rows_;
-  std::list<std::string> lru_;  // front = most recently used
+  std::list<const std::string*> lru_;  // rows_' keys (stable in its nodes); front = most recently used
   std::uint64_t next_seq_ = 1;
   Mark transaction_;             // everything since the last commit or rollback
   std::vector<Mark> savepoints_;

@@ -18,6 +18,7 @@
 #include "audit/audit_log.h"
 #include "proxy/config.h"
 #include "proxy/session_registry.h"
+#include "rules/json_text.h"
 #include "rules/plan_cache.h"
 #include "stats/counters.h"
 
@@ -40,7 +41,6 @@ constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
 constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
-constexpr int32_t kJsonbOid = 3802;
 // Longest value read that the read set keeps for the conflict diff; longer ones are left out.
 constexpr std::size_t kMaxBaseValue = 2048;
 
@@ -656,10 +656,10 @@ void Session::on_parse(const Frame& frame) {
   } else if (rw && rw->action == Rewrite::Action::rewrite) {
     pg::Parse rewritten{parse.statement, rw->sql, parse.param_types};
     if (info && !info->expected_params.empty()) {
-      // The added parameters carry the expected-version maps: typed jsonb, the server parses each
-      // once per Bind. The client's own parameters keep whatever it declared.
+      // The added parameters are typed (the server parses each once per Bind); the client's own
+      // keep whatever it declared.
       rewritten.param_types.resize(static_cast<std::size_t>(info->client_param_count), 0);
-      rewritten.param_types.insert(rewritten.param_types.end(), info->expected_params.size(), kJsonbOid);
+      for (const auto& expected : info->expected_params) rewritten.param_types.push_back(expected.type_oid);
     }
     pg::encode_parse(to_server_.edit(), rewritten);
   } else {
@@ -699,7 +699,7 @@ void Session::on_bind(const Frame& frame) {
   const bool fill_params = !info->expected_params.empty() && bind.params.size() == static_cast<std::size_t>(info->client_param_count);
   const bool widen_formats = added_columns && bind.result_formats.size() > 1;
   if (fill_params || widen_formats) {
-    std::vector<std::string> maps;
+    std::vector<std::optional<std::string>> added;
     if (fill_params) {
       for (const auto& expected : info->expected_params) {
         std::vector<std::vector<std::string>> keys;
@@ -714,13 +714,21 @@ void Session::on_bind(const Frame& frame) {
           }
           if (key.size() == tuple.size()) keys.push_back(std::move(key));
         }
-        // A key bound to NULL matches no row: an empty map, not every tracked row.
-        maps.push_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
+        if (expected.carries == ExpectedParam::Carries::map) {
+          // A key bound to NULL matches no row: an empty map, not every tracked row.
+          added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
+          continue;
+        }
+        const auto row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
+        if (!row)
+          added.emplace_back();
+        else
+          added.emplace_back(expected.carries == ExpectedParam::Carries::version ? row->version : row->base);
       }
       // One format code means "all parameters": spell it out so the added ones can be text.
       if (bind.param_formats.size() == 1) bind.param_formats.assign(bind.params.size(), bind.param_formats[0]);
-      if (!bind.param_formats.empty()) bind.param_formats.insert(bind.param_formats.end(), maps.size(), 0);
-      for (const auto& m : maps) bind.params.emplace_back(m);
+      if (!bind.param_formats.empty()) bind.param_formats.insert(bind.param_formats.end(), added.size(), 0);
+      for (const auto& value : added) bind.params.emplace_back(value);
     }
     if (widen_formats) bind.result_formats.insert(bind.result_formats.end(), added_columns, 0);
     pg::encode_bind(to_server_.edit(), bind);
@@ -989,19 +997,26 @@ void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, c
       continue;
     }
     if (!version) continue;
-    ReadSet::Row remembered{std::string(*version), nlohmann::json::object(), now};
+    ReadSet::Row remembered{std::string(*version), {}, now};
     if (layout.known) {
-      for (const auto& base : layout.base) {
+      std::string& base = remembered.base;
+      base = "{";
+      for (const auto& column : layout.base) {
         // Redacted values never leave the proxy: the map literal can end up in the server's log.
-        if (base.table != t || base.index >= row.values.size() || table.is_redacted(base.name)) continue;
+        if (column.table != t || column.index >= row.values.size() || table.is_redacted(column.name)) continue;
         // The diff shows values as text; a binary one would have to be decoded by type.
-        if (portal != nullptr && !portal->text_result(base.index)) continue;
-        const auto& value = row.values[base.index];
-        if (!value)
-          remembered.base[base.name] = nullptr;
-        else if (value->size() <= kMaxBaseValue)
-          remembered.base[base.name] = std::string(*value);
+        if (portal != nullptr && !portal->text_result(column.index)) continue;
+        const auto& value = row.values[column.index];
+        if (value && value->size() > kMaxBaseValue) continue;
+        if (base.size() > 1) base += ',';
+        append_json_string(base, column.name);
+        base += ':';
+        if (value)
+          append_json_string(base, *value);
+        else
+          base += "null";
       }
+      base += '}';
     }
     reads_.note(table, key, std::move(remembered));
   }

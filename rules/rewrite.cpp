@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "rules/json_text.h"
 #include "rules/plan_cache.h"
 #include "rules/sql_analysis.h"
 #include "rules/sql_lexer.h"
@@ -89,27 +90,6 @@ std::string dollar_quoted(const std::string& text) {
   return "$" + tag + "$" + text + "$" + tag + "$";
 }
 
-// `s` as a JSON string. Written by hand: this runs for every checked statement, and a
-// nlohmann document costs several times more than the text itself.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (char ch : s) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (u < 0x20) {
-      out += "\\u00";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else {
-      out += ch;
-    }
-  }
-  out += '"';
-}
-
 // What occ.conflict / occ.forced need to know about the table (migrations/001_occ_schema.sql).
 std::string meta_json(const TablePolicy& p, bool deletes) {
   std::string out = "{\"schema\":";
@@ -189,6 +169,21 @@ const char* version_type(const TablePolicy& p) {
       break;
   }
   return "bigint";
+}
+
+constexpr int kJsonbOid = 3802;
+
+// The OID of version_type(p), for a parameter that carries an expected version.
+int version_type_oid(const TablePolicy& p) {
+  switch (p.version_kind) {
+    case VersionKind::uuid:
+      return 2950;
+    case VersionKind::timestamp:
+      return 1184;
+    case VersionKind::counter:
+      break;
+  }
+  return 20;
 }
 
 // `(ref.k1)::text, (ref.k2)::text`: a row's key as the read set is keyed by it, the way the server
@@ -295,7 +290,7 @@ class SitePlanner {
 
     // Where the expected version comes from (SPEC 3.2): a force hint means none is checked; else
     // the statement's own `version = <constant or parameter>` under app_managed_version: enforce;
-    // else the session's read set, looked up per row by the row's key (NULL: never read).
+    // else the session's read set (NULL: never read).
     // Under enforce the statement's conjunct is the proxy's check, so it gives way to TRUE (a stale
     // version must reach the check, and a force must override it); under passthrough it is the
     // app's own. `base` is what the session read of the row, for the conflict's DETAIL and diff.
@@ -305,31 +300,32 @@ class SitePlanner {
     const bool app_managed =
         facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
     const bool reads = access_.reads != nullptr && !site_.deferred;
-    if (app_managed && p_.enforce_app_managed) {
-      if (facts->in_join_condition) return unsupported("the version column in MERGE's join condition");
-      if (facts->condition.kind == VersionUse::Kind::other)
-        return unsupported("a version condition other than one top-level `version = constant or parameter` conjunct");
-      if (!st_.force_hint) expected = facts->condition.expected;
-      if (!st_.force_hint && reads && site_.unlocatable.empty()) {
-        const std::string& map = read_map();
-        base = map + " #> ARRAY[" + key_ + ", 'b']";
-      }
-      edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
-    } else if (!st_.force_hint && reads && !app_managed) {
-      if (!site_.unlocatable.empty())
-        return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
-      const std::string& map = read_map();
-      expected = "(" + map + " #>> ARRAY[" + key_ + ", 'v'])::" + version_type(p_);
-      base = map + " #> ARRAY[" + key_ + ", 'b']";
-      per_row = true;
-    } else if (!st_.force_hint) {
-      // Nothing to check: at most the proxy's own increment.
+    // Nothing to check: at most the proxy's own increment.
+    auto unchecked = [&]() -> SitePlan {
       if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
       if (!site_.unlocatable.empty())
         return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
       return edited(
           {site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + proxy_bump(p_, version_ref) + ","},
           false);
+    };
+    if (app_managed && p_.enforce_app_managed) {
+      if (facts->in_join_condition) return unsupported("the version column in MERGE's join condition");
+      if (facts->condition.kind == VersionUse::Kind::other)
+        return unsupported("a version condition other than one top-level `version = constant or parameter` conjunct");
+      if (!st_.force_hint) expected = facts->condition.expected;
+      if (!st_.force_hint && reads && site_.unlocatable.empty()) base = read_check(false).base;
+      edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
+    } else if (!st_.force_hint && reads && !app_managed) {
+      if (!site_.unlocatable.empty())
+        return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
+      ReadCheck check = read_check(true);
+      if (check.never_read && !p_.reject_unknown_version) return unchecked();
+      expected = std::move(check.expected);
+      base = std::move(check.base);
+      per_row = check.per_row;
+    } else if (!st_.force_hint) {
+      return unchecked();
     }
     if (!site_.unlocatable.empty())
       return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
@@ -365,8 +361,9 @@ class SitePlanner {
         value = own == nullptr && p_.version_bump == VersionBump::trigger ? forced_call + ")"
                                                                           : forced_call + ", " + next + ")";
       else
-        value = "CASE " + (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) +
-                "WHEN " + matches + " THEN " + next + " ELSE " + conflict_call(next) + " END";
+        value = "CASE WHEN " + matches + " THEN " + next + " " +
+                (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) + "ELSE " +
+                conflict_call(next) + " END";
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -375,10 +372,10 @@ class SitePlanner {
     // The guard must not raise for a row the rest of the condition excludes, whatever order the
     // planner evaluates conjuncts in: hence the condition is repeated in front of the check.
     std::string when_matches;
+    if (!st_.force_hint) when_matches = "WHEN " + matches + " THEN true ";
     if (per_row)
-      when_matches = "WHEN " + expected + " IS NULL THEN " +
-                     (p_.reject_unknown_version ? unknown(version_ref) + " IS NOT NULL " : std::string("true "));
-    if (!st_.force_hint) when_matches += "WHEN " + matches + " THEN true ";
+      when_matches += "WHEN " + expected + " IS NULL THEN " +
+                      (p_.reject_unknown_version ? unknown(version_ref) + " IS NOT NULL " : std::string("true "));
     const std::string otherwise = (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
     if (site_.has_condition) {
       const TextRange cond = site_.condition;
@@ -393,21 +390,32 @@ class SitePlanner {
   }
 
  private:
-  // The session's expected versions for the rows this write can touch, as an SQL jsonb value:
-  // a literal in the simple protocol, an added parameter filled at each Bind in the extended one.
-  const std::string& read_map() {
-    if (!map_.empty()) return map_;
-    key_ = key_text(p_, quote_identifier(site_.refname));
+  // What the session read of the rows this write can touch, as SQL.
+  struct ReadCheck {
+    std::string expected;     // the expected version; NULL where the row was never read
+    std::string base;         // jsonb: the values read; empty: none
+    bool per_row = false;     // `expected` may be NULL (a map lookup per row, or a Bind parameter)
+    bool never_read = false;  // the one row the write can touch is unknown to the session
+  };
+
+  // A write pinned to one key compares with that row's version as a scalar: a literal in the simple
+  // protocol, a parameter filled at each Bind in the extended one. Any other write looks each row
+  // up by its key in a jsonb map of the rows read (a literal, or one parameter).
+  ReadCheck read_check(bool with_version) {
+    ReadCheck check;
+    const std::string type = version_type(p_);
     const std::vector<std::vector<KeyValue>> tuples = pinned_keys(site_, p_);
-    if (access_.extended) {
-      ExpectedParam param{&p_, ++access_.next_param, {}};
-      for (const std::vector<KeyValue>& tuple : tuples) {
-        std::vector<ExpectedParam::KeySource>& sources = param.keys.emplace_back();
-        for (const KeyValue& value : tuple) sources.push_back({value.param_number, value.literal});
-      }
-      map_ = "$" + std::to_string(param.param_number) + "::jsonb";
-      access_.params->push_back(std::move(param));
-      return map_;
+    if (tuples.size() == 1 && access_.extended) {
+      auto added = [&](ExpectedParam::Carries carries, int type_oid, const char* sql_type) {
+        ExpectedParam& param = access_.params->emplace_back();
+        param = {&p_, carries, ++access_.next_param, type_oid, {{}}};
+        for (const KeyValue& value : tuples.front()) param.keys.front().push_back({value.param_number, value.literal});
+        return "$" + std::to_string(param.param_number) + "::" + sql_type;
+      };
+      if (with_version) check.expected = added(ExpectedParam::Carries::version, version_type_oid(p_), type.c_str());
+      check.base = added(ExpectedParam::Carries::base, kJsonbOid, "jsonb");
+      check.per_row = true;
+      return check;
     }
     std::vector<std::vector<std::string>> keys;
     for (const std::vector<KeyValue>& tuple : tuples) {
@@ -422,8 +430,34 @@ class SitePlanner {
       }
       if (keys.empty()) break;
     }
-    map_ = dollar_quoted(access_.reads->expected_map(p_, keys)) + "::jsonb";
-    return map_;
+    if (keys.size() == 1 && !access_.extended) {
+      if (const std::optional<RowRead> row = access_.reads->read_row(p_, keys.front())) {
+        check.expected = literal(row->version) + "::" + type;
+        check.base = dollar_quoted(std::string(row->base)) + "::jsonb";
+      } else {
+        check.never_read = true;
+        check.expected = "NULL::" + type;
+        check.per_row = true;
+      }
+      return check;
+    }
+    std::string map;
+    if (access_.extended) {
+      ExpectedParam& param = access_.params->emplace_back();
+      param = {&p_, ExpectedParam::Carries::map, ++access_.next_param, kJsonbOid, {}};
+      for (const std::vector<KeyValue>& tuple : tuples) {
+        std::vector<ExpectedParam::KeySource>& sources = param.keys.emplace_back();
+        for (const KeyValue& value : tuple) sources.push_back({value.param_number, value.literal});
+      }
+      map = "$" + std::to_string(param.param_number) + "::jsonb";
+    } else {
+      map = dollar_quoted(access_.reads->expected_map(p_, keys)) + "::jsonb";
+    }
+    const std::string key = key_text(p_, quote_identifier(site_.refname));
+    check.expected = "(" + map + " #>> ARRAY[" + key + ", 'v'])::" + type;
+    check.base = map + " #> ARRAY[" + key + ", 'b']";
+    check.per_row = true;
+    return check;
   }
 
   SitePlan refused(Rejection r) {
@@ -460,8 +494,6 @@ class SitePlanner {
   ReadAccess& access_;
   SitePlan plan_;
   std::vector<Edit> edits_;
-  std::string map_;  // read_map(), once made
-  std::string key_;  // the target row's key in the map
 };
 
 // The search_path in force after `SET search_path`, as the session would substitute it.

@@ -16,10 +16,19 @@ namespace occ {
 
 class PlanCache;
 
+// What the session read of one row (SPEC 3.2 item 3).
+struct RowRead {
+  std::string_view version;  // text form, as the server prints it
+  std::string_view base;     // JSON object text: column -> value read (the conflict's DETAIL and diff)
+};
+
 // The session's read set as the rewriter sees it (SPEC 3.2 item 3).
 class ReadSetLookup {
  public:
   virtual ~ReadSetLookup() = default;
+  // The row of `table` whose key columns' text values are `key` (in the table's key order), as the
+  // session read it; nullopt when never read or expired.
+  virtual std::optional<RowRead> read_row(const TablePolicy& table, const std::vector<std::string>& key) const = 0;
   // The expected versions of `table` as the JSON map a rewritten statement looks its rows up in:
   // nested objects keyed by each key column's text value, leaf {"v": version, "b": {column: value}}
   // (b: the values read, for the conflict's DETAIL and diff). Restricted to `keys` (tuples of key
@@ -54,11 +63,17 @@ struct StatementEffect {
   std::string savepoint;    // for savepoint / release / rollback_to
 };
 
-// Extended protocol: a parameter the proxy added at Parse, filled by the session at each Bind with
-// expected_map(table, keys) where each key column's value comes from a bound parameter or a literal.
+// Extended protocol: a parameter the proxy added at Parse, filled by the session at each Bind from
+// the read set, where each key column's value comes from a bound parameter or a literal.
 struct ExpectedParam {
+  // A write pinned to one key gets the row's version and base as two scalars (NULL when the row
+  // was never read): cheaper for the server than looking rows up in a map. Any other write gets
+  // expected_map(table, keys).
+  enum class Carries { map, version, base };
   const TablePolicy* table = nullptr;
-  int param_number = 0;  // 1-based $n of the added (text) parameter
+  Carries carries = Carries::map;
+  int param_number = 0;  // 1-based $n of the added parameter, sent in text format
+  int type_oid = 0;      // the type the Parse declares for it
   struct KeySource {
     int param_number = 0;  // 1-based $n of the client's parameter, or 0 for `literal`
     std::string literal;   // text value of a constant

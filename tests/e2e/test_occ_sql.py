@@ -511,27 +511,54 @@ def test_shadow_mode_reports_an_unread_row_and_a_stale_read_and_writes_both(pg, 
     assert "read-s3cret" not in pathlib.Path(pg.log_path).read_text()
 
 
-def test_the_extended_protocol_passes_the_read_set_as_a_parameter(pg, occdb, rewriter):
+def test_the_extended_protocol_passes_the_read_row_as_parameters(pg, occdb, rewriter):
     pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
     r = rewriter("UPDATE subscriptions SET notes = $1 WHERE id = $2", rules=PASSTHROUGH, reads={}, extended=True)
-    assert (r["client_param_count"], r["expected_params"]) == (
-        2, [{"table": "public.subscriptions", "param_number": 3, "keys": [[[2, ""]]]}])
+    assert (r["client_param_count"], r["expected_params"]) == (2, [
+        {"table": "public.subscriptions", "carries": "version", "param_number": 3, "type_oid": 20, "keys": [[[2, ""]]]},
+        {"table": "public.subscriptions", "carries": "base", "param_number": 4, "type_oid": 3802, "keys": [[[2, ""]]]},
+    ])
     with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
-        def run(notes, key, reads):
-            # As the session sends it: the added parameter is text, the client's are untyped.
-            return conn.pgconn.exec_params(r["sql"].encode(), [notes, key, json.dumps(reads).encode()], [0, 0, 25])
+        def run(notes, key, read):
+            # As the session sends it: the added parameters are typed text, the client's untyped.
+            version, base = (None, None) if read is None else (read["v"].encode(), json.dumps(read["b"]).encode())
+            return conn.pgconn.exec_params(r["sql"].encode(), [notes, key, version, base], [0, 0, 20, 3802])
 
-        stale = run(b"x", b"1", {"1": read_of(3, notes="n")})
+        stale = run(b"x", b"1", read_of(3, notes="n"))
         assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
         assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
             b"Current version is 4. No column differs from your read.")
-        current = run(b"x", b"1", {"1": read_of(4)})
+        current = run(b"x", b"1", read_of(4))
         assert (current.status, current.get_value(0, 0), current.get_value(0, 1)) == (
             psycopg.pq.ExecStatus.TUPLES_OK, b"1", b"5")
-        never_read = run(b"y", b"2", {})
+        never_read = run(b"y", b"2", None)
         assert (never_read.status, never_read.get_value(0, 1)) == (psycopg.pq.ExecStatus.TUPLES_OK, b"2")
         assert conn.execute("SELECT id, notes, version FROM subscriptions ORDER BY id").fetchall() == [
             (1, "x", 5), (2, "y", 2)]
+
+
+def test_the_extended_protocol_passes_a_map_for_writes_on_several_keys(pg, occdb, rewriter):
+    pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1), (3, 'c', 'n', 1)", dbname=occdb)
+    r = rewriter("UPDATE subscriptions SET notes = $1 WHERE id IN ($2, $3)", rules=PASSTHROUGH, reads={},
+                 extended=True)
+    assert r["expected_params"] == [{"table": "public.subscriptions", "carries": "map", "param_number": 4,
+                                     "type_oid": 3802, "keys": [[[2, ""]], [[3, ""]]]}]
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        def run(notes, keys, reads):
+            return conn.pgconn.exec_params(r["sql"].encode(), [notes, *keys, json.dumps(reads).encode()],
+                                           [0, 0, 0, 3802])
+
+        stale = run(b"x", [b"1", b"2"], {"1": read_of(4), "2": read_of(0, status="a")})
+        assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
+        assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
+            b"Current version is 1. Changed since your read: status.")
+        both = run(b"x", [b"1", b"2"], {"1": read_of(4), "2": read_of(1)})
+        assert sorted(tuple(both.get_value(i, c) for c in (0, 1)) for i in range(both.ntuples)) == [
+            (b"1", b"5"), (b"2", b"2")]
+        never_read = run(b"y", [b"3", b"9"], {})
+        assert never_read.ntuples == 1
+        assert conn.execute("SELECT id, notes, version FROM subscriptions ORDER BY id").fetchall() == [
+            (1, "x", 5), (2, "x", 2), (3, "y", 2)]
 
 
 def test_upserts_and_uuid_versions_check_against_the_read_set(pg, occdb, rewriter):

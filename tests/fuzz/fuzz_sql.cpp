@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,8 +62,15 @@ class FixedReads : public occ::ReadSetLookup {
       if (c == '"' || c == '\\') escaped += '\\';
       if (static_cast<unsigned char>(c) >= 0x20) escaped += c;
     }
-    return R"({")" + escaped + R"(":{"v":"3","b":{"note":"it's $occ$ \"x\" \\ done"}}})";
+    return R"({")" + escaped + R"(":{"v":"3","b":)" + std::string(kBase) + "}}";
   }
+
+  std::optional<occ::RowRead> read_row(const occ::TablePolicy&, const std::vector<std::string>&) const override {
+    return occ::RowRead{"3", kBase};
+  }
+
+ private:
+  static constexpr std::string_view kBase = R"({"note":"it's $occ$ \"x\" \\ done"})";
 };
 
 struct Fixture {

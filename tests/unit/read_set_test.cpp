@@ -18,7 +18,7 @@ TablePolicy table(std::string name = "subscriptions") {
 }
 
 ReadSet::Row row(std::string version, ReadSet::Clock::time_point seen = ReadSet::Clock::now()) {
-  return ReadSet::Row{std::move(version), nlohmann::json::object(), seen};
+  return ReadSet::Row{std::move(version), "{}", seen};
 }
 
 std::string version_of(const ReadSet& reads, const TablePolicy& t, std::string key) {
@@ -108,12 +108,26 @@ TEST_CASE("savepoints: rollback to, release, nesting", "[read_set]") {
   CHECK(version_of(reads, subs, "1") == "<none>");
 }
 
+TEST_CASE("a row read is found by its key with its version and the values read", "[read_set]") {
+  auto subs = table("subscriptions");
+  ReadSet reads(10);
+  ReadSet::Row r = row("4");
+  r.base = R"({"status":"active","notes":null})";
+  reads.note(subs, {"42"}, r);
+  const auto found = reads.read_row(subs, {"42"});
+  REQUIRE(found);
+  CHECK(found->version == "4");
+  CHECK(found->base == R"({"status":"active","notes":null})");
+  CHECK_FALSE(reads.read_row(subs, {"43"}));
+  CHECK_FALSE(reads.read_row(table("other"), {"42"}));
+}
+
 TEST_CASE("the expected map nests composite keys and carries the values read", "[read_set]") {
   auto lines = table("lines");
   lines.key = {"invoice", "line"};
   ReadSet reads(10);
   ReadSet::Row r = row("9");
-  r.base = {{"amount", "10"}};
+  r.base = R"({"amount":"10"})";
   reads.note(lines, {"7", "1"}, r);
   reads.note(lines, {"7", "2"}, row("3"));
   reads.commit();
@@ -121,6 +135,10 @@ TEST_CASE("the expected map nests composite keys and carries the values read", "
   CHECK(reads.expected_map(lines, {}) ==
         R"({"7":{"1":{"b":{"amount":"10"},"v":"9"},"2":{"b":{},"v":"3"}}})");
   CHECK(reads.expected_map(lines, {{"8", "1"}}) == "{}");
+  reads.note(lines, {"8", "1"}, row("5"));
+  reads.note(lines, {"6", "x\"y"}, row("4"));
+  CHECK(reads.expected_map(lines, {{"8", "1"}, {"7", "2"}, {"9", "9"}, {"6", "x\"y"}, {"7", "2"}}) ==
+        R"({"6":{"x\"y":{"b":{},"v":"4"}},"7":{"2":{"b":{},"v":"3"}},"8":{"1":{"b":{},"v":"5"}}})");
   auto other = table("other");
   CHECK(reads.expected_map(other, {}) == "{}");
 }

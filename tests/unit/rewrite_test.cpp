@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <random>
@@ -81,10 +82,18 @@ std::string expand(const std::string& variant, std::string text) {
   return text;
 }
 
-// A read set that answers every lookup with one fixed map and remembers what it was asked.
+// A read set that answers every lookup with one fixed map (row 7 read at version 3) and remembers
+// what it was asked.
 struct FakeReads : occ::ReadSetLookup {
   std::string map = R"({"7":{"v":"3","b":{"status":"a"}}})";
   mutable std::vector<std::string> asked;  // "schema.table [k1|k2] [k1|k2]"
+
+  std::optional<occ::RowRead> read_row(const occ::TablePolicy& table,
+                                       const std::vector<std::string>& key) const override {
+    asked.push_back(table.qualified_name() + " [" + key.front() + "]");
+    if (key != std::vector<std::string>{"7"}) return std::nullopt;
+    return occ::RowRead{"3", R"({"status":"a"})"};
+  }
 
   std::string expected_map(const occ::TablePolicy& table,
                            const std::vector<std::vector<std::string>>& keys) const override {
@@ -571,7 +580,8 @@ namespace {
 
 // Placeholders of the read-tracking rows, for a target named `ref` whose key is `keys`
 // (comma-separated, default id): %M% the fake map, %E:ref[:keys[:type]]% the expected version
-// looked up in it, %B:ref[:keys]% the read row, %S:ref[:keys]% the columns appended to a SELECT,
+// looked up in it, %B:ref[:keys]% the read row, %V[:type]% and %VB% the version and base of row 7 as
+// literals, %S:ref[:keys]% the columns appended to a SELECT,
 // %R:ref[:keys]% those appended to a RETURNING list.
 std::string expand_reads(const std::string& variant, std::string text) {
   const std::string map = R"($occ${"7":{"v":"3","b":{"status":"a"}}}$occ$::jsonb)";
@@ -583,6 +593,13 @@ std::string expand_reads(const std::string& variant, std::string text) {
       const std::size_t colon = std::min(inner.find(':', from), inner.size());
       parts.push_back(inner.substr(from, colon - from));
       from = colon + 1;
+    }
+    if (parts[0] == "V" || parts[0] == "VB") {
+      const std::string out =
+          parts[0] == "VB" ? R"($occ${"status":"a"}$occ$::jsonb)" : "'3'::" + (parts.size() > 1 ? parts[1] : "bigint");
+      text.replace(at, end - at + 1, out);
+      at += out.size();
+      continue;
     }
     std::vector<std::string> keys;
     const std::string key_list = parts.size() > 2 ? parts[2] : "id";
@@ -677,68 +694,82 @@ const ReadRow read_rows[] = {
     {"passthrough", "app", "EXPLAIN SELECT * FROM subscriptions", "", "-", ""},
     {"passthrough", "app", "SELECT * FROM invoices", "", "-", ""},
 
-    // Writes check each row against the read set (allow: a row never read is written as usual).
+    // Writes check each row against the read set. A write pinned to one key compares with that
+    // row's version and base as literals (%V%, %VB%); any other looks each row up in a map.
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version WHEN "
-     "subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE occ.conflict(subscriptions.version, "
-     "%E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, "
-     "status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
+     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    // allow: a row never read is written as usual.
+    {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 8",
+     "UPDATE subscriptions SET status = 'x' WHERE id = 8 RETURNING %R:subscriptions%", "public.subscriptions/2 drop",
+     "public.subscriptions [8]"},
     {"passthrough", "app",
      "UPDATE subscriptions s SET status = 'x' WHERE s.plan = 1 OR s.id = 7 RETURNING s.status -- end",
-     "UPDATE subscriptions s SET version = CASE WHEN %E:s% IS NULL THEN s.version WHEN s.version = %E:s% THEN "
+     "UPDATE subscriptions s SET version = CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL THEN "
      "s.version ELSE occ.conflict(s.version, %E:s%, s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = 'x' "
      "WHERE s.plan = 1 OR s.id = 7 RETURNING s.status, %R:s% -- end",
      "public.subscriptions/2", "public.subscriptions"},
     {"passthrough", "app", "UPDATE billing.invoices SET total = 1 WHERE id IN (1, -2) AND line = '3' AND 4 = line",
-     "UPDATE billing.invoices SET version = CASE WHEN %E:invoices:id,line% IS NULL THEN invoices.version WHEN "
-     "invoices.version = %E:invoices:id,line% THEN invoices.version ELSE occ.conflict(invoices.version, "
+     "UPDATE billing.invoices SET version = CASE WHEN invoices.version = %E:invoices:id,line% THEN invoices.version "
+     "WHEN %E:invoices:id,line% IS NULL THEN invoices.version ELSE occ.conflict(invoices.version, "
      "%E:invoices:id,line%, invoices.version, to_jsonb(invoices.*), @inv.update@, %B:invoices:id,line%) END, total = 1 "
      "WHERE id IN (1, -2) AND line = '3' AND 4 = line RETURNING %R:invoices:id,line%",
      "billing.invoices/3 drop", "billing.invoices [1|3] [-2|3]"},
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7 RETURNING *",
-     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN %E:subscriptions% IS "
-     "NULL THEN true WHEN subscriptions.version = %E:subscriptions% THEN true ELSE occ.conflict(subscriptions.version, "
-     "%E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT "
-     "NULL END) RETURNING *, %R:subscriptions%",
+     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
+     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@, %VB%) IS NOT NULL END) RETURNING *, %R:subscriptions%",
      "public.subscriptions/2 deleted", "public.subscriptions [7]"},
+    {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 8",
+     "DELETE FROM subscriptions WHERE id = 8 RETURNING %R:subscriptions%", "public.subscriptions/2 drop deleted",
+     "public.subscriptions [8]"},
     {"passthrough", "app", "DELETE FROM subscriptions",
-     "DELETE FROM subscriptions WHERE CASE WHEN %E:subscriptions% IS NULL THEN true WHEN subscriptions.version = "
-     "%E:subscriptions% THEN true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop deleted", "public.subscriptions"},
-    {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN "
-     "occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) "
-     "WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop", "public.subscriptions [7]"},
-    {"unknown-reject", "app", "DELETE FROM subscriptions WHERE id = 7",
-     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN %E:subscriptions% IS "
-     "NULL THEN occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.delete@) IS NOT NULL WHEN subscriptions.version = %E:subscriptions% THEN true ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.delete@, %B:subscriptions%) IS NOT NULL END) RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop deleted", "public.subscriptions [7]"},
-    {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
-     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version + 1 WHEN "
-     "subscriptions.version = %E:subscriptions% THEN subscriptions.version + 1 ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version + 1, to_jsonb(subscriptions.*), "
-     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop", "public.subscriptions [7]"},
-    {"uuid-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = '7'::int",
-     "UPDATE subscriptions SET version = CASE WHEN %E:subscriptions:id:uuid% IS NULL THEN subscriptions.version WHEN "
-     "subscriptions.version = %E:subscriptions:id:uuid% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions:id:uuid%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = '7'::int RETURNING "
+     "DELETE FROM subscriptions WHERE CASE WHEN subscriptions.version = %E:subscriptions% THEN true WHEN "
+     "%E:subscriptions% IS NULL THEN true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END RETURNING "
      "%R:subscriptions%",
+     "public.subscriptions/2 drop deleted", "public.subscriptions"},
+    // reject: a row never read is refused by the server session.
+    {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 8",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = NULL::bigint THEN subscriptions.version "
+     "WHEN NULL::bigint IS NULL THEN occ.unknown_version(subscriptions.version, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@) ELSE occ.conflict(subscriptions.version, NULL::bigint, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 8 RETURNING "
+     "%R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [8]"},
+    {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
+     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"unknown-reject", "app", "DELETE FROM subscriptions WHERE status = 'x'",
+     "DELETE FROM subscriptions WHERE status = 'x' AND (CASE WHEN (status = 'x') IS NOT TRUE THEN false WHEN "
+     "subscriptions.version = %E:subscriptions% THEN true WHEN %E:subscriptions% IS NULL THEN "
+     "occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS "
+     "NOT NULL ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END) RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop deleted", "public.subscriptions"},
+    {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version + 1 ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update@, "
+     "%VB%) END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 8 = id",
+     "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE 8 = id RETURNING "
+     "%R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [8]"},
+    {"uuid-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = '7'::int",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V:uuid% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V:uuid%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+     "%VB%) END, status = 'x' WHERE id = '7'::int RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The statement's own version (enforce) is checked; the read still gives the conflict its base.
     {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7 AND version = 3",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-     "%B:subscriptions%) END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
+     "END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The app's own check (passthrough) and a force are not checked, but refresh the read set.
     {"passthrough", "app", "UPDATE subscriptions SET version = version + 1 WHERE id = 7 AND version = 3",
@@ -755,14 +786,14 @@ const ReadRow read_rows[] = {
      "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET status = "
      "excluded.status",
      "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET version = "
-     "CASE WHEN %E:s% IS NULL THEN s.version WHEN s.version = %E:s% THEN s.version ELSE occ.conflict(s.version, %E:s%, "
+     "CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL THEN s.version ELSE occ.conflict(s.version, %E:s%, "
      "s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = excluded.status RETURNING %R:s%",
      "public.subscriptions/2 drop", "public.subscriptions [7] [8]"},
     {"passthrough", "app",
      "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET notes = 'n' "
      "RETURNING id",
      "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET version = CASE WHEN "
-     "%E:subscriptions% IS NULL THEN subscriptions.version WHEN subscriptions.version = %E:subscriptions% THEN "
+     "subscriptions.version = %E:subscriptions% THEN subscriptions.version WHEN %E:subscriptions% IS NULL THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
      "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, notes = 'n' RETURNING id, %R:subscriptions%",
      "public.subscriptions/2", "public.subscriptions"},
@@ -782,21 +813,19 @@ const ReadRow read_rows[] = {
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET status = "
      "s.status",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET version = "
-     "CASE WHEN %E:t% IS NULL THEN t.version WHEN t.version = %E:t% THEN t.version ELSE occ.conflict(t.version, "
-     "%E:t%, t.version, to_jsonb(t.*), @sub.update@, %B:t%) END, status = s.status",
+     "CASE WHEN t.version = %V% THEN t.version ELSE occ.conflict(t.version, %V%, t.version, to_jsonb(t.*), "
+     "@sub.update@, %VB%) END, status = s.status",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app",
      "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
-     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN subscriptions.version "
-     "WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
+     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+     "%VB%) END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app", "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7",
      "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
-     "%E:subscriptions% IS NULL THEN true WHEN subscriptions.version = %E:subscriptions% THEN true ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.delete@, %B:subscriptions%) IS NOT NULL END)",
+     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@, %VB%) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
     // PREPARE runs later, when this read set is gone: only the statement's own version counts.
     {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "-", ""},
@@ -806,10 +835,10 @@ const ReadRow read_rows[] = {
     {"passthrough", "app",
      "SAVEPOINT \"A b\"; UPDATE subscriptions SET status = 'x' WHERE id = 7; RELEASE SAVEPOINT \"A b\"; ROLLBACK TO "
      "A; DISCARD ALL; RESET ALL; SELECT 1",
-     "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN %E:subscriptions% IS NULL THEN "
-     "subscriptions.version WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), "
-     "@sub.update@, %B:subscriptions%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; RELEASE SAVEPOINT "
+     "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@, %VB%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; "
+     "RELEASE SAVEPOINT "
      "\"A b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
      "savepoint A b; public.subscriptions/2 drop; release A b; rollback_to a; discard_all; reset_all; -",
      "public.subscriptions [7]"},
@@ -906,65 +935,92 @@ TEST_CASE("reads whose rows cannot be traced to table rows are counted and forwa
   CHECK(two.untracked_reads == 2);
 }
 
-TEST_CASE("the extended protocol carries the read set in an added parameter", "[rewrite]") {
-  using Source = occ::ExpectedParam::KeySource;
+TEST_CASE("the extended protocol carries the read set in added parameters", "[rewrite]") {
+  using Carries = occ::ExpectedParam::Carries;
+  using Keys = std::vector<std::vector<std::pair<int, std::string>>>;  // per tuple: (param number, literal)
+  struct Added {
+    Carries carries;
+    int type_oid;
+    Keys keys;
+  };
   struct Row {
     const char* variant;
     const char* sql;
     int declared;
     const char* expected;  // "" means forwarded unchanged
     int client_params;
-    const char* table;                                           // the added parameter's
-    std::vector<std::vector<std::pair<int, std::string>>> keys;  // the added parameter's key sources
+    const char* table;  // the added parameters'
+    std::vector<Added> added;
   };
   const std::vector<Row> rows = {
+      // Pinned to one key: the row's version and base as two scalars, NULL when never read.
       {"passthrough",
        "UPDATE subscriptions SET status = $1 WHERE id = $2",
        0,
-       "UPDATE subscriptions SET version = CASE WHEN ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint "
-       "IS NULL THEN subscriptions.version WHEN subscriptions.version = ($3::jsonb #>> ARRAY[(subscriptions.id)::text, "
-       "'v'])::bigint THEN subscriptions.version ELSE occ.conflict(subscriptions.version, ($3::jsonb #>> "
-       "ARRAY[(subscriptions.id)::text, 'v'])::bigint, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-       "$3::jsonb #> ARRAY[(subscriptions.id)::text, 'b']) END, status = $1 WHERE id = $2 RETURNING "
-       "(subscriptions.id)::text, (subscriptions.version)::text",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN subscriptions.version "
+       "WHEN $3::bigint IS NULL THEN subscriptions.version ELSE occ.conflict(subscriptions.version, $3::bigint, "
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $4::jsonb) END, status = $1 WHERE id = $2 "
+       "RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
        2,
        "public.subscriptions",
-       {{{2, ""}}}},
+       {{Carries::version, 20, {{{2, ""}}}}, {Carries::base, 3802, {{{2, ""}}}}}},
+      {"uuid-passthrough",
+       "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+       0,
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $1::uuid THEN subscriptions.version "
+       "WHEN $1::uuid IS NULL THEN subscriptions.version ELSE occ.conflict(subscriptions.version, $1::uuid, "
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $2::jsonb) END, status = 'x' WHERE id = 7 "
+       "RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
+       0,
+       "public.subscriptions",
+       {{Carries::version, 2950, {{{0, "7"}}}}, {Carries::base, 3802, {{{0, "7"}}}}}},
+      // The statement's own version is the check; the read gives the conflict its base.
       {"enforce",
        "UPDATE subscriptions SET status = $1 WHERE id = $2::int AND version = $3",
        4,
        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3 THEN subscriptions.version ELSE "
        "occ.conflict(subscriptions.version, $3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-       "$5::jsonb #> ARRAY[(subscriptions.id)::text, 'b']) END, status = $1 WHERE id = $2::int AND TRUE RETURNING "
-       "(subscriptions.id)::text, (subscriptions.version)::text",
+       "$5::jsonb) END, status = $1 WHERE id = $2::int AND TRUE RETURNING (subscriptions.id)::text, "
+       "(subscriptions.version)::text",
        4,
        "public.subscriptions",
-       {{{2, ""}}}},
+       {{Carries::base, 3802, {{{2, ""}}}}}},
+      // Several keys: one map of the rows read, each written row looked up in it.
       {"passthrough",
        "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2)",
        0,
        "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2) AND (CASE WHEN (i.id = $1 AND i.line IN "
-       "(1, $2)) IS NOT TRUE THEN false WHEN ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint IS NULL "
-       "THEN true WHEN i.version = ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint THEN true ELSE "
-       "occ.conflict(i.version, ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint, i.version, "
-       "to_jsonb(i.*), @inv.delete@, $3::jsonb #> ARRAY[(i.id)::text, (i.line)::text, 'b']) IS NOT NULL END) "
-       "RETURNING (i.id)::text, (i.line)::text, (i.version)::text",
+       "(1, $2)) IS NOT TRUE THEN false WHEN i.version = ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, "
+       "'v'])::bigint THEN true WHEN ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint IS NULL THEN "
+       "true ELSE occ.conflict(i.version, ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint, "
+       "i.version, to_jsonb(i.*), @inv.delete@, $3::jsonb #> ARRAY[(i.id)::text, (i.line)::text, 'b']) IS NOT NULL "
+       "END) RETURNING (i.id)::text, (i.line)::text, (i.version)::text",
        2,
        "billing.invoices",
-       {{{1, ""}, {0, "1"}}, {{1, ""}, {2, ""}}}},
+       {{Carries::map, 3802, {{{1, ""}, {0, "1"}}, {{1, ""}, {2, ""}}}}}},
+      {"passthrough",
+       "UPDATE subscriptions SET status = $1 WHERE status = $2",
+       0,
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = ($3::jsonb #>> "
+       "ARRAY[(subscriptions.id)::text, 'v'])::bigint THEN subscriptions.version WHEN ($3::jsonb #>> "
+       "ARRAY[(subscriptions.id)::text, 'v'])::bigint IS NULL THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint, "
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $3::jsonb #> ARRAY[(subscriptions.id)::text, "
+       "'b']) END, status = $1 WHERE status = $2 RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
+       2,
+       "public.subscriptions",
+       {{Carries::map, 3802, {}}}},
       {"passthrough",
        "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET status = $2",
        0,
        "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET version = CASE WHEN "
-       "($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint IS NULL THEN subscriptions.version WHEN "
-       "subscriptions.version = ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint THEN "
-       "subscriptions.version ELSE occ.conflict(subscriptions.version, ($3::jsonb #>> ARRAY[(subscriptions.id)::text, "
-       "'v'])::bigint, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $3::jsonb #> "
-       "ARRAY[(subscriptions.id)::text, 'b']) END, status = $2 RETURNING (subscriptions.id)::text, "
+       "subscriptions.version = $3::bigint THEN subscriptions.version WHEN $3::bigint IS NULL THEN "
+       "subscriptions.version ELSE occ.conflict(subscriptions.version, $3::bigint, subscriptions.version, "
+       "to_jsonb(subscriptions.*), @sub.update@, $4::jsonb) END, status = $2 RETURNING (subscriptions.id)::text, "
        "(subscriptions.version)::text",
        2,
        "public.subscriptions",
-       {{{1, ""}}}},
+       {{Carries::version, 20, {{{1, ""}}}}, {Carries::base, 3802, {{{1, ""}}}}}},
       {"passthrough",
        "SELECT * FROM subscriptions WHERE id = $1",
        0,
@@ -985,17 +1041,20 @@ TEST_CASE("the extended protocol carries the read set in an added parameter", "[
     CHECK(sent(r, row.sql) == (*row.expected ? expand(row.variant, row.expected) : std::string(row.sql)));
     CHECK(r.client_param_count == row.client_params);
     CHECK(reads.asked.empty());
-    if (row.keys.empty() && r.expected_params.empty()) continue;
-    REQUIRE(r.expected_params.size() == 1);
-    const occ::ExpectedParam& param = r.expected_params[0];
-    CHECK(param.param_number == row.client_params + 1);
-    CHECK(param.table->qualified_name() == row.table);
-    std::vector<std::vector<std::pair<int, std::string>>> keys;
-    for (const auto& tuple : param.keys) {
-      auto& out = keys.emplace_back();
-      for (const Source& source : tuple) out.emplace_back(source.param_number, source.literal);
+    REQUIRE(r.expected_params.size() == row.added.size());
+    for (std::size_t i = 0; i < row.added.size(); ++i) {
+      const occ::ExpectedParam& param = r.expected_params[i];
+      CHECK(param.param_number == row.client_params + 1 + static_cast<int>(i));
+      CHECK(param.table->qualified_name() == row.table);
+      CHECK(param.carries == row.added[i].carries);
+      CHECK(param.type_oid == row.added[i].type_oid);
+      Keys keys;
+      for (const auto& tuple : param.keys) {
+        auto& out = keys.emplace_back();
+        for (const occ::ExpectedParam::KeySource& source : tuple) out.emplace_back(source.param_number, source.literal);
+      }
+      CHECK(keys == row.added[i].keys);
     }
-    CHECK(keys == row.keys);
   }
 }
 
@@ -1018,6 +1077,19 @@ struct CliReads : occ::ReadSetLookup {
     }
     return some.dump();
   }
+
+  std::optional<occ::RowRead> read_row(const occ::TablePolicy& table,
+                                       const std::vector<std::string>& key) const override {
+    nlohmann::json::json_pointer path("/" + table.qualified_name());
+    for (const std::string& part : key) path /= part;
+    if (!maps.contains(path)) return std::nullopt;
+    const nlohmann::json& row = maps[path];
+    versions.push_back(row.at("v").get<std::string>());
+    bases.push_back(row.value("b", nlohmann::json::object()).dump());
+    return occ::RowRead{versions.back(), bases.back()};
+  }
+
+  mutable std::deque<std::string> versions, bases;  // what read_row's views point into
 };
 
 }  // namespace
@@ -1082,8 +1154,12 @@ TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
       for (const auto& source : tuple) sources.push_back({source.param_number, source.literal});
       keys.push_back(sources);
     }
-    out["expected_params"].push_back(
-        {{"table", p.table->qualified_name()}, {"param_number", p.param_number}, {"keys", keys}});
+    static const char* const carries[] = {"map", "version", "base"};
+    out["expected_params"].push_back({{"table", p.table->qualified_name()},
+                                      {"carries", carries[static_cast<int>(p.carries)]},
+                                      {"param_number", p.param_number},
+                                      {"type_oid", p.type_oid},
+                                      {"keys", keys}});
   }
   std::ofstream(env("OCC_REWRITE_OUT", "/dev/stdout")) << out.dump() << '\n';
 }
