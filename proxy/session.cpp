@@ -599,7 +599,7 @@ std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
   if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
   for (const auto& effect : rw.effects)
-    if (effect.tracking.added_columns && !effect.tracking.drop_result) stats::add(Counter::reads_tracked);
+    if (effect.tracking.tracked() && !effect.tracking.drop_result) stats::add(Counter::reads_tracked);
   if (rw.parse_failed) stats::add(Counter::parse_failures_passed);
   if (rw.unsupported_passed) stats::add(Counter::unsupported_passed, rw.unsupported_passed);
   if (rw.action == Rewrite::Action::rewrite) stats::add(Counter::statements_rewritten);
@@ -907,7 +907,7 @@ const StatementEffect* Session::current_effect() const {
 void Session::on_row_description(const Frame& frame) {
   const StatementEffect* effect = current_effect();
   const bool describing = !in_flight_.empty() && in_flight_.front().kind == Pending::describe;
-  if (!effect || !effect->tracking.added_columns) {
+  if (!effect || !effect->tracking.tracked()) {
     to_client_.forward(frame.raw);
     if (describing) in_flight_.pop_front();
     return;
@@ -921,20 +921,33 @@ void Session::on_row_description(const Frame& frame) {
   layout.client_columns = static_cast<unsigned>(description.fields.size() - tracking.added_columns);
   const Policy& p = policy();
   for (unsigned t = 0; t < tracking.tables.size(); ++t) {
-    const auto* identity = p.relations.table(tracking.tables[t]->qualified_name());
+    const TablePolicy& table = *tracking.tables[t];
+    if (tracking.in_place) layout.key_at.assign(table.key.size(), -1);
+    const auto* identity = p.relations.table(table.qualified_name());
     if (!identity) continue;
     for (unsigned i = 0; i < layout.client_columns; ++i) {
       const auto& field = description.fields[i];
       if (field.format != 0 || static_cast<uint32_t>(field.table_oid) != identity->oid) continue;
       auto column = identity->column_by_attnum.find(field.column);
-      if (column != identity->column_by_attnum.end()) layout.base.push_back({i, t, column->second});
+      if (column == identity->column_by_attnum.end()) continue;
+      layout.base.push_back({i, t, column->second});
+      if (!tracking.in_place) continue;
+      const std::string& name = column->second;
+      if (name == table.version_column && layout.version_at < 0) layout.version_at = static_cast<int>(i);
+      for (std::size_t k = 0; k < table.key.size(); ++k)
+        if (name == table.key[k] && layout.key_at[k] < 0) layout.key_at[k] = static_cast<int>(i);
     }
   }
   InFlight& current = in_flight_.front();
   if (current.kind == Pending::query)
-    current.layout = layout;
+    current.layout = std::move(layout);
   else
-    current.statement->layout = layout;
+    current.statement->layout = std::move(layout);
+
+  if (tracking.in_place) {
+    to_client_.forward(frame.raw);
+    return;
+  }
 
   if (tracking.drop_result) {
     if (describing)
@@ -950,7 +963,7 @@ void Session::on_row_description(const Frame& frame) {
 
 void Session::on_data_row(const Frame& frame) {
   const StatementEffect* effect = current_effect();
-  if (!effect || !effect->tracking.added_columns) {
+  if (!effect || !effect->tracking.tracked()) {
     to_client_.forward(frame.raw);
     return;
   }
@@ -960,6 +973,10 @@ void Session::on_data_row(const Frame& frame) {
   if (row.values.size() < effect->tracking.added_columns)
     throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
   note_row(row, effect->tracking, layout, current.kind == Pending::query ? nullptr : current.portal.get());
+  if (effect->tracking.in_place) {
+    to_client_.forward(frame.raw);
+    return;
+  }
   if (effect->tracking.drop_result) {
     to_client_.drop();
     return;
@@ -978,18 +995,28 @@ void Session::on_data_row(const Frame& frame) {
 void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
                        const PortalInfo* portal) {
   const auto now = ReadSet::Clock::now();
-  std::size_t column = row.values.size() - tracking.added_columns;
+  if (tracking.in_place &&
+      (layout.version_at < 0 || std::find(layout.key_at.begin(), layout.key_at.end(), -1) != layout.key_at.end()))
+    return;
+  // Appended columns follow the client's, each table's key columns then its version column.
+  std::size_t appended = row.values.size() - tracking.added_columns;
+  auto next = [&](int in_place_at) -> const std::optional<std::string_view>& {
+    const std::size_t at = tracking.in_place ? static_cast<std::size_t>(in_place_at) : appended++;
+    if (at >= row.values.size()) throw pg::MalformedMessage("a tracked row has fewer columns than its description");
+    return row.values[at];
+  };
   for (unsigned t = 0; t < tracking.tables.size(); ++t) {
     const TablePolicy& table = *tracking.tables[t];
     std::vector<std::string> key;
     bool complete = true;
-    for (std::size_t k = 0; k < table.key.size(); ++k, ++column) {
-      if (row.values[column])
-        key.emplace_back(*row.values[column]);
+    for (std::size_t k = 0; k < table.key.size(); ++k) {
+      const auto& value = next(tracking.in_place ? layout.key_at[k] : 0);
+      if (value)
+        key.emplace_back(*value);
       else
         complete = false;
     }
-    const auto& version = row.values[column++];
+    const auto& version = next(layout.version_at);
     // An outer join's missing side comes back as NULLs: nothing was read from this table.
     if (!complete) continue;
     if (tracking.rows_deleted) {

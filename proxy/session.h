@@ -45,6 +45,10 @@ struct ResultLayout {
     std::string name;
   };
   std::vector<BaseColumn> base;  // text-format columns of tracked tables: the values read
+  // ResultTracking::in_place: where the table's key columns (in key order) and version column
+  // are among the client's; -1 where the result lacks one, and no row is noted.
+  std::vector<int> key_at;
+  int version_at = -1;
 };
 
 // What the proxy knows about a statement it analysed (a Query's text or a prepared statement).
@@ -59,7 +63,7 @@ struct StatementInfo {
   std::vector<TextShift> shifts;  // the rewriting's edits: error positions count in the client's text
   bool tracks_results() const {
     for (const auto& e : effects)
-      if (e.tracking.added_columns) return true;
+      if (e.tracking.tracked()) return true;
     return false;
   }
 };

@@ -515,8 +515,8 @@ const TablePolicy* protected_table(const std::string& schema, const std::string&
 
 // A top-level SELECT on protected tables: its rows carry each table's key and version at the end,
 // or it is counted as a read the session cannot trace.
-void track_select(const ReadSite& site, const std::vector<std::string>& path, const SessionView& session,
-                  std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
+void track_select(const ReadSite& site, bool extended_protocol, const std::vector<std::string>& path,
+                  const SessionView& session, std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
   std::vector<const TablePolicy*> tables;
   std::string columns;
   for (const ReadTable& t : site.tables) {
@@ -535,6 +535,11 @@ void track_select(const ReadSite& site, const std::vector<std::string>& path, co
   if (tables.empty()) return;
   if (!site.untraceable.empty()) {
     ++out.untracked_reads;
+    return;
+  }
+  if (site.whole_rows && !extended_protocol) {
+    effect.tracking.tables = std::move(tables);
+    effect.tracking.in_place = true;
     return;
   }
   edits.push_back({site.insert_at, site.insert_at, std::move(columns)});
@@ -722,14 +727,14 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       }
       if (session.reads != nullptr) {
         for (std::size_t k = 0; k < plans.size(); ++k) track_write(*planned_sites[k], *plans[k].table, edits, effect);
-        if (st.read) track_select(*st.read, path, session, edits, effect, out);
+        if (st.read) track_select(*st.read, extended_protocol, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
     }
 
     effect.command = st.command;
     effect.savepoint = st.savepoint;
-    any_effect = any_effect || effect.tracking.added_columns > 0 || effect.command != SessionCommand::none;
+    any_effect = any_effect || effect.tracking.tracked() || effect.command != SessionCommand::none;
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;

@@ -47,13 +47,18 @@ struct SessionView {
   int declared_param_count = 0;                 // extended protocol: types the Parse declared
 };
 
-// Columns the proxy appended to a statement's result so the session can note key and version of
-// every row returned; the session strips them before the client sees the row.
+// How the session notes key and version of every row a statement returns. Usually from columns
+// the proxy appended, which the session strips before the client sees the row; for `SELECT *`
+// of one table in the simple protocol (every value text) from the client's own columns, found by
+// the RowDescription's table OID and attribute numbers, the statement and its bytes untouched.
 struct ResultTracking {
   std::vector<const TablePolicy*> tables;  // in the order their columns were appended
   unsigned added_columns = 0;              // per table: its key columns, then its version column
+  bool in_place = false;                   // one table, its columns among the client's
   bool drop_result = false;                // the client asked for no rows (the proxy added RETURNING)
   bool rows_deleted = false;               // the rows returned were deleted: forget them
+
+  bool tracked() const { return added_columns > 0 || in_place; }
 };
 
 // What one statement of the text means for the session, in statement order.

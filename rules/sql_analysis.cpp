@@ -757,6 +757,15 @@ class Analyzer {
     else
       site.insert_at = target_list_end(s);
     if (site.untraceable.empty() && site.insert_at < 0) site.untraceable = "a target list the proxy could not locate";
+    site.whole_rows = site.untraceable.empty() && s->n_from_clause == 1 &&
+                      s->from_clause[0]->node_case == PG_QUERY__NODE__NODE_RANGE_VAR && site.tables.size() == 1 &&
+                      std::any_of(s->target_list, s->target_list + s->n_target_list, [](const PgQuery__Node* item) {
+                        const PgQuery__Node* value = item->res_target->val;
+                        return value != nullptr && value->node_case == PG_QUERY__NODE__NODE_COLUMN_REF &&
+                               value->column_ref->n_fields > 0 &&
+                               value->column_ref->fields[value->column_ref->n_fields - 1]->node_case ==
+                                   PG_QUERY__NODE__NODE_A_STAR;
+                      });
     out_->read = std::move(site);
   }
 

@@ -128,6 +128,9 @@ struct ReadSite {
   // Empty when the columns can be appended: else why not (aggregates, DISTINCT, UNION...).
   std::string untraceable;
   int insert_at = -1;  // the end of the last target list item
+  // FROM is that one table and the target list has `*` or `name.*`: each row already carries
+  // the table's key and version columns.
+  bool whole_rows = false;
 };
 
 // A top-level INSERT (without ON CONFLICT DO UPDATE) into a table whose name some rule protects.
