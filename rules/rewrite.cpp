@@ -518,19 +518,12 @@ const TablePolicy* protected_table(const std::string& schema, const std::string&
 void track_select(const ReadSite& site, bool extended_protocol, const std::vector<std::string>& path,
                   const SessionView& session, std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
   std::vector<const TablePolicy*> tables;
-  std::string columns;
+  std::vector<const ReadTable*> names;
   for (const ReadTable& t : site.tables) {
-    const TablePolicy* p = protected_table(t.schema, t.name, path, session);
-    if (p == nullptr) continue;
-    std::string ref;
-    if (!t.alias.empty())
-      ref = quote_identifier(t.alias);
-    else if (!t.schema.empty())
-      ref = quote_identifier(t.schema) + "." + quote_identifier(t.name);
-    else
-      ref = quote_identifier(t.name);
-    columns += ", " + tracked_columns(*p, ref, true);
-    tables.push_back(p);
+    if (const TablePolicy* p = protected_table(t.schema, t.name, path, session)) {
+      tables.push_back(p);
+      names.push_back(&t);
+    }
   }
   if (tables.empty()) return;
   if (!site.untraceable.empty()) {
@@ -541,6 +534,18 @@ void track_select(const ReadSite& site, bool extended_protocol, const std::vecto
     effect.tracking.tables = std::move(tables);
     effect.tracking.in_place = true;
     return;
+  }
+  std::string columns;
+  for (std::size_t i = 0; i < tables.size(); ++i) {
+    const ReadTable& t = *names[i];
+    std::string ref;
+    if (!t.alias.empty())
+      ref = quote_identifier(t.alias);
+    else if (!t.schema.empty())
+      ref = quote_identifier(t.schema) + "." + quote_identifier(t.name);
+    else
+      ref = quote_identifier(t.name);
+    columns += ", " + tracked_columns(*tables[i], ref, true);
   }
   edits.push_back({site.insert_at, site.insert_at, std::move(columns)});
   effect.tracking = tracking_of(std::move(tables));
