@@ -90,8 +90,9 @@ std::string dollar_quoted(const std::string& text) {
   return "$" + tag + "$" + text + "$" + tag + "$";
 }
 
-// What occ.conflict / occ.forced need to know about the table (migrations/001_occ_schema.sql).
-std::string meta_json(const TablePolicy& p, bool deletes) {
+// What occ.conflict / occ.forced need to know about the table (migrations/001_occ_schema.sql);
+// `read`: what the session read of the row (a JSON object), when the statement carries it here.
+std::string meta_json(const TablePolicy& p, bool deletes, std::string_view read = {}) {
   std::string out = "{\"schema\":";
   append_json_string(out, p.schema);
   out += ",\"table\":";
@@ -116,7 +117,10 @@ std::string meta_json(const TablePolicy& p, bool deletes) {
     }
     out += ']';
   }
-  out += deletes ? R"(,"op":"delete","base":null})" : R"(,"op":"update","base":null})";
+  out += deletes ? R"(,"op":"delete","base":)" : R"(,"op":"update","base":)";
+  // An empty read says nothing about the columns: the DETAIL then names the expected version.
+  out += read.empty() || read == "{}" ? "null" : read;
+  out += '}';
   return out;
 }
 
@@ -295,7 +299,8 @@ class SitePlanner {
     // version must reach the check, and a force must override it); under passthrough it is the
     // app's own. `base` is what the session read of the row, for the conflict's DETAIL and diff.
     std::string expected;
-    std::string base;
+    std::string base;  // SQL jsonb, passed to occ.conflict on its own
+    std::string read;  // JSON text, carried in the meta instead
     bool per_row = false;
     const bool app_managed =
         facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
@@ -314,7 +319,11 @@ class SitePlanner {
       if (facts->condition.kind == VersionUse::Kind::other)
         return unsupported("a version condition other than one top-level `version = constant or parameter` conjunct");
       if (!st_.force_hint) expected = facts->condition.expected;
-      if (!st_.force_hint && reads && site_.unlocatable.empty()) base = read_check(false).base;
+      if (!st_.force_hint && reads && site_.unlocatable.empty()) {
+        ReadCheck check = read_check(false);
+        base = std::move(check.base);
+        read = std::move(check.read);
+      }
       edits_.push_back({facts->condition.conjunct.begin, facts->condition.conjunct.end, "TRUE"});
     } else if (!st_.force_hint && reads && !app_managed) {
       if (!site_.unlocatable.empty())
@@ -323,6 +332,7 @@ class SitePlanner {
       if (check.never_read && !p_.reject_unknown_version) return unchecked();
       expected = std::move(check.expected);
       base = std::move(check.base);
+      read = std::move(check.read);
       per_row = check.per_row;
     } else if (!st_.force_hint) {
       return unchecked();
@@ -330,7 +340,7 @@ class SitePlanner {
     if (!site_.unlocatable.empty())
       return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
 
-    const std::string meta = dollar_quoted(meta_json(p_, deletes));
+    const std::string meta = dollar_quoted(meta_json(p_, deletes, read));
     const std::string row = "to_jsonb(" + ref + ".*)";
     const std::string forced_call = "occ.forced(" + version_ref + ", " + row + ", " + meta;
     const std::string matches = version_ref + " = " + expected;
@@ -394,6 +404,7 @@ class SitePlanner {
   struct ReadCheck {
     std::string expected;     // the expected version; NULL where the row was never read
     std::string base;         // jsonb: the values read; empty: none
+    std::string read;         // or those values as JSON text, for the meta (no jsonb to parse)
     bool per_row = false;     // `expected` may be NULL (a map lookup per row, or a Bind parameter)
     bool never_read = false;  // the one row the write can touch is unknown to the session
   };
@@ -433,7 +444,12 @@ class SitePlanner {
     if (keys.size() == 1 && !access_.extended) {
       if (const std::optional<RowRead> row = access_.reads->read_row(p_, keys.front())) {
         check.expected = literal(row->version) + "::" + type;
-        check.base = dollar_quoted(std::string(row->base)) + "::jsonb";
+        // occ.conflict's base argument leaves redacted columns out, should the rules have changed
+        // since the read; the meta is taken as it is.
+        if (p_.redact.empty())
+          check.read = row->base;
+        else
+          check.base = dollar_quoted(std::string(row->base)) + "::jsonb";
       } else {
         check.never_read = true;
         check.expected = "NULL::" + type;

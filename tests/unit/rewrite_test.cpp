@@ -56,8 +56,10 @@ occ::Rules rules_for(const std::string& variant) {
 }
 
 // The dollar-quoted meta argument for `@table.op@` in an expected text ("sub", "inv", "weird";
-// "update", "delete").
-std::string meta(const std::string& variant, const std::string& table, const std::string& op) {
+// "update", "delete"; "update+read", "delete+read": carrying the read of FakeReads' row 7).
+std::string meta(const std::string& variant, const std::string& table, std::string op) {
+  const bool read = op.ends_with("+read");
+  if (read) op.resize(op.size() - 5);
   const std::string mode = variant == "shadow" ? "shadow" : "enforce";
   const std::string sqlstate = variant == "shadow" ? "40P01" : "40001";
   std::string where;
@@ -69,7 +71,7 @@ std::string meta(const std::string& variant, const std::string& table, const std
   const std::string tag = table == "dollar" ? "$occ1$" : "$occ$";
   const std::string redact = variant == "redact" ? R"(,"redact":["notes","Card"])" : "";
   return tag + "{" + where + R"(,"sqlstate":")" + sqlstate + R"(","mode":")" + mode + "\"" + redact + R"(,"op":")" +
-         op + R"(","base":null})" + tag;
+         op + R"(","base":)" + (read ? R"({"status":"a"})" : "null") + "}" + tag;
 }
 
 std::string expand(const std::string& variant, std::string text) {
@@ -593,8 +595,8 @@ namespace {
 
 // Placeholders of the read-tracking rows, for a target named `ref` whose key is `keys`
 // (comma-separated, default id): %M% the fake map, %E:ref[:keys[:type]]% the expected version
-// looked up in it, %B:ref[:keys]% the read row, %V[:type]% and %VB% the version and base of row 7 as
-// literals, %S:ref[:keys]% the columns appended to a SELECT,
+// looked up in it, %B:ref[:keys]% the read row, %V[:type]% and %VB% the version and read of row 7 as
+// literals (the read goes in the meta, `@sub.update+read@`, unless the table redacts columns), %S:ref[:keys]% the columns appended to a SELECT,
 // %R:ref[:keys]% those appended to a RETURNING list.
 std::string expand_reads(const std::string& variant, std::string text) {
   const std::string map = R"($occ${"7":{"v":"3","b":{"status":"a"}}}$occ$::jsonb)";
@@ -716,8 +718,15 @@ const ReadRow read_rows[] = {
     {"passthrough", "app", "SELECT * FROM invoices", "", "-", ""},
 
     // Writes check each row against the read set. A write pinned to one key compares with that
-    // row's version and base as literals (%V%, %VB%); any other looks each row up in a map.
+    // row's version as a literal (%V%) and carries its read in the meta; any other looks each row up
+    // in a map.
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
+     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    // Redacted columns may have been read under older rules: occ.conflict leaves them out of the read.
+    {"redact", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
      "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
      "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
@@ -741,7 +750,7 @@ const ReadRow read_rows[] = {
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7 RETURNING *",
      "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
      "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete@, %VB%) IS NOT NULL END) RETURNING *, %R:subscriptions%",
+     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END) RETURNING *, %R:subscriptions%",
      "public.subscriptions/2 deleted", "public.subscriptions [7]"},
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 8",
      "DELETE FROM subscriptions WHERE id = 8 RETURNING %R:subscriptions%", "public.subscriptions/2 drop deleted",
@@ -762,7 +771,7 @@ const ReadRow read_rows[] = {
      "public.subscriptions/2 drop", "public.subscriptions [8]"},
     {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
      "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     {"unknown-reject", "app", "DELETE FROM subscriptions WHERE status = 'x'",
@@ -774,8 +783,8 @@ const ReadRow read_rows[] = {
      "public.subscriptions/2 drop deleted", "public.subscriptions"},
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version + 1 ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update@, "
-     "%VB%) END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update+read@"
+     ") END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 8 = id",
      "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE 8 = id RETURNING "
@@ -783,13 +792,13 @@ const ReadRow read_rows[] = {
      "public.subscriptions/2 drop", "public.subscriptions [8]"},
     {"uuid-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = '7'::int",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V:uuid% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V:uuid%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-     "%VB%) END, status = 'x' WHERE id = '7'::int RETURNING %R:subscriptions%",
+     "occ.conflict(subscriptions.version, %V:uuid%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@"
+     ") END, status = 'x' WHERE id = '7'::int RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The statement's own version (enforce) is checked; the read still gives the conflict its base.
     {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7 AND version = 3",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
      "END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The app's own check (passthrough) and a force are not checked, but refresh the read set.
@@ -835,18 +844,18 @@ const ReadRow read_rows[] = {
      "s.status",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET version = "
      "CASE WHEN t.version = %V% THEN t.version ELSE occ.conflict(t.version, %V%, t.version, to_jsonb(t.*), "
-     "@sub.update@, %VB%) END, status = s.status",
+     "@sub.update+read@) END, status = s.status",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app",
      "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
      "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
-     "ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-     "%VB%) END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
+     "ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@"
+     ") END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app", "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7",
      "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
      "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete@, %VB%) IS NOT NULL END)",
+     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
     // PREPARE runs later, when this read set is gone: only the statement's own version counts.
     {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "-", ""},
@@ -858,7 +867,7 @@ const ReadRow read_rows[] = {
      "A; DISCARD ALL; RESET ALL; SELECT 1",
      "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update@, %VB%) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; "
+     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; "
      "RELEASE SAVEPOINT "
      "\"A b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
      "savepoint A b; public.subscriptions/2 drop; release A b; rollback_to a; discard_all; reset_all; -",
