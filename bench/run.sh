@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks pgbench directly, through occproxy and through PgBouncer, interleaved, and prints median TPS.
+# Benchmarks pgbench directly, through occproxy and through PgBouncer, interleaved, and prints median
+# TPS and the server's and the proxy's CPU time per transaction.
 #
 # Environment (all optional):
 #   ROUNDS=3 DURATION=10 CLIENTS=4 JOBS=2 SCALE=10   the pgbench run shape
@@ -220,6 +221,29 @@ done
 
 # utime + stime of a process, all its threads, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The server's CPU in clock ticks: the postmaster with its reaped children (cutime, cstime) and its
+# live ones. A backend that exits between two readings moves from the second sum to the first.
+postmaster_pid=$(head -1 "$work/data/postmaster.pid")
+server_ticks() {
+  local total child
+  total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postmaster_pid/stat")
+  for child in $(pgrep -P "$postmaster_pid"); do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$child/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# Waits (at most 2 s) until the backends a run started have exited and been reaped, so that their
+# CPU is in the postmaster's cutime. A pooler's server connections stay: they count as live.
+settle_server() {
+  local before=" $1 " child started
+  for _ in $(seq 1 40); do
+    started=0
+    for child in $(pgrep -P "$postmaster_pid"); do [[ $before == *" $child "* ]] || started=1; done
+    ((started)) || return 0
+    sleep 0.05
+  done
+}
+per_tx() { echo $(( $1 * 1000000 / clock_ticks / ($2 > 0 ? $2 : 1) )); }
 clock_ticks=$(getconf CLK_TCK)
 
 # --- the interleaved runs: each round runs every workload on every target in turn ----------------
@@ -232,6 +256,8 @@ for round in $(seq 1 "$ROUNDS"); do
       out="$work/run-$round-$workload-$target.log"
       pid=${pid_of[$target]:-}
       if [[ -n "$pid" ]]; then ticks_before=$(cpu_ticks "$pid"); fi
+      children_before=$(pgrep -P "$postmaster_pid" | tr '\n' ' ')
+      server_before=$(server_ticks)
       if ! pgbench -n -T "$DURATION" -c "$CLIENTS" -j "$JOBS" "${args[@]}" \
         -h 127.0.0.1 -p "${port_of[$target]}" -U postgres bench >"$out" 2>&1; then
         echo "bench: round $round $workload $target failed:" >&2
@@ -241,13 +267,13 @@ for round in $(seq 1 "$ROUNDS"); do
       tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out")
       latency=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
       failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+      processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
       cpu_us=-
-      if [[ -n "$pid" ]]; then
-        processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-        cpu_us=$(( ($(cpu_ticks "$pid") - ticks_before) * 1000000 / clock_ticks / (processed > 0 ? processed : 1) ))
-      fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$target" "$round" "$tps" "$latency" "${failed:-0}" \
-        "$cpu_us" >>"$results"
+      if [[ -n "$pid" ]]; then cpu_us=$(per_tx $(($(cpu_ticks "$pid") - ticks_before)) "$processed"); fi
+      [[ $target == pgbouncer ]] || settle_server "$children_before"
+      server_us=$(per_tx $(($(server_ticks) - server_before)) "$processed")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$target" "$round" "$tps" "$latency" "${failed:-0}" \
+        "$cpu_us" "$server_us" >>"$results"
       printf 'bench: round %s/%s %-16s %-13s %10.1f tps\n' "$round" "$ROUNDS" "$workload" "$target" "$tps" >&2
     done
   done
@@ -260,11 +286,12 @@ import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 workloads, targets = sys.argv[2].split(), sys.argv[3].split()
-tps, latency, failed, cpu = {}, {}, {}, {}
-for workload, target, _round, t, lat, fail, cpu_us in rows:
+tps, latency, failed, cpu, server = {}, {}, {}, {}, {}
+for workload, target, _round, t, lat, fail, cpu_us, server_us in rows:
     tps.setdefault((workload, target), []).append(float(t))
     latency.setdefault((workload, target), []).append(float(lat))
     failed[workload, target] = failed.get((workload, target), 0) + int(fail)
+    server.setdefault((workload, target), []).append(int(server_us))
     if cpu_us != "-":
         cpu.setdefault((workload, target), []).append(int(cpu_us))
 
@@ -281,7 +308,7 @@ relay = "occproxy" in targets
 width = max(18, max(map(len, workloads)) + 2)
 print(f"{'workload':<{width}}{'target':<14}{'median tps':>12}{'vs direct':>11}"
       + (f"{'vs relay':>10}" if relay else "") + f"{'latency ms':>12}{'runs':>6}{'failed':>8}"
-      + f"{'proxy cpu us/tx':>17}")
+      + f"{'server cpu us/tx':>18}{'proxy cpu us/tx':>17}")
 for workload in workloads:
     for target in targets:
         median = median_of(workload, target)
@@ -292,5 +319,6 @@ for workload in workloads:
               + (f"{ratio(median, median_of(workload, 'occproxy')):>10}" if relay else "")
               + f"{statistics.median(latency[workload, target]):>12.3f}"
               f"{len(tps[workload, target]):>6}{failed[workload, target]:>8}"
+              f"{statistics.median(server[workload, target]):>18.0f}"
               + (f"{statistics.median(cpu[workload, target]):>17.0f}" if (workload, target) in cpu else ""))
 EOF
