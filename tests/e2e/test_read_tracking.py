@@ -113,6 +113,31 @@ def test_select_star_of_one_table_reaches_the_server_as_written_and_is_tracked(p
     assert subscription(pg, db) == [["cancelled", "old", "2"]]
 
 
+LINES = """
+CREATE TABLE lines (note text, line int, invoice int, amount int, PRIMARY KEY (invoice, line));
+INSERT INTO lines VALUES ('a', 1, 7, 10), ('b', 2, 7, 20);
+"""
+
+
+def test_select_star_finds_a_composite_key_wherever_its_columns_stand(pg, db, occ_proxy):
+    # The key is (invoice, line), in the table's third and second columns.
+    proxy = occ_proxy(rules_yaml([{"table": "public.lines", "key": ["invoice", "line"]}]), schema=LINES)
+    agent = connect(proxy.dsn(db))
+    billing = connect(proxy.dsn(db))
+    assert run(agent, "SELECT * FROM lines ORDER BY line") == (
+        "SELECT 2", [("a", 1, 7, 10, 1), ("b", 2, 7, 20, 1)])
+    assert run(billing, "UPDATE lines SET amount = 11 WHERE invoice = 7 AND line = 1") == ("UPDATE 1", None)
+
+    assert run(agent, "UPDATE lines SET note = 'x' WHERE line = 2 AND invoice = 7") == ("UPDATE 1", None)
+    e = fails(agent, "UPDATE lines SET note = 'y' WHERE invoice = 7 AND line = 1")
+    assert (e["sqlstate"], e["message"], e["detail"]) == (
+        "40001",
+        "occ: version conflict on public.lines (invoice, line)=(7, 1): expected version 1, current version 2",
+        "Current version is 2. Changed since your read: amount.")
+    assert rows(pg, db, "SELECT note, line, amount, version FROM lines ORDER BY line") == [
+        ["a", "1", "11", "2"], ["x", "2", "20", "2"]]
+
+
 # --- 2. transactions ----------------------------------------------------------------------------
 
 REJECT_UNKNOWN = rules_yaml(on_unknown_version="reject")
