@@ -27,6 +27,17 @@ std::string ReadSet::id_of(const TablePolicy& table, const std::vector<std::stri
   return id;
 }
 
+std::vector<std::string> ReadSet::key_of(const std::string& id, std::size_t prefix_size) {
+  std::vector<std::string> key;
+  for (std::size_t at = prefix_size; at < id.size();) {
+    const std::size_t colon = id.find(':', at + 1);
+    const std::size_t length = std::stoul(id.substr(at + 1, colon - at - 1));
+    key.push_back(id.substr(colon + 1, length));
+    at = colon + 1 + length;
+  }
+  return key;
+}
+
 void ReadSet::before_change(const std::string& id, bool noting) {
   auto it = rows_.find(id);
   // Noted at this level already: its first change here journaled and touched it.
@@ -169,19 +180,12 @@ std::string ReadSet::expected_map(const TablePolicy& table, const std::vector<st
   const auto now = Clock::now();
   std::vector<std::pair<std::vector<std::string>, const Row*>> found;
   if (keys.empty()) {
-    // Every row of the table: its key is read back from the id's length-prefixed parts.
+    // Every row of the table, its key read back from its id.
     const std::string prefix = table_prefix(table);
     for (const auto& [id, entry] : rows_) {
       if (!id.starts_with(prefix) || id.size() == prefix.size() || id[prefix.size()] != '\0') continue;
       if (now - entry.row.seen > table.read_ttl) continue;
-      std::vector<std::string> key;
-      for (std::size_t at = prefix.size(); at < id.size();) {
-        const std::size_t colon = id.find(':', at + 1);
-        const std::size_t length = std::stoul(id.substr(at + 1, colon - at - 1));
-        key.push_back(id.substr(colon + 1, length));
-        at = colon + 1 + length;
-      }
-      found.emplace_back(std::move(key), &entry.row);
+      found.emplace_back(key_of(id, prefix.size()), &entry.row);
     }
   } else {
     for (const auto& key : keys)

@@ -76,6 +76,8 @@ class ReadSet final : public ReadSetLookup {
   static std::string id_of(const TablePolicy& table, const std::vector<std::string>& key);
   // The id's prefix shared by every row of `table`.
   static std::string table_prefix(const TablePolicy& table);
+  // The key an id was made of (id_of's inverse), its table's prefix being `prefix_size` long.
+  static std::vector<std::string> key_of(const std::string& id, std::size_t prefix_size);
   std::uint64_t level_start() const { return savepoints_.empty() ? transaction_.seq : savepoints_.back().seq; }
   // Journals what a change to `id` must restore, and records `id` as touched at this level.
   void before_change(const std::string& id, bool noting);

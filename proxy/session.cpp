@@ -701,7 +701,8 @@ void Session::on_bind(const Frame& frame) {
   if (fill_params || widen_formats) {
     std::vector<std::optional<std::string>> added;
     if (fill_params) {
-      for (const auto& expected : info->expected_params) {
+      // The key tuples a parameter names, as text; a tuple with a key bound to NULL names no row.
+      auto bound_keys = [&](const ExpectedParam& expected) {
         std::vector<std::vector<std::string>> keys;
         for (const auto& tuple : expected.keys) {
           std::vector<std::string> key;
@@ -714,12 +715,25 @@ void Session::on_bind(const Frame& frame) {
           }
           if (key.size() == tuple.size()) keys.push_back(std::move(key));
         }
-        if (expected.carries == ExpectedParam::Carries::map) {
-          // A key bound to NULL matches no row: an empty map, not every tracked row.
-          added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
-          continue;
+        return keys;
+      };
+      // A version parameter and the base parameter after it name the same row: one lookup serves both.
+      const ExpectedParam* looked_up = nullptr;
+      std::optional<RowRead> row;
+      for (const auto& expected : info->expected_params) {
+        const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
+                              looked_up->table == expected.table && looked_up->keys == expected.keys;
+        if (!same_row) {
+          const auto keys = bound_keys(expected);
+          if (expected.carries == ExpectedParam::Carries::map) {
+            // A key bound to NULL matches no row: an empty map, not every tracked row.
+            added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
+            looked_up = nullptr;
+            continue;
+          }
+          row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
+          looked_up = &expected;
         }
-        const auto row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
         if (!row)
           added.emplace_back();
         else

@@ -162,32 +162,24 @@ std::string rejection_sql(const Rejection& r) {
          literal(r.hint) + ", " + literal(r.schema) + ", " + literal(r.table) + ")";
 }
 
+// A built-in SQL type: its name in casts, its OID in a Parse's parameter types.
+struct SqlType {
+  const char* name;
+  int oid;
+};
+constexpr SqlType kJsonb{"jsonb", 3802};
+
 // The SQL type a version of this kind is compared as.
-const char* version_type(const TablePolicy& p) {
+SqlType version_type(const TablePolicy& p) {
   switch (p.version_kind) {
     case VersionKind::uuid:
-      return "uuid";
+      return {"uuid", 2950};
     case VersionKind::timestamp:
-      return "timestamptz";
+      return {"timestamptz", 1184};
     case VersionKind::counter:
       break;
   }
-  return "bigint";
-}
-
-constexpr int kJsonbOid = 3802;
-
-// The OID of version_type(p), for a parameter that carries an expected version.
-int version_type_oid(const TablePolicy& p) {
-  switch (p.version_kind) {
-    case VersionKind::uuid:
-      return 2950;
-    case VersionKind::timestamp:
-      return 1184;
-    case VersionKind::counter:
-      break;
-  }
-  return 20;
+  return {"bigint", 20};
 }
 
 // `(ref.k1)::text, (ref.k2)::text`: a row's key as the read set is keyed by it, the way the server
@@ -414,17 +406,18 @@ class SitePlanner {
   // up by its key in a jsonb map of the rows read (a literal, or one parameter).
   ReadCheck read_check(bool with_version) {
     ReadCheck check;
-    const std::string type = version_type(p_);
+    const SqlType version = version_type(p_);
+    const std::string type = version.name;
     const std::vector<std::vector<KeyValue>> tuples = pinned_keys(site_, p_);
     if (tuples.size() == 1 && access_.extended) {
-      auto added = [&](ExpectedParam::Carries carries, int type_oid, const char* sql_type) {
+      auto added = [&](ExpectedParam::Carries carries, SqlType sql_type) {
         ExpectedParam& param = access_.params->emplace_back();
-        param = {&p_, carries, ++access_.next_param, type_oid, {{}}};
+        param = {&p_, carries, ++access_.next_param, sql_type.oid, {{}}};
         for (const KeyValue& value : tuples.front()) param.keys.front().push_back({value.param_number, value.literal});
-        return "$" + std::to_string(param.param_number) + "::" + sql_type;
+        return "$" + std::to_string(param.param_number) + "::" + sql_type.name;
       };
-      if (with_version) check.expected = added(ExpectedParam::Carries::version, version_type_oid(p_), type.c_str());
-      check.base = added(ExpectedParam::Carries::base, kJsonbOid, "jsonb");
+      if (with_version) check.expected = added(ExpectedParam::Carries::version, version);
+      check.base = added(ExpectedParam::Carries::base, kJsonb);
       check.per_row = true;
       return check;
     }
@@ -460,7 +453,7 @@ class SitePlanner {
     std::string map;
     if (access_.extended) {
       ExpectedParam& param = access_.params->emplace_back();
-      param = {&p_, ExpectedParam::Carries::map, ++access_.next_param, kJsonbOid, {}};
+      param = {&p_, ExpectedParam::Carries::map, ++access_.next_param, kJsonb.oid, {}};
       for (const std::vector<KeyValue>& tuple : tuples) {
         std::vector<ExpectedParam::KeySource>& sources = param.keys.emplace_back();
         for (const KeyValue& value : tuple) sources.push_back({value.param_number, value.literal});

@@ -82,6 +82,8 @@ struct ExpectedParam {
   struct KeySource {
     int param_number = 0;  // 1-based $n of the client's parameter, or 0 for `literal`
     std::string literal;   // text value of a constant
+
+    bool operator==(const KeySource&) const = default;
   };
   std::vector<std::vector<KeySource>> keys;  // tuples in key order; empty: every tracked row
 };

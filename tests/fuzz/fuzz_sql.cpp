@@ -12,6 +12,7 @@
 #include <pg_query.h>
 
 #include "rules/catalog.h"
+#include "rules/json_text.h"
 #include "rules/plan_cache.h"
 #include "rules/rewrite.h"
 #include "rules/rules.h"
@@ -56,13 +57,9 @@ class FixedReads : public occ::ReadSetLookup {
  public:
   std::string expected_map(const occ::TablePolicy& table,
                            const std::vector<std::vector<std::string>>& keys) const override {
-    std::string key = keys.empty() || keys.front().empty() ? "1" : keys.front().front();
-    std::string escaped;
-    for (char c : key) {
-      if (c == '"' || c == '\\') escaped += '\\';
-      if (static_cast<unsigned char>(c) >= 0x20) escaped += c;
-    }
-    return R"({")" + escaped + R"(":{"v":"3","b":)" + std::string(kBase) + "}}";
+    std::string map = "{";
+    occ::append_json_string(map, keys.empty() || keys.front().empty() ? "1" : keys.front().front());
+    return map + R"(:{"v":"3","b":)" + std::string(kBase) + "}}";
   }
 
   std::optional<occ::RowRead> read_row(const occ::TablePolicy&, const std::vector<std::string>&) const override {
