@@ -26,7 +26,8 @@ SCALE=${SCALE:-10}
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 OCCPROXY_BIN=${OCCPROXY_BIN:-$repo/build/occproxy}
 if [[ "${BENCH_TRACKING:-0}" == 1 ]]; then
-  WORKLOADS=${WORKLOADS:-track_select_simple track_select_prepared track_read_update_simple track_read_update_prepared}
+  WORKLOADS=${WORKLOADS:-track_select_simple track_select_prepared track_read_update_simple track_read_update_prepared \
+    track_read_update_checked_simple track_read_update_checked_prepared}
   TARGETS=${TARGETS:-direct occproxy occproxy_occ}
   [[ " $TARGETS " == *" occproxy_occ "* ]] || TARGETS+=" occproxy_occ"
 fi
@@ -34,12 +35,13 @@ WORKLOADS=${WORKLOADS:-select_simple select_extended select_prepared tpcb connec
 TARGETS=${TARGETS:-direct occproxy pgbouncer}
 if [[ "${BENCH_OCC:-0}" == 1 ]]; then
   [[ " $TARGETS " == *" occproxy_occ "* ]] || TARGETS+=" occproxy_occ"
-  [[ " $WORKLOADS " == *" occ_read_update "* ]] || WORKLOADS+=" occ_read_update"
+  [[ " $WORKLOADS " == *" occ_read_update "* ]] || WORKLOADS+=" occ_read_update occ_read_update_checked"
 fi
 
 # --- workloads: each prints the pgbench arguments of one run ------------------------------------
 # To add one, write workload_NAME (and optionally prepare_NAME, run once after pgbench -i, with
-# psql_direct at hand) and name it in WORKLOADS.
+# psql_direct at hand; targets_NAME, the only targets it runs on; floor_of_NAME, the workload whose
+# direct TPS it is compared with) and name it in WORKLOADS.
 workload_select_simple() { echo "-S -M simple"; }
 workload_select_extended() { echo "-S -M extended"; }
 workload_select_prepared() { echo "-S -M prepared"; }
@@ -55,6 +57,18 @@ workload_track_select_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_s
 workload_track_select_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_select.sql"; }
 workload_track_read_update_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update.sql"; }
 workload_track_read_update_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update.sql"; }
+# The floor: what occproxy_occ sends to the server for the workload named by floor_of_NAME, sent
+# directly. Its TPS against that workload's direct TPS is the cost of the check on the server alone,
+# which no proxy can undercut.
+workload_occ_read_update_checked() { echo "-M extended -f $bench_dir/occ_read_update_checked.sql"; }
+workload_track_read_update_checked_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
+workload_track_read_update_checked_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
+targets_occ_read_update_checked() { echo direct; }
+targets_track_read_update_checked_simple() { echo direct; }
+targets_track_read_update_checked_prepared() { echo direct; }
+floor_of_occ_read_update_checked() { echo occ_read_update; }
+floor_of_track_read_update_checked_simple() { echo track_read_update_simple; }
+floor_of_track_read_update_checked_prepared() { echo track_read_update_prepared; }
 
 die() {
   echo "bench: $*" >&2
@@ -253,6 +267,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for workload in $WORKLOADS; do
     read -r -a args <<<"$("workload_$workload")"
     for target in $TARGETS; do
+      if declare -F "targets_$workload" >/dev/null && [[ " $("targets_$workload") " != *" $target "* ]]; then continue; fi
       out="$work/run-$round-$workload-$target.log"
       pid=${pid_of[$target]:-}
       if [[ -n "$pid" ]]; then ticks_before=$(cpu_ticks "$pid"); fi
@@ -280,12 +295,17 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # --- the table -------------------------------------------------------------------------------------
-python3 - "$results" "$WORKLOADS" "$TARGETS" <<'EOF'
+floors=""
+for workload in $WORKLOADS; do
+  if declare -F "floor_of_$workload" >/dev/null; then floors+=" $workload=$("floor_of_$workload")"; fi
+done
+python3 - "$results" "$WORKLOADS" "$TARGETS" "$floors" <<'EOF'
 import statistics
 import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 workloads, targets = sys.argv[2].split(), sys.argv[3].split()
+floors = dict(pair.split("=") for pair in sys.argv[4].split())
 tps, latency, failed, cpu, server = {}, {}, {}, {}, {}
 for workload, target, _round, t, lat, fail, cpu_us, server_us in rows:
     tps.setdefault((workload, target), []).append(float(t))
@@ -312,6 +332,8 @@ print(f"{'workload':<{width}}{'target':<14}{'median tps':>12}{'vs direct':>11}"
 for workload in workloads:
     for target in targets:
         median = median_of(workload, target)
+        if median is None and workload in floors:
+            continue
         if median is None:
             print(f"{workload:<{width}}{target:<14}{'(no run)':>12}")
             continue
@@ -321,4 +343,10 @@ for workload in workloads:
               f"{len(tps[workload, target]):>6}{failed[workload, target]:>8}"
               f"{statistics.median(server[workload, target]):>18.0f}"
               + (f"{statistics.median(cpu[workload, target]):>17.0f}" if (workload, target) in cpu else ""))
+
+# The floor: the check's cost on the server alone, the best ratio to the relay any proxy could reach.
+for checked, plain in floors.items():
+    floor, base = median_of(checked, "direct"), median_of(plain, "direct")
+    if floor is not None and base is not None:
+        print(f"floor: {checked} on direct runs at {floor / base:.3f} of {plain} on direct")
 EOF

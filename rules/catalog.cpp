@@ -115,14 +115,15 @@ class Checker {
       problem("schema occ (the proxy's helper functions) is missing; " + migrate_fix_);
       return;
     }
+    // Exact signatures: an occ schema from an older migrate lacks the newer overloads that
+    // rewritten statements call.
     bool complete = true;
-    for (const char* function : {"conflict", "reject"}) {
-      auto r = db_.query(
-          "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-          " WHERE n.nspname = 'occ' AND p.proname = $1)",
-          {function});
-      if (!r.flag(0, 0)) {
-        problem("function occ." + std::string(function) + " is missing; " + migrate_fix_);
+    for (const char* function : {"occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text)",
+                                 "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, jsonb)",
+                                 "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text)",
+                                 "occ.reject(text, text, text, text, text, text)"}) {
+      if (!db_.query("SELECT to_regprocedure($1) IS NOT NULL", {function}).flag(0, 0)) {
+        problem("function " + std::string(function) + " is missing; " + migrate_fix_);
         complete = false;
       }
     }

@@ -168,6 +168,7 @@ struct SqlType {
   int oid;
 };
 constexpr SqlType kJsonb{"jsonb", 3802};
+constexpr SqlType kText{"text", 25};
 
 // The SQL type a version of this kind is compared as.
 SqlType version_type(const TablePolicy& p) {
@@ -291,7 +292,7 @@ class SitePlanner {
     // version must reach the check, and a force must override it); under passthrough it is the
     // app's own. `base` is what the session read of the row, for the conflict's DETAIL and diff.
     std::string expected;
-    std::string base;  // SQL jsonb, passed to occ.conflict on its own
+    std::string base;  // SQL text or jsonb, passed to occ.conflict on its own
     std::string read;  // JSON text, carried in the meta instead
     bool per_row = false;
     const bool app_managed =
@@ -395,7 +396,7 @@ class SitePlanner {
   // What the session read of the rows this write can touch, as SQL.
   struct ReadCheck {
     std::string expected;     // the expected version; NULL where the row was never read
-    std::string base;         // jsonb: the values read; empty: none
+    std::string base;         // the values read: JSON text of a pinned row, else jsonb; empty: none
     std::string read;         // or those values as JSON text, for the meta (no jsonb to parse)
     bool per_row = false;     // `expected` may be NULL (a map lookup per row, or a Bind parameter)
     bool never_read = false;  // the one row the write can touch is unknown to the session
@@ -417,7 +418,7 @@ class SitePlanner {
         return "$" + std::to_string(param.param_number) + "::" + sql_type.name;
       };
       if (with_version) check.expected = added(ExpectedParam::Carries::version, version);
-      check.base = added(ExpectedParam::Carries::base, kJsonb);
+      check.base = added(ExpectedParam::Carries::base, kText);
       check.per_row = true;
       return check;
     }
@@ -442,7 +443,7 @@ class SitePlanner {
         if (p_.redact.empty())
           check.read = row->base;
         else
-          check.base = dollar_quoted(std::string(row->base)) + "::jsonb";
+          check.base = dollar_quoted(std::string(row->base)) + "::text";
       } else {
         check.never_read = true;
         check.expected = "NULL::" + type;

@@ -168,6 +168,27 @@ def test_check_without_the_occ_schema(pg, db, make_config, run_occproxy):
     assert f"schema occ (the proxy's helper functions) is missing; run `occproxy migrate --config {config}`" in result.output
 
 
+def test_check_names_a_helper_function_an_older_migrate_did_not_install(pg, db, make_config, run_occproxy):
+    pg.psql("CREATE TABLE accounts (id int PRIMARY KEY)", dbname=db)
+    config = make_config(db, rules="tables:\n  - table: accounts\n    key: [id]\n")
+    assert run_occproxy("migrate", "--config", config).returncode == 0
+    # The schema as a migrate before 004_text_base.sql left it.
+    pg.psql(
+        "DROP FUNCTION occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text);"
+        " DELETE FROM occ.schema_migrations WHERE version = 4",
+        dbname=db,
+    )
+    result = run_occproxy("check", "--config", config)
+    assert result.returncode == 1, result.output
+    assert (
+        "function occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text) is missing; "
+        f"run `occproxy migrate --config {config}`"
+    ) in result.output
+    migrated = run_occproxy("migrate", "--config", config)
+    assert "applied migration 004_text_base.sql" in migrated.output
+    assert run_occproxy("check", "--config", config).returncode == 0
+
+
 def test_check_reports_an_unreachable_server(pg, db, make_config, run_occproxy):
     config = make_config(db, rules="tables: []\n", config={"admin_dsn": pg.dsn(db, password="wrong")})
     result = run_occproxy("check", "--config", config)

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MIGRATIONS = [REPO / "migrations" / "001_occ_schema.sql", REPO / "migrations" / "002_read_tracking.sql"]
+MIGRATIONS = sorted((REPO / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
 
 RULES = """\
 defaults:
@@ -516,18 +516,18 @@ def test_the_extended_protocol_passes_the_read_row_as_parameters(pg, occdb, rewr
     r = rewriter("UPDATE subscriptions SET notes = $1 WHERE id = $2", rules=PASSTHROUGH, reads={}, extended=True)
     assert (r["client_param_count"], r["expected_params"]) == (2, [
         {"table": "public.subscriptions", "carries": "version", "param_number": 3, "type_oid": 20, "keys": [[[2, ""]]]},
-        {"table": "public.subscriptions", "carries": "base", "param_number": 4, "type_oid": 3802, "keys": [[[2, ""]]]},
+        {"table": "public.subscriptions", "carries": "base", "param_number": 4, "type_oid": 25, "keys": [[[2, ""]]]},
     ])
     with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
         def run(notes, key, read):
-            # As the session sends it: the added parameters are typed text, the client's untyped.
+            # As the session sends it: the added parameters are typed (int8, text), the client's untyped.
             version, base = (None, None) if read is None else (read["v"].encode(), json.dumps(read["b"]).encode())
-            return conn.pgconn.exec_params(r["sql"].encode(), [notes, key, version, base], [0, 0, 20, 3802])
+            return conn.pgconn.exec_params(r["sql"].encode(), [notes, key, version, base], [0, 0, 20, 25])
 
-        stale = run(b"x", b"1", read_of(3, notes="n"))
+        stale = run(b"x", b"1", read_of(3, notes="old", status="a"))
         assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
         assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
-            b"Current version is 4. No column differs from your read.")
+            b"Current version is 4. Changed since your read: notes.")
         current = run(b"x", b"1", read_of(4))
         assert (current.status, current.get_value(0, 0), current.get_value(0, 1)) == (
             psycopg.pq.ExecStatus.TUPLES_OK, b"1", b"5")
