@@ -8,7 +8,8 @@
 #   TARGETS="direct occproxy pgbouncer"              which targets (pgbouncer is skipped if not installed)
 #   BENCH_OCC=1                                      also run an occproxy with rules protecting
 #                                                    pgbench_accounts (target occproxy_occ) and the
-#                                                    read-then-update workload
+#                                                    read-then-update workloads (extended, prepared,
+#                                                    and their checked forms sent directly)
 #   BENCH_TRACKING=1                                 read tracking: select-only and read-then-update
 #                                                    scripts (simple and prepared) on the protected
 #                                                    pgbench_accounts; targets default to direct,
@@ -35,13 +36,15 @@ WORKLOADS=${WORKLOADS:-select_simple select_extended select_prepared tpcb connec
 TARGETS=${TARGETS:-direct occproxy pgbouncer}
 if [[ "${BENCH_OCC:-0}" == 1 ]]; then
   [[ " $TARGETS " == *" occproxy_occ "* ]] || TARGETS+=" occproxy_occ"
-  [[ " $WORKLOADS " == *" occ_read_update "* ]] || WORKLOADS+=" occ_read_update occ_read_update_checked"
+  for workload in occ_read_update occ_read_update_prepared occ_read_update_checked occ_read_update_checked_prepared; do
+    [[ " $WORKLOADS " == *" $workload "* ]] || WORKLOADS+=" $workload"
+  done
 fi
 
 # --- workloads: each prints the pgbench arguments of one run ------------------------------------
 # To add one, write workload_NAME (and optionally prepare_NAME, run once after pgbench -i, with
-# psql_direct at hand; targets_NAME, the only targets it runs on; floor_of_NAME, the workload whose
-# direct TPS it is compared with) and name it in WORKLOADS.
+# psql_direct at hand; targets_NAME, the only targets it runs on; plain_of_NAME, the workload it
+# is the checked form of) and name it in WORKLOADS.
 workload_select_simple() { echo "-S -M simple"; }
 workload_select_extended() { echo "-S -M extended"; }
 workload_select_prepared() { echo "-S -M prepared"; }
@@ -50,6 +53,7 @@ workload_connect_select() { echo "-S -M simple -C"; }
 # Read a row, then update it: through occproxy_occ the SELECT teaches the proxy the row's version
 # and the UPDATE is rewritten to check it.
 workload_occ_read_update() { echo "-M extended -f $bench_dir/occ_read_update.sql"; }
+workload_occ_read_update_prepared() { echo "-M prepared -f $bench_dir/occ_read_update.sql"; }
 # Read tracking (BENCH_TRACKING=1): neither script names the version; through occproxy_occ every
 # SELECT gets the key and version appended (and stripped) and every UPDATE is checked.
 # A custom script's :scale is 1 unless -s names it: every account, as the built-in scripts read.
@@ -57,18 +61,21 @@ workload_track_select_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_s
 workload_track_select_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_select.sql"; }
 workload_track_read_update_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update.sql"; }
 workload_track_read_update_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update.sql"; }
-# The floor: what occproxy_occ sends to the server for the workload named by floor_of_NAME, sent
-# directly. Its TPS against that workload's direct TPS is the cost of the check on the server alone,
-# which no proxy can undercut.
+# What occproxy_occ sends to the server for the workload named by plain_of_NAME, sent directly:
+# the server's CPU for it, against that workload's on direct, is the check's own cost, which no
+# proxy can avoid.
 workload_occ_read_update_checked() { echo "-M extended -f $bench_dir/occ_read_update_checked.sql"; }
+workload_occ_read_update_checked_prepared() { echo "-M prepared -f $bench_dir/occ_read_update_checked.sql"; }
 workload_track_read_update_checked_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
 workload_track_read_update_checked_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
 targets_occ_read_update_checked() { echo direct; }
+targets_occ_read_update_checked_prepared() { echo direct; }
 targets_track_read_update_checked_simple() { echo direct; }
 targets_track_read_update_checked_prepared() { echo direct; }
-floor_of_occ_read_update_checked() { echo occ_read_update; }
-floor_of_track_read_update_checked_simple() { echo track_read_update_simple; }
-floor_of_track_read_update_checked_prepared() { echo track_read_update_prepared; }
+plain_of_occ_read_update_checked() { echo occ_read_update; }
+plain_of_occ_read_update_checked_prepared() { echo occ_read_update_prepared; }
+plain_of_track_read_update_checked_simple() { echo track_read_update_simple; }
+plain_of_track_read_update_checked_prepared() { echo track_read_update_prepared; }
 
 die() {
   echo "bench: $*" >&2
@@ -295,17 +302,17 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # --- the table -------------------------------------------------------------------------------------
-floors=""
+checked_forms=""
 for workload in $WORKLOADS; do
-  if declare -F "floor_of_$workload" >/dev/null; then floors+=" $workload=$("floor_of_$workload")"; fi
+  if declare -F "plain_of_$workload" >/dev/null; then checked_forms+=" $workload=$("plain_of_$workload")"; fi
 done
-python3 - "$results" "$WORKLOADS" "$TARGETS" "$floors" <<'EOF'
+python3 - "$results" "$WORKLOADS" "$TARGETS" "$checked_forms" "$(nproc)" <<'EOF'
 import statistics
 import sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 workloads, targets = sys.argv[2].split(), sys.argv[3].split()
-floors = dict(pair.split("=") for pair in sys.argv[4].split())
+plain_of = dict(pair.split("=") for pair in sys.argv[4].split())
 tps, latency, failed, cpu, server = {}, {}, {}, {}, {}
 for workload, target, _round, t, lat, fail, cpu_us, server_us in rows:
     tps.setdefault((workload, target), []).append(float(t))
@@ -332,7 +339,7 @@ print(f"{'workload':<{width}}{'target':<14}{'median tps':>12}{'vs direct':>11}"
 for workload in workloads:
     for target in targets:
         median = median_of(workload, target)
-        if median is None and workload in floors:
+        if median is None and workload in plain_of:
             continue
         if median is None:
             print(f"{workload:<{width}}{target:<14}{'(no run)':>12}")
@@ -344,9 +351,18 @@ for workload in workloads:
               f"{statistics.median(server[workload, target]):>18.0f}"
               + (f"{statistics.median(cpu[workload, target]):>17.0f}" if (workload, target) in cpu else ""))
 
-# The floor: the check's cost on the server alone, the best ratio to the relay any proxy could reach.
-for checked, plain in floors.items():
-    floor, base = median_of(checked, "direct"), median_of(plain, "direct")
-    if floor is not None and base is not None:
-        print(f"floor: {checked} on direct runs at {floor / base:.3f} of {plain} on direct")
+# The check's own cost on the server, measured without any proxy, and the best ratio to the relay
+# that leaves even a proxy costing nothing: every core busy, a transaction takes cores / tps of CPU.
+cores = int(sys.argv[5])
+for checked, plain in plain_of.items():
+    if (checked, "direct") not in server or (plain, "direct") not in server:
+        continue
+    added = statistics.median(server[checked, "direct"]) - statistics.median(server[plain, "direct"])
+    line = f"{checked}: the check adds {added:.0f} us of server CPU per transaction to {plain} on direct"
+    relay_tps = median_of(plain, "occproxy")
+    if relay_tps:
+        relay_cpu = cores * 1e6 / relay_tps
+        line += (f"; the relay takes {relay_cpu:.0f} us of CPU per transaction ({cores} cores / its tps),"
+                 f" so no proxy runs {plain} at more than {relay_cpu / (relay_cpu + max(added, 0)):.3f} of it here")
+    print(line)
 EOF
