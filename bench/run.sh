@@ -43,8 +43,8 @@ fi
 
 # --- workloads: each prints the pgbench arguments of one run ------------------------------------
 # To add one, write workload_NAME (and optionally prepare_NAME, run once after pgbench -i, with
-# psql_direct at hand; targets_NAME, the only targets it runs on; plain_of_NAME, the workload it
-# is the checked form of) and name it in WORKLOADS.
+# psql_direct at hand; plain_of_NAME for a checked form, which runs on direct only: the workload
+# whose statements it sends as occproxy_occ would) and name it in WORKLOADS.
 workload_select_simple() { echo "-S -M simple"; }
 workload_select_extended() { echo "-S -M extended"; }
 workload_select_prepared() { echo "-S -M prepared"; }
@@ -68,10 +68,6 @@ workload_occ_read_update_checked() { echo "-M extended -f $bench_dir/occ_read_up
 workload_occ_read_update_checked_prepared() { echo "-M prepared -f $bench_dir/occ_read_update_checked.sql"; }
 workload_track_read_update_checked_simple() { echo "-M simple -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
 workload_track_read_update_checked_prepared() { echo "-M prepared -s $SCALE -f $bench_dir/track_read_update_checked.sql"; }
-targets_occ_read_update_checked() { echo direct; }
-targets_occ_read_update_checked_prepared() { echo direct; }
-targets_track_read_update_checked_simple() { echo direct; }
-targets_track_read_update_checked_prepared() { echo direct; }
 plain_of_occ_read_update_checked() { echo occ_read_update; }
 plain_of_occ_read_update_checked_prepared() { echo occ_read_update_prepared; }
 plain_of_track_read_update_checked_simple() { echo track_read_update_simple; }
@@ -274,7 +270,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for workload in $WORKLOADS; do
     read -r -a args <<<"$("workload_$workload")"
     for target in $TARGETS; do
-      if declare -F "targets_$workload" >/dev/null && [[ " $("targets_$workload") " != *" $target "* ]]; then continue; fi
+      if [[ $target != direct ]] && declare -F "plain_of_$workload" >/dev/null; then continue; fi
       out="$work/run-$round-$workload-$target.log"
       pid=${pid_of[$target]:-}
       if [[ -n "$pid" ]]; then ticks_before=$(cpu_ticks "$pid"); fi

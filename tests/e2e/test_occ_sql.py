@@ -511,6 +511,22 @@ def test_shadow_mode_reports_an_unread_row_and_a_stale_read_and_writes_both(pg, 
     assert "read-s3cret" not in pathlib.Path(pg.log_path).read_text()
 
 
+def test_a_pinned_write_on_a_table_with_redacted_columns_passes_its_read_without_them(pg, occdb, rewriter):
+    pg.psql("INSERT INTO trials VALUES (1, 'trial', 's', 2)", dbname=occdb)
+    reads = {"public.trials": {"1": read_of(1, status="new", secret="read-s3cret")}}
+    sql = rewriter("UPDATE trials SET status = 'paid' WHERE id = 1", rules=REJECT_UNKNOWN, reads=reads)["sql"]
+    assert "::text) END" in sql  # the read as a text literal, not in the meta
+    with psycopg.connect(pg.dsn(occdb), autocommit=True) as conn:
+        notices = collect_notices(conn)
+        assert conn.execute(sql).fetchall() == [("1", "3")]
+    assert events(notices) == [
+        {"event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1}, "expected": "1",
+         "current": "2", "op": "update", "base": {"status": "new"},
+         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2}},
+    ]
+    assert "read-s3cret" not in pathlib.Path(pg.log_path).read_text()
+
+
 def test_the_extended_protocol_passes_the_read_row_as_parameters(pg, occdb, rewriter):
     pg.psql("INSERT INTO subscriptions VALUES (1, 'a', 'n', 4), (2, 'b', 'n', 1)", dbname=occdb)
     r = rewriter("UPDATE subscriptions SET notes = $1 WHERE id = $2", rules=PASSTHROUGH, reads={}, extended=True)
