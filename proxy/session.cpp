@@ -720,11 +720,12 @@ void Session::on_bind(const Frame& frame) {
       // A version parameter and the base parameter after it name the same row: one lookup serves both.
       const ExpectedParam* looked_up = nullptr;
       std::optional<RowRead> row;
+      const bool row_write = !info->effects.empty() && info->effects.front().row_write;
       for (const auto& expected : info->expected_params) {
         const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
                               looked_up->table == expected.table && looked_up->keys == expected.keys;
         if (!same_row) {
-          const auto keys = bound_keys(expected);
+          auto keys = bound_keys(expected);
           if (expected.carries == ExpectedParam::Carries::map) {
             // A key bound to NULL matches no row: an empty map, not every tracked row.
             added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
@@ -733,6 +734,10 @@ void Session::on_bind(const Frame& frame) {
           }
           row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
           looked_up = &expected;
+          if (row && row_write && expected.carries == ExpectedParam::Carries::version) {
+            portal->written_key = std::move(keys.front());
+            portal->written_version = row->version;
+          }
         }
         if (!row)
           added.emplace_back();
@@ -1082,7 +1087,9 @@ void Session::on_parameter_description(const Frame& frame) {
 
 void Session::on_command_complete(const Frame& frame) {
   const StatementEffect* effect = current_effect();
-  if (effect && effect->command != SessionCommand::none) {
+  if (effect && effect->row_write) {
+    note_checked_write(*effect->row_write, pg::decode_command_complete(frame.body).tag);
+  } else if (effect && effect->command != SessionCommand::none) {
     const auto tag = pg::decode_command_complete(frame.body).tag;
     switch (effect->command) {
       case SessionCommand::savepoint:
@@ -1117,6 +1124,23 @@ void Session::on_command_complete(const Frame& frame) {
   } else {
     pop_front_if(Pending::execute);
   }
+}
+
+void Session::note_checked_write(const CheckedRowWrite& write, std::string_view tag) {
+  if (tag != (write.deletes ? "DELETE 1" : "UPDATE 1")) return;
+  const InFlight& current = in_flight_.front();
+  const PortalInfo* portal = current.kind == Pending::execute ? current.portal.get() : nullptr;
+  const std::vector<std::string>& key = portal ? portal->written_key : write.key;
+  const std::string& read = portal ? portal->written_version : write.version;
+  if (key.empty()) return;  // a row the session never read: its version stays unknown
+  if (write.deletes) {
+    reads_.forget(*write.table, key);
+    return;
+  }
+  int64_t version = 0;
+  const auto [end, error] = std::from_chars(read.data(), read.data() + read.size(), version);
+  if (error != std::errc{} || end != read.data() + read.size() || version == INT64_MAX) return;
+  reads_.note(*write.table, key, {std::to_string(version + 1), "{}", ReadSet::Clock::now()});
 }
 
 void Session::pop_front_if(Pending kind) {

@@ -76,6 +76,9 @@ struct PortalInfo {
   // Bind's result format codes as the client sent them: none (all text), one for all, or one each.
   // A statement's RowDescription from Describe says text for every column whatever Bind picks later.
   std::vector<int16_t> result_formats;
+  // StatementEffect::row_write: the row this Bind's check compares with, and the version read.
+  std::vector<std::string> written_key;
+  std::string written_version;
   bool text_result(std::size_t column) const {
     if (result_formats.empty()) return true;
     if (result_formats.size() == 1) return result_formats[0] == 0;
@@ -142,6 +145,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_parameter_description(const Frame& frame);
   void on_command_complete(const Frame& frame);
   // `portal`: the portal an Execute's rows come from (its result formats), null for a simple Query.
+  // StatementEffect::row_write: the command tag says whether the checked row was written.
+  void note_checked_write(const CheckedRowWrite& write, std::string_view tag);
   void note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
                 const PortalInfo* portal);
   void pop_front_if(Pending kind);

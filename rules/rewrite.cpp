@@ -265,6 +265,7 @@ struct SitePlan {
   std::optional<WriteInfo> write;
   std::string form;  // unsupported: which form, for the log and the refusal
   Rejection rejection;
+  std::optional<CheckedRowWrite> row_write;  // edited: the session learns the new version from the tag
 };
 
 class SitePlanner {
@@ -323,6 +324,8 @@ class SitePlanner {
         return unsupported("statement text the proxy could not locate (" + site_.unlocatable + ")");
       ReadCheck check = read_check(true);
       if (check.never_read && !p_.reject_unknown_version) return unchecked();
+      if (check.pinned && tag_tells_version(own))
+        row_write_ = CheckedRowWrite{&p_, deletes, std::move(check.key), std::move(check.version)};
       expected = std::move(check.expected);
       base = std::move(check.base);
       read = std::move(check.read);
@@ -400,7 +403,22 @@ class SitePlanner {
     std::string read;         // or those values as JSON text, for the meta (no jsonb to parse)
     bool per_row = false;     // `expected` may be NULL (a map lookup per row, or a Bind parameter)
     bool never_read = false;  // the one row the write can touch is unknown to the session
+    bool pinned = false;      // compared with one row's version: a known literal, or a Bind parameter
+    std::vector<std::string> key;  // simple protocol, pinned: that row's key and the version read
+    std::string version;
   };
+
+  // Whether "UPDATE 1" / "DELETE 1" alone tells the written row's new version, once the write has
+  // been checked against the version read: a counter advances by one (the trigger's or the proxy's
+  // increment); the statement sets neither the version nor a key column; shadow mode writes stale
+  // rows too; and a RETURNING of the client's own already carries the row.
+  bool tag_tells_version(const SetItem* own) const {
+    if (p_.version_kind != VersionKind::counter || p_.mode != EnforceMode::enforce || own != nullptr) return false;
+    if (!site_.top_level || site_.deferred || site_.has_returning) return false;
+    if (site_.kind != WriteKind::update && site_.kind != WriteKind::delete_) return false;
+    return std::none_of(p_.key.begin(), p_.key.end(),
+                        [this](const std::string& column) { return site_.assignment(column) != nullptr; });
+  }
 
   // A write pinned to one key compares with that row's version as a scalar: a literal in the simple
   // protocol, a parameter filled at each Bind in the extended one. Any other write looks each row
@@ -420,6 +438,7 @@ class SitePlanner {
       if (with_version) check.expected = added(ExpectedParam::Carries::version, version);
       check.base = added(ExpectedParam::Carries::base, kText);
       check.per_row = true;
+      check.pinned = with_version;
       return check;
     }
     std::vector<std::vector<std::string>> keys;
@@ -438,6 +457,9 @@ class SitePlanner {
     if (keys.size() == 1 && !access_.extended) {
       if (const std::optional<RowRead> row = access_.reads->read_row(p_, keys.front())) {
         check.expected = literal(row->version) + "::" + type;
+        check.pinned = with_version;
+        check.key = keys.front();
+        check.version = row->version;
         // occ.conflict's base argument leaves redacted columns out, should the rules have changed
         // since the read; the meta is taken as it is.
         if (p_.redact.empty())
@@ -486,6 +508,7 @@ class SitePlanner {
     edits_.push_back(std::move(last));
     plan_.kind = SitePlan::Kind::edited;
     plan_.edits = std::move(edits_);
+    plan_.row_write = std::move(row_write_);
     if (checked) {
       WriteInfo info;
       info.table = &p_;
@@ -504,6 +527,7 @@ class SitePlanner {
   ReadAccess& access_;
   SitePlan plan_;
   std::vector<Edit> edits_;
+  std::optional<CheckedRowWrite> row_write_;
 };
 
 // The search_path in force after `SET search_path`, as the session would substitute it.
@@ -741,7 +765,12 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
         if (plan.write) out.writes.push_back(std::move(*plan.write));
       }
       if (session.reads != nullptr) {
-        for (std::size_t k = 0; k < plans.size(); ++k) track_write(*planned_sites[k], *plans[k].table, edits, effect);
+        for (std::size_t k = 0; k < plans.size(); ++k) {
+          if (plans[k].row_write)
+            effect.row_write = std::move(plans[k].row_write);
+          else
+            track_write(*planned_sites[k], *plans[k].table, edits, effect);
+        }
         if (st.read) track_select(*st.read, extended_protocol, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
@@ -749,7 +778,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
 
     effect.command = st.command;
     effect.savepoint = st.savepoint;
-    any_effect = any_effect || effect.tracking.tracked() || effect.command != SessionCommand::none;
+    any_effect = any_effect || effect.tracking.tracked() || effect.row_write || effect.command != SessionCommand::none;
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;

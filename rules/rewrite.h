@@ -61,9 +61,22 @@ struct ResultTracking {
   bool tracked() const { return added_columns > 0 || in_place; }
 };
 
+// A write the session's read set checks against exactly one row it read, on a table whose version
+// is a counter, in enforce mode. When the server reports one row written, the check passed: the
+// row held the version read, and the write advanced it by exactly one. The session then knows the
+// new version from the command tag, and the proxy adds no RETURNING (which costs the server more
+// than the check itself).
+struct CheckedRowWrite {
+  const TablePolicy* table = nullptr;
+  bool deletes = false;          // the row is gone: forget it
+  std::vector<std::string> key;  // simple protocol; in the extended one each Bind names the row
+  std::string version;           // simple protocol: the version read, which the write compares with
+};
+
 // What one statement of the text means for the session, in statement order.
 struct StatementEffect {
   ResultTracking tracking;  // tables empty: nothing appended
+  std::optional<CheckedRowWrite> row_write;
   SessionCommand command = SessionCommand::none;
   std::string savepoint;    // for savepoint / release / rollback_to
 };

@@ -488,8 +488,14 @@ def test_rows_the_session_never_read_are_refused_under_reject(pg, occdb, rewrite
             "(AND version = ...).")
         assert (e.diag.schema_name, e.diag.table_name, e.diag.constraint_name) == ("public", "subscriptions", None)
     assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [(1, "n", 4), (2, "n", 1)]
-    assert query(conn, rewriter("UPDATE subscriptions SET notes = 'x' WHERE id = 1", rules=REJECT_UNKNOWN,
-                                reads=reads)["sql"]) == [("1", "5")]
+    # A row it read is written, with no RETURNING: "UPDATE 1" tells the session the next version.
+    known = rewriter("UPDATE subscriptions SET notes = 'x' WHERE id = 1", rules=REJECT_UNKNOWN, reads=reads)
+    assert known["effects"][0]["row_write"] == {"table": "public.subscriptions", "deletes": False, "key": ["1"],
+                                                "version": "4"}
+    with conn.cursor() as cur:
+        cur.execute(known["sql"])
+        assert (cur.statusmessage, cur.description) == ("UPDATE 1", None)
+    assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [(1, "x", 5), (2, "n", 1)]
 
 
 def test_shadow_mode_reports_an_unread_row_and_a_stale_read_and_writes_both(pg, occdb, rewriter):
@@ -544,11 +550,13 @@ def test_the_extended_protocol_passes_the_read_row_as_parameters(pg, occdb, rewr
         assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
         assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
             b"Current version is 4. Changed since your read: notes.")
+        # No RETURNING: the command tag tells the session the next version of the row it read.
+        assert r["effects"][0]["row_write"] == {"table": "public.subscriptions", "deletes": False, "key": [],
+                                                "version": ""}
         current = run(b"x", b"1", read_of(4))
-        assert (current.status, current.get_value(0, 0), current.get_value(0, 1)) == (
-            psycopg.pq.ExecStatus.TUPLES_OK, b"1", b"5")
+        assert (current.status, current.command_status) == (psycopg.pq.ExecStatus.COMMAND_OK, b"UPDATE 1")
         never_read = run(b"y", b"2", None)
-        assert (never_read.status, never_read.get_value(0, 1)) == (psycopg.pq.ExecStatus.TUPLES_OK, b"2")
+        assert (never_read.status, never_read.command_status) == (psycopg.pq.ExecStatus.COMMAND_OK, b"UPDATE 1")
         assert conn.execute("SELECT id, notes, version FROM subscriptions ORDER BY id").fetchall() == [
             (1, "x", 5), (2, "y", 2)]
 

@@ -300,7 +300,7 @@ def test_the_sessions_own_writes_refresh_the_expected_version(pg, db, occ_proxy)
     assert subscription(pg, db) == [["active", "second", "3"]]
 
     # Still tracked: a change by someone else since the session's own last write is a conflict. A
-    # write teaches the session only key and version (RETURNING), no columns: DETAIL names the
+    # write teaches the session only the version (from the command tag), no columns: DETAIL names the
     # version it expected, as for a row it never read (migration 002).
     assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)
     assert fails(app, WRITE_NOTES, ("third", 42)) == conflict_error(42, 3, 4, unread_detail(3, 4))

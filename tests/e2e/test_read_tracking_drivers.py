@@ -443,6 +443,50 @@ def test_asyncpg_read_then_write_catches_the_lost_update(pg, db, occ_proxy):
     assert rows(pg, db, "SELECT status, notes FROM subscriptions WHERE id = 42") == [["paused", "old"]]
 
 
+def test_asyncpg_own_writes_teach_the_version_without_returning(pg, db, occ_proxy):
+    """A write checked against the one row the session read needs no RETURNING: "UPDATE 1" means the row
+    held the version read and now holds the next one, "DELETE 1" that it is gone. Under reject, each step
+    shows what the session expects: a write it cannot check is refused (55000), a wrong version is 40001."""
+    proxy = occ_proxy(rules_yaml(on_unknown_version="reject"))
+
+    async def scenario():
+        agent = await asyncpg.connect(host=proxy.host, port=proxy.port, user="postgres", password="postgres",
+                                      database=db)
+        write = "UPDATE subscriptions SET notes = $1 WHERE id = $2"
+        try:
+            await agent.fetch("SELECT * FROM subscriptions WHERE id = $1", 42)
+            assert await agent.execute(write, "first", 42) == "UPDATE 1"
+            assert await agent.execute(write, "second", 42) == "UPDATE 1"
+            pg.psql("UPDATE subscriptions SET status = 'paused' WHERE id = 42", dbname=db)
+            with pytest.raises(asyncpg.exceptions.SerializationError) as caught:
+                await agent.execute(write, "third", 42)
+            assert (caught.value.message, caught.value.detail) == (conflict_message(42, 3, 4), unread_detail(3, 4))
+
+            # A rolled-back write teaches nothing: the session still expects the version it read.
+            await agent.fetch("SELECT * FROM subscriptions WHERE id = $1", 43)
+            await agent.execute("BEGIN")
+            assert await agent.execute(write, "draft", 43) == "UPDATE 1"
+            assert await agent.execute(write, "draft 2", 43) == "UPDATE 1"
+            await agent.execute("ROLLBACK")
+            assert await agent.execute(write, "final", 43) == "UPDATE 1"
+
+            # A deleted row is forgotten: the same key inserted again behind the proxy's back is a row
+            # the session never read, not one it expects at the version it deleted.
+            await agent.fetch("SELECT * FROM subscriptions WHERE id = $1", 44)
+            assert await agent.execute("DELETE FROM subscriptions WHERE id = $1", 44) == "DELETE 1"
+            pg.psql("INSERT INTO subscriptions (id, status, notes, version) VALUES (44, 'new', 'again', 1)",
+                    dbname=db)
+            with pytest.raises(asyncpg.exceptions.ObjectNotInPrerequisiteStateError):
+                await agent.execute(write, "blind", 44)
+        finally:
+            await agent.close()
+
+    asyncio.run(scenario())
+    assert rows(pg, db, "SELECT id, status, notes, version FROM subscriptions ORDER BY id") == [
+        ["42", "paused", "second", "4"], ["43", "active", "final", "2"], ["44", "new", "again", "1"]]
+    assert counters(proxy)["conflicts"] == 1
+
+
 ERROR_CASES = {
     "unknown column": [query("SELECT * FROM subscriptions WHERE nosuch = 1")],
     "bad literal": [query("SELECT notes FROM subscriptions WHERE id = 'x'")],

@@ -656,6 +656,10 @@ std::string effects_text(const occ::Rewrite& r) {
       out += e.tracking.in_place ? std::string("/in place") : "/" + std::to_string(e.tracking.added_columns);
       if (e.tracking.drop_result) out += " drop";
       if (e.tracking.rows_deleted) out += " deleted";
+    } else if (e.row_write) {
+      // The row a checked write names: the session learns its new version from the command tag.
+      out += e.row_write->table->qualified_name() + (e.row_write->deletes ? " deletes" : " writes");
+      if (!e.row_write->key.empty()) out += " [" + e.row_write->key.front() + "] read at " + e.row_write->version;
     } else {
       out += commands[static_cast<int>(e.command)];
       if (!e.savepoint.empty()) out += " " + e.savepoint;
@@ -723,14 +727,31 @@ const ReadRow read_rows[] = {
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
      "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
+     "END, status = 'x' WHERE id = 7",
+     "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
+    // The command tag cannot tell the new version when a key column moves the row, when shadow
+    // mode lets a stale write through, or when the version is no counter: RETURNING reports it.
+    {"passthrough", "app", "UPDATE subscriptions SET id = 9 WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
+     "END, id = 9 WHERE id = 7 RETURNING %R:subscriptions%",
+     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"shadow", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
      "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
+    {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7",
+     "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
+     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
+     "public.subscriptions deletes [7] read at 3", "public.subscriptions [7]"},
     // Redacted columns may have been read under older rules: occ.conflict leaves them out of the read.
     {"redact", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
      "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
-     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+     "END, status = 'x' WHERE id = 7",
+     "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     // allow: a row never read is written as usual.
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 8",
      "UPDATE subscriptions SET status = 'x' WHERE id = 8 RETURNING %R:subscriptions%", "public.subscriptions/2 drop",
@@ -772,8 +793,8 @@ const ReadRow read_rows[] = {
     {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
      "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+     "END, status = 'x' WHERE id = 7",
+     "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     {"unknown-reject", "app", "DELETE FROM subscriptions WHERE status = 'x'",
      "DELETE FROM subscriptions WHERE status = 'x' AND (CASE WHEN (status = 'x') IS NOT TRUE THEN false WHEN "
      "subscriptions.version = %E:subscriptions% THEN true WHEN %E:subscriptions% IS NULL THEN "
@@ -784,8 +805,8 @@ const ReadRow read_rows[] = {
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
      "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version + 1 ELSE "
      "occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update+read@"
-     ") END, status = 'x' WHERE 7 = id RETURNING %R:subscriptions%",
-     "public.subscriptions/2 drop", "public.subscriptions [7]"},
+     ") END, status = 'x' WHERE 7 = id",
+     "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 8 = id",
      "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE 8 = id RETURNING "
      "%R:subscriptions%",
@@ -867,10 +888,9 @@ const ReadRow read_rows[] = {
      "A; DISCARD ALL; RESET ALL; SELECT 1",
      "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%; "
-     "RELEASE SAVEPOINT "
+     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7; RELEASE SAVEPOINT "
      "\"A b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
-     "savepoint A b; public.subscriptions/2 drop; release A b; rollback_to a; discard_all; reset_all; -",
+     "savepoint A b; public.subscriptions writes [7] read at 3; release A b; rollback_to a; discard_all; reset_all; -",
      "public.subscriptions [7]"},
     {"passthrough", "app", "BEGIN; SELECT 1; COMMIT", "", "-", ""},
 };
@@ -959,6 +979,7 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
     int client_params;
     const char* table;  // the added parameters'
     std::vector<Added> added;
+    const char* effects = nullptr;  // effects_text, where the case is about it
   };
   const std::vector<Row> rows = {
       // Pinned to one key: the row's version and base as two scalars, NULL when never read.
@@ -967,11 +988,22 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
        0,
        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN subscriptions.version "
        "WHEN $3::bigint IS NULL THEN subscriptions.version ELSE occ.conflict(subscriptions.version, $3::bigint, "
-       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $4::text) END, status = $1 WHERE id = $2 "
-       "RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $4::text) END, status = $1 WHERE id = $2",
        2,
        "public.subscriptions",
-       {{Carries::version, 20, {{{2, ""}}}}, {Carries::base, 25, {{{2, ""}}}}}},
+       {{Carries::version, 20, {{{2, ""}}}}, {Carries::base, 25, {{{2, ""}}}}},
+       "public.subscriptions writes"},
+      {"passthrough",
+       "DELETE FROM subscriptions WHERE id = $1",
+       0,
+       "DELETE FROM subscriptions WHERE id = $1 AND (CASE WHEN (id = $1) IS NOT TRUE THEN false WHEN "
+       "subscriptions.version = $2::bigint THEN true WHEN $2::bigint IS NULL THEN true ELSE "
+       "occ.conflict(subscriptions.version, $2::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+       "@sub.delete@, $3::text) IS NOT NULL END)",
+       1,
+       "public.subscriptions",
+       {{Carries::version, 20, {{{1, ""}}}}, {Carries::base, 25, {{{1, ""}}}}},
+       "public.subscriptions deletes"},
       {"uuid-passthrough",
        "UPDATE subscriptions SET status = 'x' WHERE id = 7",
        0,
@@ -1048,6 +1080,7 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
     const occ::Rewrite r = s.rewrite(row.sql, true);
     CHECK(sent(r, row.sql) == (*row.expected ? expand(row.variant, row.expected) : std::string(row.sql)));
     CHECK(r.client_param_count == row.client_params);
+    if (row.effects) CHECK(effects_text(r) == row.effects);
     CHECK(reads.asked.empty());
     REQUIRE(r.expected_params.size() == row.added.size());
     for (std::size_t i = 0; i < row.added.size(); ++i) {
@@ -1152,6 +1185,11 @@ TEST_CASE("rewrite command line for the e2e tests", "[.][rewrite-cli]") {
                               {"rows_deleted", e.tracking.rows_deleted},
                               {"command", static_cast<int>(e.command)},
                               {"savepoint", e.savepoint}});
+    if (e.row_write)
+      out["effects"].back()["row_write"] = {{"table", e.row_write->table->qualified_name()},
+                                            {"deletes", e.row_write->deletes},
+                                            {"key", e.row_write->key},
+                                            {"version", e.row_write->version}};
   }
   out["client_param_count"] = r.client_param_count;
   out["expected_params"] = nlohmann::json::array();
