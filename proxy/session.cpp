@@ -626,6 +626,7 @@ void Session::on_query(const Frame& frame) {
     to_server_.forward(frame.raw);
   if (rw && (!rw->writes.empty() || !rw->effects.empty() || !rw->shifts.empty())) {
     auto info = std::make_shared<StatementInfo>();
+    info->policy = policy_;
     info->writes = std::move(rw->writes);
     info->effects = std::move(rw->effects);
     info->shifts = std::move(rw->shifts);
@@ -641,6 +642,7 @@ void Session::on_parse(const Frame& frame) {
   if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty() ||
              !rw->shifts.empty())) {
     info = std::make_shared<StatementInfo>();
+    info->policy = policy_;
     info->writes = std::move(rw->writes);
     info->rejection = std::move(rw->rejection);
     info->effects = std::move(rw->effects);
@@ -720,7 +722,9 @@ void Session::on_bind(const Frame& frame) {
       // A version parameter and the base parameter after it name the same row: one lookup serves both.
       const ExpectedParam* looked_up = nullptr;
       std::optional<RowRead> row;
-      const bool row_write = !info->effects.empty() && info->effects.front().row_write;
+      const int row_write_param = !info->effects.empty() && info->effects.front().row_write
+                                ? info->effects.front().row_write->version_param
+                                : 0;
       for (const auto& expected : info->expected_params) {
         const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
                               looked_up->table == expected.table && looked_up->keys == expected.keys;
@@ -734,7 +738,8 @@ void Session::on_bind(const Frame& frame) {
           }
           row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
           looked_up = &expected;
-          if (row && row_write && expected.carries == ExpectedParam::Carries::version) {
+          // Only the top-level write's own parameter: a writable CTE's pinned write has one too.
+          if (row && row_write_param == expected.param_number) {
             portal->written_key = std::move(keys.front());
             portal->written_version = row->version;
           }

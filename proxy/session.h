@@ -53,6 +53,7 @@ struct ResultLayout {
 
 // What the proxy knows about a statement it analysed (a Query's text or a prepared statement).
 struct StatementInfo {
+  PolicyPtr policy;  // the rules it was analysed under: its TablePolicy pointers point into them
   std::vector<WriteInfo> writes;
   std::optional<Rejection> rejection;
   std::vector<StatementEffect> effects;

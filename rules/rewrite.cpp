@@ -325,7 +325,7 @@ class SitePlanner {
       ReadCheck check = read_check(true);
       if (check.never_read && !p_.reject_unknown_version) return unchecked();
       if (check.pinned && tag_tells_version(own))
-        row_write_ = CheckedRowWrite{&p_, deletes, std::move(check.key), std::move(check.version)};
+        row_write_ = CheckedRowWrite{&p_, deletes, std::move(check.key), std::move(check.version), check.version_param};
       expected = std::move(check.expected);
       base = std::move(check.base);
       read = std::move(check.read);
@@ -406,6 +406,7 @@ class SitePlanner {
     bool pinned = false;      // compared with one row's version: a known literal, or a Bind parameter
     std::vector<std::string> key;  // simple protocol, pinned: that row's key and the version read
     std::string version;
+    int version_param = 0;         // extended protocol, pinned: the parameter carrying the version
   };
 
   // Whether "UPDATE 1" / "DELETE 1" alone tells the written row's new version, once the write has
@@ -432,6 +433,7 @@ class SitePlanner {
       auto added = [&](ExpectedParam::Carries carries, SqlType sql_type) {
         ExpectedParam& param = access_.params->emplace_back();
         param = {&p_, carries, ++access_.next_param, sql_type.oid, {{}}};
+        if (carries == ExpectedParam::Carries::version) check.version_param = param.param_number;
         for (const KeyValue& value : tuples.front()) param.keys.front().push_back({value.param_number, value.literal});
         return "$" + std::to_string(param.param_number) + "::" + sql_type.name;
       };
@@ -585,8 +587,9 @@ void track_select(const ReadSite& site, bool extended_protocol, const std::vecto
   effect.tracking = tracking_of(std::move(tables));
 }
 
-// A top-level write on a protected table reports the key and version of each row it writes, so
-// the session's own writes refresh its read set (and a DELETE's rows are forgotten). MERGE has no
+// A top-level write on a protected table whose command tag cannot tell the session what it wrote
+// (CheckedRowWrite) reports the key and version of each row it writes, so the session's own
+// writes refresh its read set (and a DELETE's rows are forgotten). MERGE has no
 // RETURNING in PostgreSQL 15; a writable CTE's rows feed its query, not the client.
 void track_write(const WriteSite& site, const TablePolicy& p, std::vector<Edit>& edits, StatementEffect& effect) {
   if (!site.top_level || site.deferred || !site.unlocatable.empty() || site.returning_insert_at < 0) return;

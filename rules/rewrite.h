@@ -71,6 +71,7 @@ struct CheckedRowWrite {
   bool deletes = false;          // the row is gone: forget it
   std::vector<std::string> key;  // simple protocol; in the extended one each Bind names the row
   std::string version;           // simple protocol: the version read, which the write compares with
+  int version_param = 0;         // extended protocol: the added parameter that carries that version
 };
 
 // What one statement of the text means for the session, in statement order.

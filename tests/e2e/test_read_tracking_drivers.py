@@ -451,12 +451,15 @@ def test_asyncpg_own_writes_teach_the_version_without_returning(pg, db, occ_prox
 
     async def scenario():
         agent = await asyncpg.connect(host=proxy.host, port=proxy.port, user="postgres", password="postgres",
-                                      database=db)
+                                      database=db, server_settings={"application_name": "tag agent"})
         write = "UPDATE subscriptions SET notes = $1 WHERE id = $2"
         try:
             await agent.fetch("SELECT * FROM subscriptions WHERE id = $1", 42)
             assert await agent.execute(write, "first", 42) == "UPDATE 1"
             assert await agent.execute(write, "second", 42) == "UPDATE 1"
+            # The server ran the checked write with nothing appended.
+            [[sent]] = rows(pg, db, "SELECT query FROM pg_stat_activity WHERE application_name = 'tag agent'")
+            assert "occ.conflict(" in sent and "RETURNING" not in sent.upper()
             pg.psql("UPDATE subscriptions SET status = 'paused' WHERE id = 42", dbname=db)
             with pytest.raises(asyncpg.exceptions.SerializationError) as caught:
                 await agent.execute(write, "third", 42)

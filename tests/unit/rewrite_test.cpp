@@ -656,11 +656,14 @@ std::string effects_text(const occ::Rewrite& r) {
       out += e.tracking.in_place ? std::string("/in place") : "/" + std::to_string(e.tracking.added_columns);
       if (e.tracking.drop_result) out += " drop";
       if (e.tracking.rows_deleted) out += " deleted";
-    } else if (e.row_write) {
+    }
+    if (e.row_write) {
       // The row a checked write names: the session learns its new version from the command tag.
       out += e.row_write->table->qualified_name() + (e.row_write->deletes ? " deletes" : " writes");
       if (!e.row_write->key.empty()) out += " [" + e.row_write->key.front() + "] read at " + e.row_write->version;
-    } else {
+      if (e.row_write->version_param != 0) out += " $" + std::to_string(e.row_write->version_param);
+    }
+    if (!e.tracking.tracked() && !e.row_write) {
       out += commands[static_cast<int>(e.command)];
       if (!e.savepoint.empty()) out += " " + e.savepoint;
     }
@@ -916,6 +919,25 @@ TEST_CASE("reads carry key and version, writes check each row against the read s
   }
 }
 
+TEST_CASE("the row a checked write's tag reports is named by its own parameter, not a writable CTE's",
+          "[rewrite]") {
+  FakeReads reads;
+  Session s("passthrough");
+  s.reads = &reads;
+  const occ::Rewrite r = s.rewrite(
+      "WITH c AS (UPDATE subscriptions SET notes = 'c' WHERE id = $1 RETURNING id) "
+      "UPDATE subscriptions SET status = $2 WHERE id = $3",
+      true);
+  REQUIRE(r.effects.size() == 1);
+  REQUIRE(r.effects[0].row_write);
+  // $4 and $5 carry the CTE's row, $6 and $7 the top-level write's.
+  CHECK(r.effects[0].row_write->version_param == 6);
+  REQUIRE(r.expected_params.size() == 4);
+  const occ::ExpectedParam& own = r.expected_params[2];
+  CHECK((own.param_number == 6 && own.carries == occ::ExpectedParam::Carries::version));
+  CHECK(own.keys == std::vector<std::vector<occ::ExpectedParam::KeySource>>{{{3, ""}}});
+}
+
 TEST_CASE("mangled statements with a read set still parse once rewritten", "[rewrite]") {
   FakeReads reads;
   CHECK(rewrite_mangled(read_rows, 20261126, &reads) > 300);
@@ -992,7 +1014,7 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
        2,
        "public.subscriptions",
        {{Carries::version, 20, {{{2, ""}}}}, {Carries::base, 25, {{{2, ""}}}}},
-       "public.subscriptions writes"},
+       "public.subscriptions writes $3"},
       {"passthrough",
        "DELETE FROM subscriptions WHERE id = $1",
        0,
@@ -1003,7 +1025,7 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
        1,
        "public.subscriptions",
        {{Carries::version, 20, {{{1, ""}}}}, {Carries::base, 25, {{{1, ""}}}}},
-       "public.subscriptions deletes"},
+       "public.subscriptions deletes $2"},
       {"uuid-passthrough",
        "UPDATE subscriptions SET status = 'x' WHERE id = 7",
        0,
