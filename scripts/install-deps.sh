@@ -7,7 +7,7 @@ packages=(
   libboost1.74-dev libpg-query-dev libprotobuf-c-dev libpq-dev libspdlog-dev libyaml-cpp-dev
   nlohmann-json3-dev libssl-dev catch2
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
-  postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer curl bzip2
+  postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer curl bzip2 xz-utils
   python3 python3-pytest python3-psycopg2 python3-psycopg python3-asyncpg python3-yaml python3-pytest-timeout
   libpostgresql-jdbc-java chromium prometheus
 )
