@@ -14,6 +14,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
+from conftest import require
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     SUBSCRIPTIONS,
     conflict_error,
@@ -151,14 +152,6 @@ def test_asyncpg_executemany_with_a_stale_row_applies_nothing(pg, db, stale_42):
     asyncio.run(scenario())
     assert table(pg, db) == [["42", "a42", "3"], ["43", "a43", "2"], ["44", "a44", "2"]]
     assert counters(stale_42)["conflicts"] == 1
-
-
-def require(condition, reason):
-    """Missing tooling fails in CI (scripts/test.sh installs it) and skips on a developer's machine."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def test_jdbc_batch_with_a_stale_row(pg, db, stale_42, tmp_path):

@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import PG_BINDIR, REPO, SUPERUSER, SUPERUSER_PASSWORD
+from conftest import PG_BINDIR, REPO, SUPERUSER, SUPERUSER_PASSWORD, require
 from occ_helpers import occ_proxy_fixture, requires_proxy, rules_yaml  # noqa: F401 (fixture)
 
 # Each run of the suite takes minutes on two cores (more under ASan); the first test also runs it directly.
@@ -23,14 +23,6 @@ SUITE = REPO / "build-pgsrc" / "regress"
 PG_REGRESS = PG_BINDIR.parent / "lib" / "pgxs" / "src" / "test" / "regress" / "pg_regress"
 PG_LIBDIR = PG_BINDIR.parent / "lib"
 QUIET = {"log": {"level": "warn"}}
-
-
-def require(condition, reason):
-    """Missing tooling fails in CI (scripts/test.sh fetches the suite) and skips on a developer's machine."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import subprocess
 import asyncpg
 import pytest
 
+from conftest import require
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     CONFLICT_HINT,
     SUBSCRIPTIONS,
@@ -35,14 +36,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 JDBC_SOURCE = HERE / "jdbc" / "ReadTracking.java"
 JDBC_JAR = pathlib.Path("/usr/share/java/postgresql.jar")
-
-
-def require(condition, reason):
-    """Missing tooling fails in CI (scripts/test.sh installs it) and skips on a developer's machine."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 # --- a minimal wire client: what the backend sends, message by message ----------------------------

@@ -7,18 +7,12 @@ import subprocess
 
 import pytest
 
+from conftest import require
+
 HERE = pathlib.Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 JDBC_SOURCE = HERE / "jdbc" / "RelayCheck.java"
 JDBC_JAR = pathlib.Path("/usr/share/java/postgresql.jar")
-
-
-def require(condition, reason):
-    """Missing tooling fails in CI (scripts/test.sh installs it) and skips on a developer's machine."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def run_node(target, dbname):

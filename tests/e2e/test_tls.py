@@ -56,7 +56,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from conftest import PG_BINDIR, PgCluster, _cluster_user
+from conftest import PG_BINDIR, PgCluster, _cluster_user, require
 from occ_helpers import (
     conflict_message,
     migrate,
@@ -84,14 +84,6 @@ STALE_WRITE = "UPDATE subscriptions SET notes = 'x' WHERE id = 42 AND version = 
 FIRST_WRITE = "UPDATE subscriptions SET status = 'paused' WHERE id = 42"
 BACKEND_SSL = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 READ_VERSION = "SELECT version FROM subscriptions WHERE id = 42"
-
-
-def require(condition, reason):
-    """Missing tooling fails in CI (scripts/test.sh installs it) and skips on a developer's machine."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 # --- the protocol by hand, for exact SQLSTATEs and the certificate a listener shows --------------
