@@ -41,8 +41,6 @@ constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
 constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
-// Longest value read that the read set keeps for the conflict diff; longer ones are left out.
-constexpr std::size_t kMaxBaseValue = 2048;
 
 std::string endpoint_text(const tcp::socket& s) {
   boost::system::error_code ec;
@@ -784,15 +782,18 @@ awaitable<void> Session::pump_server_to_client() {
           continue;
         }
         if (status == FrameReader::Status::chunk) {
-          to_client_.forward(frame.raw);
+          on_large_row_piece(frame.raw);
           continue;
         }
         if (status == FrameReader::Status::need_more) {
           char type;
           std::size_t length;
-          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold &&
-              (type == pg::be::kDataRow || type == pg::be::kCopyData))
-            to_client_.forward(server_in_.stream_head());
+          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold) {
+            if (type == pg::be::kCopyData)
+              to_client_.forward(server_in_.stream_head());
+            else if (type == pg::be::kDataRow)
+              on_large_row_head();
+          }
           break;
         }
         throw pg::MalformedMessage("invalid message length from the server");
@@ -938,51 +939,32 @@ void Session::on_row_description(const Frame& frame) {
   }
   const ResultTracking& tracking = effect->tracking;
   auto description = pg::decode_row_description(frame.body);
-  if (description.fields.size() < tracking.added_columns)
-    throw pg::MalformedMessage("a tracked result has fewer columns than the proxy added");
-  ResultLayout layout;
-  layout.known = true;
-  layout.client_columns = static_cast<unsigned>(description.fields.size() - tracking.added_columns);
-  const Policy& p = policy();
-  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
-    const TablePolicy& table = *tracking.tables[t];
-    if (tracking.in_place) layout.key_at.assign(table.key.size(), -1);
-    const auto* identity = p.relations.table(table.qualified_name());
-    if (!identity) continue;
-    for (unsigned i = 0; i < layout.client_columns; ++i) {
-      const auto& field = description.fields[i];
-      if (field.format != 0 || static_cast<uint32_t>(field.table_oid) != identity->oid) continue;
-      auto column = identity->column_by_attnum.find(field.column);
-      if (column == identity->column_by_attnum.end()) continue;
-      layout.base.push_back({i, t, column->second});
-      if (!tracking.in_place) continue;
-      const std::string& name = column->second;
-      if (name == table.version_column && layout.version_at < 0) layout.version_at = static_cast<int>(i);
-      for (std::size_t k = 0; k < table.key.size(); ++k)
-        if (name == table.key[k] && layout.key_at[k] < 0) layout.key_at[k] = static_cast<int>(i);
-    }
+  ResultLayout layout = describe_layout(description, tracking, policy().relations);
+  if (tracking.in_place) {
+    to_client_.forward(frame.raw);
+  } else if (!tracking.drop_result) {
+    client_row_description(to_client_.edit(), std::move(description), layout);
+  } else if (describing) {
+    to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
+  } else {
+    to_client_.drop();
   }
   InFlight& current = in_flight_.front();
   if (current.kind == Pending::query)
     current.layout = std::move(layout);
   else
     current.statement->layout = std::move(layout);
-
-  if (tracking.in_place) {
-    to_client_.forward(frame.raw);
-    return;
-  }
-
-  if (tracking.drop_result) {
-    if (describing)
-      to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
-    else
-      to_client_.drop();
-  } else {
-    description.fields.resize(layout.client_columns);
-    pg::encode_row_description(to_client_.edit(), description);
-  }
   if (describing) in_flight_.pop_front();
+}
+
+const ResultLayout& Session::current_layout() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query ? current.layout : current.statement->layout;
+}
+
+const std::vector<int16_t>* Session::current_result_formats() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query || !current.portal ? nullptr : &current.portal->result_formats;
 }
 
 void Session::on_data_row(const Frame& frame) {
@@ -991,86 +973,55 @@ void Session::on_data_row(const Frame& frame) {
     to_client_.forward(frame.raw);
     return;
   }
-  const InFlight& current = in_flight_.front();
-  const ResultLayout& layout = current.kind == Pending::query ? current.layout : current.statement->layout;
+  const ResultTracking& tracking = effect->tracking;
   auto row = pg::decode_data_row(frame.body);
-  if (row.values.size() < effect->tracking.added_columns)
+  if (row.values.size() < tracking.added_columns)
     throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
-  note_row(row, effect->tracking, layout, current.kind == Pending::query ? nullptr : current.portal.get());
-  if (effect->tracking.in_place) {
+  note_row(reads_, row, tracking, current_layout(), current_result_formats());
+  if (tracking.in_place)
     to_client_.forward(frame.raw);
-    return;
-  }
-  if (effect->tracking.drop_result) {
+  else if (tracking.drop_result)
     to_client_.drop();
-    return;
-  }
-  // The client's columns are a prefix of the row: cut the body where the added ones start.
-  const std::size_t keep = row.values.size() - effect->tracking.added_columns;
-  std::size_t cut = 2;
-  for (std::size_t i = 0; i < keep; ++i) cut += 4 + (row.values[i] ? row.values[i]->size() : 0);
-  pg::MessageWriter w(to_client_.edit());
-  w.begin(pg::be::kDataRow);
-  w.i16(static_cast<int16_t>(keep));
-  w.bytes(frame.body.substr(2, cut - 2));
-  w.finish();
+  else
+    client_data_row(to_client_.edit(), row, frame.body, tracking);
 }
 
-void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
-                       const PortalInfo* portal) {
-  const auto now = ReadSet::Clock::now();
-  if (tracking.in_place &&
-      (layout.version_at < 0 || std::find(layout.key_at.begin(), layout.key_at.end(), -1) != layout.key_at.end()))
-    return;
-  // Appended columns follow the client's, each table's key columns then its version column.
-  std::size_t appended = row.values.size() - tracking.added_columns;
-  auto next = [&](int in_place_at) -> const std::optional<std::string_view>& {
-    const std::size_t at = tracking.in_place ? static_cast<std::size_t>(in_place_at) : appended++;
-    if (at >= row.values.size()) throw pg::MalformedMessage("a tracked row has fewer columns than its description");
-    return row.values[at];
-  };
-  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
-    const TablePolicy& table = *tracking.tables[t];
-    std::vector<std::string> key;
-    bool complete = true;
-    for (std::size_t k = 0; k < table.key.size(); ++k) {
-      const auto& value = next(tracking.in_place ? layout.key_at[k] : 0);
-      if (value)
-        key.emplace_back(*value);
-      else
-        complete = false;
-    }
-    const auto& version = next(layout.version_at);
-    // An outer join's missing side comes back as NULLs: nothing was read from this table.
-    if (!complete) continue;
-    if (tracking.rows_deleted) {
-      reads_.forget(table, key);
-      continue;
-    }
-    if (!version) continue;
-    ReadSet::Row remembered{std::string(*version), {}, now};
-    if (layout.known) {
-      std::string& base = remembered.base;
-      base = "{";
-      for (const auto& column : layout.base) {
-        // Redacted values never leave the proxy: the map literal can end up in the server's log.
-        if (column.table != t || column.index >= row.values.size() || table.is_redacted(column.name)) continue;
-        // The diff shows values as text; a binary one would have to be decoded by type.
-        if (portal != nullptr && !portal->text_result(column.index)) continue;
-        const auto& value = row.values[column.index];
-        if (value && value->size() > kMaxBaseValue) continue;
-        if (base.size() > 1) base += ',';
-        append_json_string(base, column.name);
-        base += ':';
-        if (value)
-          append_json_string(base, *value);
-        else
-          base += "null";
-      }
-      base += '}';
-    }
-    reads_.note(table, key, std::move(remembered));
+void Session::on_large_row_head() {
+  const StatementEffect* effect = current_effect();
+  large_row_ = large_row_passage(effect ? &effect->tracking : nullptr);
+  // Its length word must change: the reader holds it until it is complete.
+  if (large_row_ == RowPassage::whole) return;
+  const std::string_view head = server_in_.stream_head();
+  if (large_row_ == RowPassage::scan) large_row_scan_.emplace(RowScanner::for_layout(current_layout()));
+  if (large_row_ != RowPassage::drop) to_client_.forward(head.substr(0, 5));
+  on_large_row_piece(head.substr(5));
+}
+
+void Session::on_large_row_piece(std::string_view bytes) {
+  switch (large_row_) {
+    case RowPassage::stream:
+      break;
+    case RowPassage::drop:
+      to_client_.drop();
+      break;
+    case RowPassage::scan:
+      large_row_scan_->feed(bytes);
+      break;
+    case RowPassage::whole:
+      return;
   }
+  if (large_row_ != RowPassage::drop) to_client_.forward(bytes);
+  if (server_in_.streaming()) return;
+  if (large_row_ == RowPassage::scan) {
+    if (!large_row_scan_->complete()) throw pg::MalformedMessage("a DataRow shorter than its columns");
+    const ResultLayout& layout = current_layout();
+    bool noted_by_whole_values = !large_row_scan_->truncated(static_cast<std::size_t>(layout.version_at));
+    for (int at : layout.key_at) noted_by_whole_values &= !large_row_scan_->truncated(static_cast<std::size_t>(at));
+    if (noted_by_whole_values)
+      note_row(reads_, large_row_scan_->row(), current_effect()->tracking, layout, current_result_formats());
+    large_row_scan_.reset();
+  }
+  large_row_ = RowPassage::stream;
 }
 
 void Session::on_parameter_description(const Frame& frame) {
