@@ -1077,6 +1077,7 @@ void Session::on_command_complete(const Frame& frame) {
   if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
     ++in_flight_.front().statement_index;
     in_flight_.front().layout = {};
+    in_flight_.front().written_over.reset();
   } else {
     pop_front_if(Pending::execute);
   }
@@ -1087,7 +1088,9 @@ void Session::note_checked_write(const CheckedRowWrite& write, std::string_view 
   const InFlight& current = in_flight_.front();
   const PortalInfo* portal = current.kind == Pending::execute ? current.portal.get() : nullptr;
   const std::vector<std::string>& key = portal ? portal->written_key : write.key;
-  const std::string& read = portal ? portal->written_version : write.version;
+  const std::string& read = current.written_over ? *current.written_over
+                            : portal             ? portal->written_version
+                                                 : write.version;
   if (key.empty()) return;  // a row the session never read: its version stays unknown
   if (write.deletes) {
     reads_.forget(*write.table, key);
@@ -1191,6 +1194,10 @@ void Session::on_notice(const Frame& frame) {
   auto event = nlohmann::json::parse(fields.get('M'), nullptr, false);
   if (event.is_discarded()) {
     spdlog::warn("{}: unreadable occ event: {}", peer_, fields.get('M'));
+    return;
+  }
+  if (event.value("event", "") == "own_write") {
+    if (!in_flight_.empty()) in_flight_.front().written_over = event.value("current", "");
     return;
   }
   audit_event(event);

@@ -96,6 +96,9 @@ class Session : public std::enable_shared_from_this<Session> {
     PortalInfoPtr portal;        // execute: bound values for the audit
     std::size_t statement_index = 0;  // query: the statement whose results are arriving
     ResultLayout layout;              // query: the current result's layout
+    // StatementEffect::row_write: the version the row held when this session's own earlier write
+    // in the transaction let the check pass (occ.written_here), instead of the version read.
+    std::optional<std::string> written_over;
   };
 
   boost::asio::awaitable<bool> read_startup();

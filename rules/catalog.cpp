@@ -121,6 +121,7 @@ class Checker {
     for (const char* function : {"occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text)",
                                  "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, jsonb)",
                                  "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text)",
+                                 "occ.written_here(xid, anyelement)",
                                  "occ.reject(text, text, text, text, text, text)"}) {
       if (!db_.query("SELECT to_regprocedure($1) IS NOT NULL", {function}).flag(0, 0)) {
         problem("function " + std::string(function) + " is missing; " + migrate_fix_);

@@ -340,15 +340,20 @@ class SitePlanner {
     const std::string row = "to_jsonb(" + ref + ".*)";
     const std::string forced_call = "occ.forced(" + version_ref + ", " + row + ", " + meta;
     const std::string matches = version_ref + " = " + expected;
+    // The session's own earlier write of this row in the same transaction (a batch, a function):
+    // not a conflict, whatever version the proxy expected (migrations/005_own_writes.sql).
+    const std::string written_here = "occ.written_here(" + ref + ".xmin, " + version_ref + ")";
     // The read is merged into the meta only when there is a conflict: the common path stays cheap.
     auto conflict_call = [&](const std::string& next) {
       return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta +
              (base.empty() ? "" : ", " + base) + ")";
     };
-    // A row the session never read (on_unknown_version): written as usual, or refused.
+    // A row the session never read (on_unknown_version): written as usual, or refused unless the
+    // session's own transaction wrote it.
     auto unknown = [&](const std::string& next) {
       return p_.reject_unknown_version
-                 ? "occ.unknown_version(" + version_ref + ", " + next + ", " + row + ", " + meta + ")"
+                 ? "CASE WHEN " + written_here + " THEN " + next + " ELSE occ.unknown_version(" + version_ref + ", " +
+                       next + ", " + row + ", " + meta + ") END"
                  : next;
     };
 
@@ -368,8 +373,8 @@ class SitePlanner {
                                                                           : forced_call + ", " + next + ")";
       else
         value = "CASE WHEN " + matches + " THEN " + next + " " +
-                (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) + "ELSE " +
-                conflict_call(next) + " END";
+                (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) + "WHEN " +
+                written_here + " THEN " + next + " ELSE " + conflict_call(next) + " END";
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -382,6 +387,7 @@ class SitePlanner {
     if (per_row)
       when_matches += "WHEN " + expected + " IS NULL THEN " +
                       (p_.reject_unknown_version ? unknown(version_ref) + " IS NOT NULL " : std::string("true "));
+    if (!st_.force_hint) when_matches += "WHEN " + written_here + " THEN true ";
     const std::string otherwise = (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
     if (site_.has_condition) {
       const TextRange cond = site_.condition;
