@@ -134,6 +134,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_large_row_head();
   void on_large_row_piece(std::string_view bytes);
   const ResultLayout& current_layout() const;
+  // A statement that declares, fetches from, closes, prepares, executes or deallocates a named
+  // result: the session's cursors and SQL-level prepared statements follow, and a FETCH or
+  // EXECUTE takes the tracking its name was declared with.
+  void resolve_named(StatementEffect& effect);
   // The result formats of the portal whose rows are arriving; null for a simple Query.
   const std::vector<int16_t>* current_result_formats() const;
   void pop_front_if(Pending kind);
@@ -172,6 +176,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
   bool error_since_ready_ = false;
+  NamedResults cursors_;
+  NamedResults sql_prepared_;
   // The DataRow being streamed through (FrameReader::stream_head), and what reads it on the way.
   RowPassage large_row_ = RowPassage::stream;
   std::optional<RowScanner> large_row_scan_;

@@ -349,8 +349,8 @@ const Row rewrite_rows[] = {
      "WHEN MATCHED AND t.version = 3 THEN UPDATE SET status = CASE WHEN s.x THEN 'a' ELSE 'b' END "
      "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND "
-     "(CASE WHEN (TRUE AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true WHEN "
-     "occ.written_here(t.xmin, t.version) THEN true ELSE occ.conflict(t.version, 3, t.version, "
+     "(CASE WHEN (TRUE AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true "
+     "ELSE occ.conflict(t.version, 3, t.version, "
      "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET "
      "version = CASE WHEN t.version = 3 THEN t.version WHEN occ.written_here(t.xmin, t.version) THEN "
      "t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, status = "
