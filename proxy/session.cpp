@@ -613,7 +613,7 @@ std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int
   const Policy& p = policy();
   if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules)) return std::nullopt;
   const auto started = std::chrono::steady_clock::now();
-  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params};
+  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_};
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
   if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
   for (const auto& effect : rw.effects)
@@ -757,51 +757,16 @@ void Session::on_bind(const Frame& frame) {
   if (fill_params || widen_formats) {
     std::vector<std::optional<std::string>> added;
     if (fill_params) {
-      // The key tuples a parameter names, as text; a tuple with a key bound to NULL names no row.
-      auto bound_keys = [&](const ExpectedParam& expected) {
-        std::vector<std::vector<std::string>> keys;
-        for (const auto& tuple : expected.keys) {
-          std::vector<std::string> key;
-          for (const auto& source : tuple) {
-            if (source.param_number == 0) {
-              key.push_back(source.literal);
-            } else if (auto value = key_text(bind, static_cast<std::size_t>(source.param_number - 1), info->param_types)) {
-              key.push_back(*value);
-            }
-          }
-          if (key.size() == tuple.size()) keys.push_back(std::move(key));
-        }
-        return keys;
-      };
-      // A version parameter and the base parameter after it name the same row: one lookup serves both.
-      const ExpectedParam* looked_up = nullptr;
-      std::optional<RowRead> row;
       const int row_write_param = !info->effects.empty() && info->effects.front().row_write
-                                ? info->effects.front().row_write->version_param
-                                : 0;
-      for (const auto& expected : info->expected_params) {
-        const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
-                              looked_up->table == expected.table && looked_up->keys == expected.keys;
-        if (!same_row) {
-          auto keys = bound_keys(expected);
-          if (expected.carries == ExpectedParam::Carries::map) {
-            // A key bound to NULL matches no row: an empty map, not every tracked row.
-            added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
-            looked_up = nullptr;
-            continue;
-          }
-          row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
-          looked_up = &expected;
-          // Only the top-level write's own parameter: a writable CTE's pinned write has one too.
-          if (row && row_write_param == expected.param_number) {
-            portal->written_key = std::move(keys.front());
-            portal->written_version = row->version;
-          }
-        }
-        if (!row)
-          added.emplace_back();
-        else
-          added.emplace_back(expected.carries == ExpectedParam::Carries::version ? row->version : row->base);
+                                      ? info->effects.front().row_write->version_param
+                                      : 0;
+      AddedValues values = added_values(info->expected_params, row_write_param, reads_, [&](int n) {
+        return key_text(bind, static_cast<std::size_t>(n - 1), info->param_types);
+      });
+      added = std::move(values.values);
+      if (!values.written_key.empty()) {
+        portal->written_key = std::move(values.written_key);
+        portal->written_version = std::move(values.written_version);
       }
       // One format code means "all parameters": spell it out so the added ones can be text.
       if (bind.param_formats.size() == 1) bind.param_formats.assign(bind.params.size(), bind.param_formats[0]);
@@ -1104,6 +1069,16 @@ void Session::on_parameter_description(const Frame& frame) {
 
 void Session::on_command_complete(const Frame& frame) {
   const StatementEffect* effect = current_effect();
+  // A prepared write's EXECUTE must match the statement the server holds under that name: only
+  // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
+  if (effect && effect->named == NamedResult::prepare && pg::decode_command_complete(frame.body).tag == "PREPARE") {
+    if (effect->prepared_write)
+      prepared_writes_.prepared(effect->result_name, *effect->prepared_write, in_flight_.front().statement->policy);
+    else
+      prepared_writes_.forget(effect->result_name);
+  } else if (effect && effect->named == NamedResult::deallocate) {
+    prepared_writes_.forget(effect->result_name);
+  }
   if (effect && effect->row_write) {
     note_checked_write(*effect->row_write, pg::decode_command_complete(frame.body).tag);
   } else if (effect && effect->command != SessionCommand::none) {
@@ -1121,6 +1096,7 @@ void Session::on_command_complete(const Frame& frame) {
       case SessionCommand::discard_all:
         cursors_.clear();
         sql_prepared_.clear();
+        prepared_writes_.forget("");
         reads_.clear();
         break;
       case SessionCommand::reset_all:
@@ -1139,6 +1115,7 @@ void Session::on_command_complete(const Frame& frame) {
     else if (tag == "DISCARD ALL") {
       cursors_.clear();
       sql_prepared_.clear();
+      prepared_writes_.forget("");
       reads_.clear();
     }
   }

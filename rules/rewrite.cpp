@@ -254,6 +254,7 @@ struct ReadAccess {
   bool extended = false;
   int next_param = 0;
   std::vector<ExpectedParam>* params = nullptr;
+  bool prepared = false;  // the parameters are an SQL-level PREPARE's, filled at each EXECUTE
 };
 
 // What one write on a protected table turns into.
@@ -298,7 +299,11 @@ class SitePlanner {
     bool per_row = false;
     const bool app_managed =
         facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
-    const bool reads = access_.reads != nullptr && !site_.deferred;
+    // A write an SQL-level PREPARE prepares is checked against the read set where one pinned row's
+    // command tag tells the version written: each EXECUTE then supplies the version read.
+    const bool prepared_check = site_.prepared_body && access_.prepared && !app_managed &&
+                                pinned_keys(site_, p_).size() == 1 && tag_tells_version(own);
+    const bool reads = access_.reads != nullptr && (!site_.deferred || prepared_check);
     // Nothing to check: at most the proxy's own increment.
     auto unchecked = [&]() -> SitePlan {
       if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
@@ -422,7 +427,8 @@ class SitePlanner {
   // rows too; and a RETURNING of the client's own already carries the row.
   bool tag_tells_version(const SetItem* own) const {
     if (p_.version_kind != VersionKind::counter || p_.mode != EnforceMode::enforce || own != nullptr) return false;
-    if (!site_.top_level || site_.deferred || site_.has_returning) return false;
+    if (!(site_.top_level && !site_.deferred) && !site_.prepared_body) return false;
+    if (site_.has_returning) return false;
     if (site_.kind != WriteKind::update && site_.kind != WriteKind::delete_) return false;
     return std::none_of(p_.key.begin(), p_.key.end(),
                         [this](const std::string& column) { return site_.assignment(column) != nullptr; });
@@ -718,6 +724,49 @@ int original_position(const std::vector<TextShift>& shifts, int position) {
   return offset - moved + 1;
 }
 
+namespace {
+
+// A constant as SQL that reads the same under either standard_conforming_strings setting.
+std::string escaped_literal(const std::optional<std::string>& value) {
+  if (!value) return "NULL";
+  std::string out = "E'";
+  for (char c : *value) {
+    if (c == '\\' || c == '\'') out += c;
+    out += c;
+  }
+  return out + "'";
+}
+
+// EXECUTE of a checked prepared write: the version read (and the values read) of the row its
+// arguments name go after them, as the PREPARE's added parameters expect.
+void execute_prepared_write(const StatementAnalysis& st, const SessionView& session,
+                            const std::unordered_map<std::string, const PreparedWrite*>& prepared_here,
+                            std::vector<Edit>& edits, StatementEffect& effect) {
+  const PreparedWrite* prepared = nullptr;
+  if (auto it = prepared_here.find(st.result_name); it != prepared_here.end())
+    prepared = it->second;
+  else if (session.prepared != nullptr)
+    prepared = session.prepared->prepared_write(st.result_name);
+  if (prepared == nullptr || st.execute_args_at < 0) return;
+  const AddedValues values =
+      added_values(prepared->params, prepared->row_write.version_param, *session.reads, [&](int n) {
+        const auto index = static_cast<std::size_t>(n - 1);
+        const auto& arg = index < st.execute_args.size() ? st.execute_args[index] : std::nullopt;
+        return arg && arg->param_number == 0 ? std::optional<std::string>(arg->literal) : std::nullopt;
+      });
+  std::string args;
+  for (const auto& value : values.values) args += (args.empty() && !st.execute_has_args ? "" : ", ") + escaped_literal(value);
+  if (!st.execute_has_args) args = "(" + args + ")";
+  edits.push_back({st.execute_args_at, st.execute_args_at, std::move(args)});
+  CheckedRowWrite written = prepared->row_write;
+  written.key = values.written_key;
+  written.version = values.written_version;
+  written.version_param = 0;
+  effect.row_write = std::move(written);
+}
+
+}  // namespace
+
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session, PlanCache& cache) {
   Rewrite out;
   const std::shared_ptr<const SqlAnalysis> analysis = cache.analysis(sql, session.rules);
@@ -734,6 +783,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
   bool any_effect = false;
   std::optional<std::vector<std::string>> path_in_text;  // after a SET search_path earlier in this text
   std::vector<Edit> edits;
+  std::unordered_map<std::string, const PreparedWrite*> prepared_here;  // by a PREPARE earlier in this text
   for (std::size_t i = 0; i < analysis->statements.size(); ++i) {
     const StatementAnalysis& st = analysis->statements[i];
     StatementEffect& effect = effects[i];
@@ -742,9 +792,13 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
     const int next_param_before = access.next_param;
     std::vector<SitePlan> plans;
     std::vector<const WriteSite*> planned_sites;
+    // An SQL-level PREPARE's parameters are its own, numbered after those its body names or it declares.
+    PreparedWrite prepared;
+    ReadAccess prepared_access{session.reads, true, std::max(st.max_param, st.declared_params), &prepared.params, true};
+    ReadAccess& statement_access = st.named == NamedResult::prepare ? prepared_access : access;
     for (const WriteSite& site : st.writes) {
       if (const TablePolicy* p = protected_table(site.schema, site.name, path, session)) {
-        plans.push_back(SitePlanner(sql, st, site, *p, access).plan(session.user));
+        plans.push_back(SitePlanner(sql, st, site, *p, statement_access).plan(session.user));
         planned_sites.push_back(&site);
       }
     }
@@ -790,17 +844,23 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       }
       if (session.reads != nullptr) {
         for (std::size_t k = 0; k < plans.size(); ++k) {
-          if (plans[k].row_write)
+          if (plans[k].row_write && st.named == NamedResult::prepare) {
+            prepared.row_write = std::move(*plans[k].row_write);
+            effect.prepared_write = std::move(prepared);
+          } else if (plans[k].row_write) {
             effect.row_write = std::move(plans[k].row_write);
-          else
+          } else {
             track_write(*planned_sites[k], *plans[k].table, edits, effect);
+          }
         }
+        if (st.named == NamedResult::execute) execute_prepared_write(st, session, prepared_here, edits, effect);
         if (st.read)
           track_select(*st.read, extended_protocol, st.named != NamedResult::prepare, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
     }
 
+    if (effect.prepared_write) prepared_here[st.result_name] = &*effect.prepared_write;
     effect.command = st.command;
     effect.savepoint = st.savepoint;
     effect.named = st.named;

@@ -627,6 +627,7 @@ class Analyzer {
     out_ = &out;
     nested_ = false;
     deferred_ = false;
+    depth_ = 0;
     visit(node);
   }
 
@@ -661,6 +662,7 @@ class Analyzer {
         // A prepared SELECT's rows are the client's, by EXECUTE: tracked like a top-level one.
         const PgQuery__Node* query = node->prepare_stmt->query;
         named(NamedResult::prepare, node->prepare_stmt->name);
+        out_->declared_params = static_cast<int>(node->prepare_stmt->n_argtypes);
         if (query != nullptr && query->node_case == PG_QUERY__NODE__NODE_SELECT_STMT)
           visit(query);
         else
@@ -669,6 +671,7 @@ class Analyzer {
       }
       case PG_QUERY__NODE__NODE_EXECUTE_STMT:
         named(NamedResult::execute, node->execute_stmt->name);
+        if (!nested_) execute_args(node->execute_stmt);
         break;
       case PG_QUERY__NODE__NODE_DEALLOCATE_STMT:
         named(NamedResult::deallocate, node->deallocate_stmt->name);
@@ -704,6 +707,17 @@ class Analyzer {
     }
   }
 
+  void execute_args(const PgQuery__ExecuteStmt* e) {
+    for (std::size_t i = 0; i < e->n_params; ++i) out_->execute_args.push_back(key_value(e->params[i]));
+    if (limit_ <= 0) return;
+    const Token& last = c_[limit_ - 1];
+    out_->execute_has_args = e->n_params > 0;
+    if (e->n_params > 0 && last.kind == tok_close)
+      out_->execute_args_at = last.start;
+    else if (e->n_params == 0)
+      out_->execute_args_at = last.end;
+  }
+
   void named(NamedResult kind, const char* name) {
     out_->named = kind;
     out_->result_name = name != nullptr ? name : "";
@@ -716,7 +730,9 @@ class Analyzer {
     const bool was_deferred = deferred_;
     nested_ = true;
     deferred_ = deferred_ || deferred;
+    ++depth_;
     visit(node);
+    --depth_;
     nested_ = was_nested;
     deferred_ = was_deferred;
   }
@@ -911,6 +927,7 @@ class Analyzer {
     }
     site.top_level = !nested_;
     site.deferred = deferred_;
+    site.prepared_body = deferred_ && depth_ == 1;
     relation_token = c_.at(rv->location);
     if (relation_token < 0) site.unlocatable = "the table name";
     out_->writes.push_back(std::move(site));
@@ -1097,6 +1114,7 @@ class Analyzer {
   StatementAnalysis* out_ = nullptr;
   bool nested_ = false;
   bool deferred_ = false;
+  int depth_ = 0;  // how many statements enclose the one visited
 };
 
 bool has_force_hint(std::string_view sql, const std::vector<TextRange>& comments, TextRange range) {
@@ -1169,7 +1187,8 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
       const int limit = cursor.first_from(info.range.end);
       info.first_token = first < limit ? cursor[first].start : info.range.begin;
       analyzer.statement(raw->stmt, limit, info);
-      analysis.max_param = std::max(analysis.max_param, max_param(raw->stmt));
+      info.max_param = max_param(raw->stmt);
+      analysis.max_param = std::max(analysis.max_param, info.max_param);
       if (!info.writes.empty()) {
         info.force_hint = has_force_hint(sql, scanned.comments, info.range);
         info.fingerprint = fingerprint(sql.substr(static_cast<std::size_t>(info.range.begin),

@@ -101,6 +101,7 @@ struct WriteSite {
 
   bool top_level = false;  // the statement itself: not inside a CTE, EXPLAIN, PREPARE or COPY
   bool deferred = false;   // inside PREPARE: runs later, when this text's context is gone
+  bool prepared_body = false;  // the statement a PREPARE prepares (its EXECUTE's command tag is this one's)
   bool has_returning = false;
   int returning_insert_at = -1;  // top level: where ` RETURNING ...` (or `, ...` after one) goes
 
@@ -168,6 +169,13 @@ struct StatementAnalysis {
   std::optional<SearchPathChange> search_path_change;
   NamedResult named = NamedResult::none;
   std::string result_name;
+  int max_param = 0;        // the highest $n in this statement
+  int declared_params = 0;  // PREPARE name (types): how many types it declares
+  // EXECUTE: each argument that is a constant or a parameter (nullopt: any other expression), and
+  // where more arguments go: before the closing parenthesis, or (none yet) after the name.
+  std::vector<std::optional<KeyValue>> execute_args;
+  int execute_args_at = -1;
+  bool execute_has_args = false;
 };
 
 struct SqlAnalysis {

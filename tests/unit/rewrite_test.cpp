@@ -940,8 +940,26 @@ const ReadRow read_rows[] = {
      "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %V%, "
      "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
-    // PREPARE runs later, when this read set is gone: only the statement's own version counts.
-    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "- prepare p", ""},
+    // A prepared write pinned to one key: each EXECUTE supplies the version and values read.
+    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1",
+     "PREPARE p AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2::bigint THEN "
+     "subscriptions.version WHEN $2::bigint IS NULL THEN subscriptions.version WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, $2::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, $3::text) END, status = 'x' WHERE id = $1",
+     "- prepare p", ""},
+    {"passthrough", "app",
+     "PREPARE p (text, int) AS UPDATE subscriptions SET status = $1 WHERE id = $2; EXECUTE p('x', 7); EXECUTE p('y', 8)",
+     "PREPARE p (text, int) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN "
+     "subscriptions.version WHEN $3::bigint IS NULL THEN subscriptions.version WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, $3::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, $4::text) END, status = $1 WHERE id = $2; EXECUTE p('x', 7, E'3', E'{\"status\":\"a\"}'); "
+     "EXECUTE p('y', 8, NULL, NULL)",
+     "- prepare p; public.subscriptions writes [7] read at 3 execute p; public.subscriptions writes execute p",
+     "public.subscriptions [7]; public.subscriptions [8]"},
+    // A write that can touch several rows: only the version the statement names itself counts.
+    {"passthrough", "app", "PREPARE q AS UPDATE subscriptions SET status = 'x' WHERE plan = $1", "", "- prepare q", ""},
     // Unsupported: forwarded as it is, nothing appended.
     {"passthrough", "app", "DELETE FROM subscriptions WHERE CURRENT OF c", "", "-", "public.subscriptions"},
     // Session commands, one effect per statement.
