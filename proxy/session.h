@@ -185,6 +185,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
+  // Merges the statement in flight reported: audited and counted once it completes, dropped when it
+  // fails (a bulk write that merged some rows and refused one wrote nothing).
+  std::vector<nlohmann::json> held_merges_;
   bool error_since_ready_ = false;
 
   std::string startup_packet_;  // kept until forwarded to the server
