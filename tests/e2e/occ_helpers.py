@@ -81,6 +81,22 @@ def split_detail(detail):
     return (m.group(1), m.group(2)) if m else (detail, None)
 
 
+def with_id(detail):
+    """A conflict's DETAIL as mask_ids shows it: the id at its end masked."""
+    return detail + " Conflict id: <id>."
+
+
+def mask_ids(value):
+    """Driver output with every conflict id masked (ids are random), in strings, lists and dicts."""
+    if isinstance(value, str):
+        return re.sub(r"Conflict id: [0-9a-f]{16}\.", "Conflict id: <id>.", value)
+    if isinstance(value, list):
+        return [mask_ids(v) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_ids(v) for k, v in value.items()}
+    return value
+
+
 def conflict_detail(detail):
     """A conflict's DETAIL without the id it ends with, which must be there."""
     if isinstance(detail, bytes):

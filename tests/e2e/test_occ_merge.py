@@ -297,8 +297,8 @@ def test_sixteen_clients_incrementing_one_column_lose_no_increment(pg, db, occ_p
                     assert run(conn, "UPDATE hot SET n = n + 1 WHERE id = 1") == ("UPDATE 1", None)
                     break
                 except psycopg2.errors.SerializationFailure as e:
-                    assert e.diag.message_detail.startswith("Current version is ")
-                    assert "Changed both by this write and since your read: n." in e.diag.message_detail
+                    assert re.fullmatch(r"Current version is \d+\. Changed both by this write and since your "
+                                        r"read: n\. Conflict id: [0-9a-f]{16}\.", e.diag.message_detail)
                     retries.append(i)
 
     race(proxy, db, work)
@@ -445,3 +445,33 @@ def test_the_merge_decision(pg, db, occ_proxy, base, mine, theirs, outcome):
         else:
             assert re.fullmatch(r"Current version is 2; the row was changed after version 1\. "
                                 r"Conflict id: [0-9a-f]{16}\.", detail)
+
+
+def test_check_and_migrate_follow_track_writer(pg, db, make_config, run_occproxy):
+    from occ_helpers import SUBSCRIPTIONS
+    pg.psql(SUBSCRIPTIONS, dbname=db)
+    plain = rules_yaml()
+    tracked = rules_yaml([{"table": "public.subscriptions", "key": ["id"], "track_writer": True}])
+    assert run_occproxy("migrate", "--config", make_config(db, rules=plain)).returncode == 0
+
+    stale = run_occproxy("check", "--config", make_config(db, rules=tracked))
+    assert stale.returncode == 1, stale.output
+    assert "public.subscriptions: column occ_modified_by (track_writer) is missing; run `occproxy migrate" in stale.output
+    assert "public.subscriptions: trigger occ_track_writer (track_writer) is missing" in stale.output
+
+    migrated = run_occproxy("migrate", "--config", make_config(db, rules=tracked))
+    assert migrated.returncode == 0, migrated.output
+    for line in ("added column occ_modified_by text to public.subscriptions (track_writer)",
+                 "added column occ_modified_at timestamptz to public.subscriptions (track_writer)",
+                 "installed trigger occ_track_writer on public.subscriptions"):
+        assert line in migrated.output
+    assert run_occproxy("check", "--config", make_config(db, rules=tracked)).returncode == 0
+    # A write from anywhere is tracked, an INSERT too.
+    pg.psql("INSERT INTO subscriptions (id, status) VALUES (50, 'new')", dbname=db)
+    assert rows(pg, db, "SELECT occ_modified_by, occ_modified_at IS NOT NULL FROM subscriptions WHERE id = 50") == [
+        ["postgres (psql)", "t"]]
+
+    untracked = run_occproxy("migrate", "--config", make_config(db, rules=plain))
+    assert "dropped trigger occ_track_writer on public.subscriptions (track_writer: false; the columns stay)" in (
+        untracked.output)
+    assert run_occproxy("check", "--config", make_config(db, rules=plain)).returncode == 0
