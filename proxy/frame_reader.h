@@ -45,12 +45,15 @@ class FrameReader {
   // later next() calls return its remaining bytes as Status::chunk until it is complete.
   std::string_view stream_head();
 
+  // A frame is being streamed through: next() returns its pieces as Status::chunk.
+  bool streaming() const { return stream_remaining_ > 0; }
   std::size_t buffered() const { return end_ - begin_; }
   std::size_t capacity() const { return buf_.size(); }
 
  private:
   std::size_t header_size() const { return untyped_ ? 4 : 5; }
 
+  std::size_t initial_capacity_;
   std::vector<char> buf_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;

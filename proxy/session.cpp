@@ -41,8 +41,6 @@ constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
 constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
 constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
-// Longest value read that the read set keeps for the conflict diff; longer ones are left out.
-constexpr std::size_t kMaxBaseValue = 2048;
 
 std::string endpoint_text(const tcp::socket& s) {
   boost::system::error_code ec;
@@ -543,6 +541,14 @@ bool Session::on_client_frame(const Frame& frame) {
         if (target.kind == 'S') {
           auto it = statements_.find(std::string(target.name));
           if (it != statements_.end()) entry.statement = it->second;
+          const NamedResult named =
+              entry.statement && !entry.statement->effects.empty() ? entry.statement->effects.front().named
+                                                                   : NamedResult::none;
+          if (named == NamedResult::fetch || named == NamedResult::execute) {
+            auto resolved = std::make_shared<StatementInfo>(*entry.statement);
+            resolve_named(resolved->effects.front());
+            entry.statement = std::move(resolved);
+          }
         } else {
           auto it = portals_.find(std::string(target.name));
           if (it != portals_.end()) entry.statement = it->second->statement;
@@ -630,9 +636,39 @@ void Session::on_query(const Frame& frame) {
     info->writes = std::move(rw->writes);
     info->effects = std::move(rw->effects);
     info->shifts = std::move(rw->shifts);
+    for (auto& effect : info->effects) resolve_named(effect);
     entry.statement = std::move(info);
   }
   in_flight_.push_back(std::move(entry));
+}
+
+void Session::resolve_named(StatementEffect& effect) {
+  // A name is taken as declared when the statement is sent: a FETCH pipelined behind its DECLARE
+  // must find it. A DECLARE that fails leaves a name nothing can fetch from.
+  switch (effect.named) {
+    case NamedResult::none:
+      return;
+    case NamedResult::declare_cursor:
+      cursors_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::prepare:
+      sql_prepared_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::fetch:
+      effect.tracking = cursors_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::execute:
+      effect.tracking = sql_prepared_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::close_cursor:
+      cursors_.forget(effect.result_name);
+      return;
+    case NamedResult::deallocate:
+      sql_prepared_.forget(effect.result_name);
+      return;
+  }
 }
 
 void Session::on_parse(const Frame& frame) {
@@ -688,7 +724,13 @@ void Session::on_bind(const Frame& frame) {
     in_flight_.push_back({Pending::bind, nullptr, nullptr});
     return;
   }
-  const StatementInfoPtr& info = it->second;
+  StatementInfoPtr info = it->second;
+  if (!info->effects.empty() && info->effects.front().named != NamedResult::none) {
+    // This execution's own copy: the statement may run again under other names' state.
+    auto resolved = std::make_shared<StatementInfo>(*info);
+    resolve_named(resolved->effects.front());
+    info = std::move(resolved);
+  }
   auto portal = std::make_shared<PortalInfo>();
   portal->statement = info;
   if (info->tracks_results()) portal->result_formats = bind.result_formats;
@@ -784,15 +826,18 @@ awaitable<void> Session::pump_server_to_client() {
           continue;
         }
         if (status == FrameReader::Status::chunk) {
-          to_client_.forward(frame.raw);
+          on_large_row_piece(frame.raw);
           continue;
         }
         if (status == FrameReader::Status::need_more) {
           char type;
           std::size_t length;
-          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold &&
-              (type == pg::be::kDataRow || type == pg::be::kCopyData))
-            to_client_.forward(server_in_.stream_head());
+          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold) {
+            if (type == pg::be::kCopyData)
+              to_client_.forward(server_in_.stream_head());
+            else if (type == pg::be::kDataRow)
+              on_large_row_head();
+          }
           break;
         }
         throw pg::MalformedMessage("invalid message length from the server");
@@ -938,51 +983,32 @@ void Session::on_row_description(const Frame& frame) {
   }
   const ResultTracking& tracking = effect->tracking;
   auto description = pg::decode_row_description(frame.body);
-  if (description.fields.size() < tracking.added_columns)
-    throw pg::MalformedMessage("a tracked result has fewer columns than the proxy added");
-  ResultLayout layout;
-  layout.known = true;
-  layout.client_columns = static_cast<unsigned>(description.fields.size() - tracking.added_columns);
-  const Policy& p = policy();
-  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
-    const TablePolicy& table = *tracking.tables[t];
-    if (tracking.in_place) layout.key_at.assign(table.key.size(), -1);
-    const auto* identity = p.relations.table(table.qualified_name());
-    if (!identity) continue;
-    for (unsigned i = 0; i < layout.client_columns; ++i) {
-      const auto& field = description.fields[i];
-      if (field.format != 0 || static_cast<uint32_t>(field.table_oid) != identity->oid) continue;
-      auto column = identity->column_by_attnum.find(field.column);
-      if (column == identity->column_by_attnum.end()) continue;
-      layout.base.push_back({i, t, column->second});
-      if (!tracking.in_place) continue;
-      const std::string& name = column->second;
-      if (name == table.version_column && layout.version_at < 0) layout.version_at = static_cast<int>(i);
-      for (std::size_t k = 0; k < table.key.size(); ++k)
-        if (name == table.key[k] && layout.key_at[k] < 0) layout.key_at[k] = static_cast<int>(i);
-    }
+  ResultLayout layout = describe_layout(description, tracking, policy().relations);
+  if (tracking.in_place || layout.added == 0) {
+    to_client_.forward(frame.raw);
+  } else if (!tracking.drop_result) {
+    client_row_description(to_client_.edit(), std::move(description), layout);
+  } else if (describing) {
+    to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
+  } else {
+    to_client_.drop();
   }
   InFlight& current = in_flight_.front();
   if (current.kind == Pending::query)
     current.layout = std::move(layout);
   else
     current.statement->layout = std::move(layout);
-
-  if (tracking.in_place) {
-    to_client_.forward(frame.raw);
-    return;
-  }
-
-  if (tracking.drop_result) {
-    if (describing)
-      to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
-    else
-      to_client_.drop();
-  } else {
-    description.fields.resize(layout.client_columns);
-    pg::encode_row_description(to_client_.edit(), description);
-  }
   if (describing) in_flight_.pop_front();
+}
+
+const ResultLayout& Session::current_layout() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query ? current.layout : current.statement->layout;
+}
+
+const std::vector<int16_t>* Session::current_result_formats() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query || !current.portal ? nullptr : &current.portal->result_formats;
 }
 
 void Session::on_data_row(const Frame& frame) {
@@ -991,86 +1017,55 @@ void Session::on_data_row(const Frame& frame) {
     to_client_.forward(frame.raw);
     return;
   }
-  const InFlight& current = in_flight_.front();
-  const ResultLayout& layout = current.kind == Pending::query ? current.layout : current.statement->layout;
+  const ResultTracking& tracking = effect->tracking;
+  const ResultLayout& layout = current_layout();
   auto row = pg::decode_data_row(frame.body);
-  if (row.values.size() < effect->tracking.added_columns)
-    throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
-  note_row(row, effect->tracking, layout, current.kind == Pending::query ? nullptr : current.portal.get());
-  if (effect->tracking.in_place) {
-    to_client_.forward(frame.raw);
-    return;
-  }
-  if (effect->tracking.drop_result) {
+  note_row(reads_, row, tracking, layout, current_result_formats());
+  const unsigned added = added_columns(tracking, layout);
+  if (tracking.drop_result)
     to_client_.drop();
-    return;
-  }
-  // The client's columns are a prefix of the row: cut the body where the added ones start.
-  const std::size_t keep = row.values.size() - effect->tracking.added_columns;
-  std::size_t cut = 2;
-  for (std::size_t i = 0; i < keep; ++i) cut += 4 + (row.values[i] ? row.values[i]->size() : 0);
-  pg::MessageWriter w(to_client_.edit());
-  w.begin(pg::be::kDataRow);
-  w.i16(static_cast<int16_t>(keep));
-  w.bytes(frame.body.substr(2, cut - 2));
-  w.finish();
+  else if (tracking.in_place || added == 0)
+    to_client_.forward(frame.raw);
+  else
+    client_data_row(to_client_.edit(), row, frame.body, added);
 }
 
-void Session::note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
-                       const PortalInfo* portal) {
-  const auto now = ReadSet::Clock::now();
-  if (tracking.in_place &&
-      (layout.version_at < 0 || std::find(layout.key_at.begin(), layout.key_at.end(), -1) != layout.key_at.end()))
-    return;
-  // Appended columns follow the client's, each table's key columns then its version column.
-  std::size_t appended = row.values.size() - tracking.added_columns;
-  auto next = [&](int in_place_at) -> const std::optional<std::string_view>& {
-    const std::size_t at = tracking.in_place ? static_cast<std::size_t>(in_place_at) : appended++;
-    if (at >= row.values.size()) throw pg::MalformedMessage("a tracked row has fewer columns than its description");
-    return row.values[at];
-  };
-  for (unsigned t = 0; t < tracking.tables.size(); ++t) {
-    const TablePolicy& table = *tracking.tables[t];
-    std::vector<std::string> key;
-    bool complete = true;
-    for (std::size_t k = 0; k < table.key.size(); ++k) {
-      const auto& value = next(tracking.in_place ? layout.key_at[k] : 0);
-      if (value)
-        key.emplace_back(*value);
-      else
-        complete = false;
-    }
-    const auto& version = next(layout.version_at);
-    // An outer join's missing side comes back as NULLs: nothing was read from this table.
-    if (!complete) continue;
-    if (tracking.rows_deleted) {
-      reads_.forget(table, key);
-      continue;
-    }
-    if (!version) continue;
-    ReadSet::Row remembered{std::string(*version), {}, now};
-    if (layout.known) {
-      std::string& base = remembered.base;
-      base = "{";
-      for (const auto& column : layout.base) {
-        // Redacted values never leave the proxy: the map literal can end up in the server's log.
-        if (column.table != t || column.index >= row.values.size() || table.is_redacted(column.name)) continue;
-        // The diff shows values as text; a binary one would have to be decoded by type.
-        if (portal != nullptr && !portal->text_result(column.index)) continue;
-        const auto& value = row.values[column.index];
-        if (value && value->size() > kMaxBaseValue) continue;
-        if (base.size() > 1) base += ',';
-        append_json_string(base, column.name);
-        base += ':';
-        if (value)
-          append_json_string(base, *value);
-        else
-          base += "null";
-      }
-      base += '}';
-    }
-    reads_.note(table, key, std::move(remembered));
+void Session::on_large_row_head() {
+  const StatementEffect* effect = current_effect();
+  large_row_ = effect ? large_row_passage(&effect->tracking, current_layout()) : RowPassage::stream;
+  // Its length word must change: the reader holds it until it is complete.
+  if (large_row_ == RowPassage::whole) return;
+  const std::string_view head = server_in_.stream_head();
+  if (large_row_ == RowPassage::scan) large_row_scan_.emplace(RowScanner::for_layout(current_layout()));
+  if (large_row_ != RowPassage::drop) to_client_.forward(head.substr(0, 5));
+  on_large_row_piece(head.substr(5));
+}
+
+void Session::on_large_row_piece(std::string_view bytes) {
+  switch (large_row_) {
+    case RowPassage::stream:
+      break;
+    case RowPassage::drop:
+      to_client_.drop();
+      break;
+    case RowPassage::scan:
+      large_row_scan_->feed(bytes);
+      break;
+    case RowPassage::whole:
+      return;
   }
+  if (large_row_ != RowPassage::drop) to_client_.forward(bytes);
+  if (server_in_.streaming()) return;
+  if (large_row_ == RowPassage::scan) {
+    if (!large_row_scan_->complete()) throw pg::MalformedMessage("a DataRow shorter than its columns");
+    const ResultLayout& layout = current_layout();
+    bool noted_by_whole_values = !large_row_scan_->truncated(static_cast<std::size_t>(layout.version_at));
+    for (int at : layout.key_at) noted_by_whole_values &= !large_row_scan_->truncated(static_cast<std::size_t>(at));
+    if (noted_by_whole_values)
+      note_row(reads_, large_row_scan_->row(), current_effect()->tracking, layout, current_result_formats());
+    large_row_scan_.reset();
+  }
+  large_row_ = RowPassage::stream;
 }
 
 void Session::on_parameter_description(const Frame& frame) {
@@ -1116,6 +1111,10 @@ void Session::on_command_complete(const Frame& frame) {
         if (tag == "ROLLBACK") reads_.rollback_to(effect->savepoint);
         break;
       case SessionCommand::discard_all:
+        cursors_.clear();
+        sql_prepared_.clear();
+        reads_.clear();
+        break;
       case SessionCommand::reset_all:
         reads_.clear();
         break;
@@ -1129,12 +1128,16 @@ void Session::on_command_complete(const Frame& frame) {
       reads_.commit();
     else if (tag == "ROLLBACK")
       reads_.rollback();
-    else if (tag == "DISCARD ALL")
+    else if (tag == "DISCARD ALL") {
+      cursors_.clear();
+      sql_prepared_.clear();
       reads_.clear();
+    }
   }
   if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
     ++in_flight_.front().statement_index;
     in_flight_.front().layout = {};
+    in_flight_.front().written_over.reset();
   } else {
     pop_front_if(Pending::execute);
   }
@@ -1145,7 +1148,9 @@ void Session::note_checked_write(const CheckedRowWrite& write, std::string_view 
   const InFlight& current = in_flight_.front();
   const PortalInfo* portal = current.kind == Pending::execute ? current.portal.get() : nullptr;
   const std::vector<std::string>& key = portal ? portal->written_key : write.key;
-  const std::string& read = portal ? portal->written_version : write.version;
+  const std::string& read = current.written_over ? *current.written_over
+                            : portal             ? portal->written_version
+                                                 : write.version;
   if (key.empty()) return;  // a row the session never read: its version stays unknown
   if (write.deletes) {
     reads_.forget(*write.table, key);
@@ -1250,6 +1255,10 @@ void Session::on_notice(const Frame& frame) {
   auto event = nlohmann::json::parse(fields.get('M'), nullptr, false);
   if (event.is_discarded()) {
     spdlog::warn("{}: unreadable occ event: {}", peer_, fields.get('M'));
+    return;
+  }
+  if (event.value("event", "") == "own_write") {
+    if (!in_flight_.empty()) in_flight_.front().written_over = event.value("current", "");
     return;
   }
   audit_event(event);

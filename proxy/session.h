@@ -26,6 +26,7 @@
 #include "proxy/outbox.h"
 #include "proxy/policy_store.h"
 #include "proxy/read_set.h"
+#include "proxy/result_tracker.h"
 #include "proxy/scram.h"
 #include "rules/rewrite.h"
 
@@ -34,22 +35,6 @@ namespace occ {
 struct Config;
 struct RoleSecret;
 class SessionRegistry;
-
-// Where a tracked result's columns come from, learnt from its RowDescription.
-struct ResultLayout {
-  bool known = false;
-  unsigned client_columns = 0;
-  struct BaseColumn {
-    unsigned index;  // position in the row the client sees
-    unsigned table;  // index into ResultTracking::tables
-    std::string name;
-  };
-  std::vector<BaseColumn> base;  // text-format columns of tracked tables: the values read
-  // ResultTracking::in_place: where the table's key columns (in key order) and version column
-  // are among the client's; -1 where the result lacks one, and no row is noted.
-  std::vector<int> key_at;
-  int version_at = -1;
-};
 
 // What the proxy knows about a statement it analysed (a Query's text or a prepared statement).
 struct StatementInfo {
@@ -80,11 +65,6 @@ struct PortalInfo {
   // StatementEffect::row_write: the row this Bind's check compares with, and the version read.
   std::vector<std::string> written_key;
   std::string written_version;
-  bool text_result(std::size_t column) const {
-    if (result_formats.empty()) return true;
-    if (result_formats.size() == 1) return result_formats[0] == 0;
-    return column >= result_formats.size() || result_formats[column] == 0;
-  }
 };
 using PortalInfoPtr = std::shared_ptr<const PortalInfo>;
 
@@ -116,6 +96,9 @@ class Session : public std::enable_shared_from_this<Session> {
     PortalInfoPtr portal;        // execute: bound values for the audit
     std::size_t statement_index = 0;  // query: the statement whose results are arriving
     ResultLayout layout;              // query: the current result's layout
+    // StatementEffect::row_write: the version the row held when this session's own earlier write
+    // in the transaction let the check pass (occ.written_here), instead of the version read.
+    std::optional<std::string> written_over;
   };
 
   boost::asio::awaitable<bool> read_startup();
@@ -145,11 +128,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_data_row(const Frame& frame);
   void on_parameter_description(const Frame& frame);
   void on_command_complete(const Frame& frame);
-  // `portal`: the portal an Execute's rows come from (its result formats), null for a simple Query.
   // StatementEffect::row_write: the command tag says whether the checked row was written.
   void note_checked_write(const CheckedRowWrite& write, std::string_view tag);
-  void note_row(const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
-                const PortalInfo* portal);
+  // A DataRow too large to hold whole begins to arrive, or its next piece did.
+  void on_large_row_head();
+  void on_large_row_piece(std::string_view bytes);
+  const ResultLayout& current_layout() const;
+  // A statement that declares, fetches from, closes, prepares, executes or deallocates a named
+  // result: the session's cursors and SQL-level prepared statements follow, and a FETCH or
+  // EXECUTE takes the tracking its name was declared with.
+  void resolve_named(StatementEffect& effect);
+  // The result formats of the portal whose rows are arriving; null for a simple Query.
+  const std::vector<int16_t>* current_result_formats() const;
   void pop_front_if(Pending kind);
 
   const Policy& policy();
@@ -189,6 +179,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // fails (a bulk write that merged some rows and refused one wrote nothing).
   std::vector<nlohmann::json> held_merges_;
   bool error_since_ready_ = false;
+  NamedResults cursors_;
+  NamedResults sql_prepared_;
+  // The DataRow being streamed through (FrameReader::stream_head), and what reads it on the way.
+  RowPassage large_row_ = RowPassage::stream;
+  std::optional<RowScanner> large_row_scan_;
 
   std::string startup_packet_;  // kept until forwarded to the server
   // auth.mode terminate: what the client's proof gave the proxy to log into the server with,

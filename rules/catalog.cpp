@@ -123,6 +123,7 @@ class Checker {
                                  "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text)",
                                  "occ.merge(anycompatible, anycompatible, anycompatible, jsonb, text, text, jsonb)",
                                  "occ.theirs_changed(jsonb, text, text, text)",
+                                 "occ.written_here(xid, anyelement)",
                                  "occ.reject(text, text, text, text, text, text)"}) {
       if (!db_.query("SELECT to_regprocedure($1) IS NOT NULL", {function}).flag(0, 0)) {
         problem("function " + std::string(function) + " is missing; " + migrate_fix_);

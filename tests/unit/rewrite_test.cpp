@@ -165,88 +165,107 @@ const Row rewrite_rows[] = {
 
     // UPDATE, expected version from the statement (app_managed_version: enforce).
     {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
-     "status = 'x' WHERE id = 1 AND TRUE"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
     {"enforce", "app", "UPDATE subscriptions SET status = $1, version = version + 1 WHERE id = $2 AND version = $3",
-     "UPDATE subscriptions SET status = $1, version = CASE WHEN subscriptions.version = $3 THEN version + 1 ELSE "
+     "UPDATE subscriptions SET status = $1, version = CASE WHEN subscriptions.version = $3 THEN version + "
+     "1 WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN version + 1 ELSE "
      "occ.conflict(subscriptions.version, $3, version + 1, to_jsonb(subscriptions.*), @sub.update@) END "
      "WHERE id = $2 AND TRUE"},
     {"enforce", "app",
      "update public.subscriptions s set status = t.status from staging t where s.id = t.id and $1::bigint = "
      "s.version "
      "returning s.*",
-     "update public.subscriptions s set version = CASE WHEN s.version = $1::bigint THEN s.version ELSE "
-     "occ.conflict(s.version, $1::bigint, s.version, to_jsonb(s.*), @sub.update@) END, status = t.status from "
-     "staging t where s.id = t.id and TRUE returning s.*"},
+     "update public.subscriptions s set version = CASE WHEN s.version = $1::bigint THEN s.version WHEN "
+     "occ.written_here(s.xmin, s.version) THEN s.version ELSE occ.conflict(s.version, $1::bigint, "
+     "s.version, to_jsonb(s.*), @sub.update@) END, status = t.status from staging t where s.id = t.id and "
+     "TRUE returning s.*"},
     {"enforce", "app", "UPDATE subscriptions SET (status, notes) = ('a', 'b') WHERE (version) = -3 AND (id = 1)",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = -3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, -3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
-     "(status, notes) = ('a', 'b') WHERE TRUE AND (id = 1)"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = -3 THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, -3, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, (status, notes) = ('a', 'b') WHERE TRUE AND (id = 1)"},
     // Comments, spacing and casing survive; only the spliced parts change.
     {"enforce", "app",
      "/* app: save */ Update  subscriptions\n   SET\tstatus = 'a' -- why\n WHERE id = 1\n   AND version = 3 /* v */;",
      "/* app: save */ Update  subscriptions\n   SET version = CASE WHEN subscriptions.version = 3 THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update@) END,\tstatus = 'a' -- why\n WHERE id = 1\n   AND TRUE /* v */;"},
+     "to_jsonb(subscriptions.*), @sub.update@) END,\tstatus = 'a' -- why\n WHERE id = 1\n   AND TRUE /* v "
+     "*/;"},
     // Keywords as column names after a dot, and splices that would fuse with their neighbours.
     {"enforce", "app", "UPDATE subscriptions s SET a = s.from WHERE s.end = 1 AND version = 2",
-     "UPDATE subscriptions s SET version = CASE WHEN s.version = 2 THEN s.version ELSE occ.conflict(s.version, 2, "
-     "s.version, to_jsonb(s.*), @sub.update@) END, a = s.from WHERE s.end = 1 AND TRUE"},
+     "UPDATE subscriptions s SET version = CASE WHEN s.version = 2 THEN s.version WHEN "
+     "occ.written_here(s.xmin, s.version) THEN s.version ELSE occ.conflict(s.version, 2, s.version, "
+     "to_jsonb(s.*), @sub.update@) END, a = s.from WHERE s.end = 1 AND TRUE"},
     {"enforce", "app", "UPDATE subscriptions SET\"version\"=1 WHERE(version)=2",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 2 THEN 1 ELSE "
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 2 THEN 1 WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN 1 ELSE "
      "occ.conflict(subscriptions.version, 2, 1, to_jsonb(subscriptions.*), @sub.update@) END WHERE TRUE"},
     // Several statements in one Query: each rewritten in place.
     {"enforce", "app",
      "BEGIN; UPDATE subscriptions SET status = 'a' WHERE id = 1 AND version = 3; SELECT 1;\n"
      "DELETE FROM subscriptions WHERE id = 2 AND version = 5; COMMIT",
-     "BEGIN; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
-     "status = 'a' WHERE id = 1 AND TRUE; SELECT 1;\n"
-     "DELETE FROM subscriptions WHERE id = 2 AND TRUE AND (CASE WHEN (id = 2 AND TRUE) IS NOT TRUE THEN false WHEN "
-     "subscriptions.version = 5 THEN true ELSE occ.conflict(subscriptions.version, 5, subscriptions.version, "
+     "BEGIN; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@) END, status = 'a' WHERE id = 1 AND TRUE; SELECT 1;\nDELETE "
+     "FROM subscriptions WHERE id = 2 AND TRUE AND (CASE WHEN (id = 2 AND TRUE) IS NOT TRUE THEN false "
+     "WHEN subscriptions.version = 5 THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, 5, subscriptions.version, "
      "to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END); COMMIT"},
     // Writable CTEs.
     {"enforce", "app",
      "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3 RETURNING id) SELECT * FROM u",
-     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
-     "ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) "
-     "END, status = 'x' WHERE id = 1 AND TRUE RETURNING id) SELECT * FROM u"},
+     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE RETURNING id) "
+     "SELECT * FROM u"},
     {"enforce", "app",
      "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND version = 3 RETURNING *) INSERT INTO archive SELECT * "
      "FROM d",
-     "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND TRUE AND (CASE WHEN (id = 1 AND TRUE) IS NOT TRUE THEN "
-     "false WHEN subscriptions.version = 3 THEN true ELSE occ.conflict(subscriptions.version, 3, "
-     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) RETURNING *) INSERT INTO "
-     "archive SELECT * FROM d"},
+     "WITH d AS (DELETE FROM subscriptions WHERE id = 1 AND TRUE AND (CASE WHEN (id = 1 AND TRUE) IS NOT "
+     "TRUE THEN false WHEN subscriptions.version = 3 THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@) IS NOT NULL END) RETURNING *) INSERT INTO archive SELECT * "
+     "FROM d"},
     // EXPLAIN ANALYZE and PREPARE run the write too.
     {"enforce", "app", "EXPLAIN ANALYZE UPDATE subscriptions SET status = 'x' WHERE version = 3",
      "EXPLAIN ANALYZE UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, 3, subscriptions.version, "
      "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE TRUE"},
     {"enforce", "app",
      "PREPARE p (int, bigint) AS UPDATE subscriptions SET status = 'x' WHERE id = $1 AND version = $2",
-     "PREPARE p (int, bigint) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2 THEN "
+     "PREPARE p (int, bigint) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2 "
+     "THEN subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, $2, subscriptions.version, "
      "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = $1 AND TRUE"},
     // Quoted names, and a meta text that holds the default dollar-quote tag.
     {"enforce", "app", R"(UPDATE "Weird"."Name" w SET "Note" = 'x' WHERE "Key" = 1 AND w."Ver" = 2)",
-     R"(UPDATE "Weird"."Name" w SET "Ver" = CASE WHEN w."Ver" = 2 THEN w."Ver" ELSE occ.conflict(w."Ver", 2, )"
+     R"(UPDATE "Weird"."Name" w SET "Ver" = CASE WHEN w."Ver" = 2 THEN w."Ver" WHEN occ.written_here(w.xmin, w."Ver") )"
+     R"(THEN w."Ver" ELSE occ.conflict(w."Ver", 2, )"
      R"(w."Ver", to_jsonb(w.*), @weird.update@) END, "Note" = 'x' WHERE "Key" = 1 AND TRUE)"},
     {"enforce", "app", R"(UPDATE "a$occ$b" SET x = 1 WHERE version = 2)",
-     R"(UPDATE "a$occ$b" SET version = CASE WHEN a$occ$b.version = 2 THEN a$occ$b.version ELSE )"
+     R"(UPDATE "a$occ$b" SET version = CASE WHEN a$occ$b.version = 2 THEN a$occ$b.version WHEN )"
+     R"(occ.written_here(a$occ$b.xmin, a$occ$b.version) THEN a$occ$b.version ELSE )"
      R"(occ.conflict(a$occ$b.version, 2, a$occ$b.version, to_jsonb(a$occ$b.*), @dollar.update@) END, x = 1 )"
      R"(WHERE TRUE)"},
     {"enforce", "app", "UPDATE quoted SET a = 1 WHERE version = 1",
-     "UPDATE quoted SET version = CASE WHEN quoted.version = 1 THEN quoted.version ELSE occ.conflict(quoted.version, "
+     "UPDATE quoted SET version = CASE WHEN quoted.version = 1 THEN quoted.version WHEN "
+     "occ.written_here(quoted.xmin, quoted.version) THEN quoted.version ELSE occ.conflict(quoted.version, "
      "1, quoted.version, to_jsonb(quoted.*), @quoted.update@) END, a = 1 WHERE TRUE"},
     // search_path: an earlier SET in the same message decides an unqualified name.
     {"enforce", "app", "UPDATE invoices SET total = 1 WHERE id = 1 AND line = 2 AND version = 4", ""},
     {"enforce", "app",
      "SET search_path TO billing, public; UPDATE invoices SET total = 1 WHERE id = 1 AND line = 2 AND version = 4",
-     "SET search_path TO billing, public; UPDATE invoices SET version = CASE WHEN invoices.version = 4 THEN "
-     "invoices.version ELSE occ.conflict(invoices.version, 4, invoices.version, to_jsonb(invoices.*), @inv.update@) "
-     "END, total = 1 WHERE id = 1 AND line = 2 AND TRUE"},
+     "SET search_path TO billing, public; UPDATE invoices SET version = CASE WHEN invoices.version = 4 "
+     "THEN invoices.version WHEN occ.written_here(invoices.xmin, invoices.version) THEN invoices.version "
+     "ELSE occ.conflict(invoices.version, 4, invoices.version, to_jsonb(invoices.*), @inv.update@) END, "
+     "total = 1 WHERE id = 1 AND line = 2 AND TRUE"},
 
     // version_bump: proxy.
     {"proxy", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1",
@@ -254,31 +273,36 @@ const Row rewrite_rows[] = {
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
      "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE id = 1 AND version = 3"},
     {"proxy", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version + 1 ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update@) "
-     "END, status = 'x' WHERE id = 1 AND TRUE"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version + "
+     "1 WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version + 1 "
+     "ELSE occ.conflict(subscriptions.version, 3, subscriptions.version + 1, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
     {"uuid", "app",
      "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01'",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01' "
-     "THEN gen_random_uuid() ELSE occ.conflict(subscriptions.version, '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01', "
-     "gen_random_uuid(), to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = "
+     "'8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01' THEN gen_random_uuid() WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN gen_random_uuid() ELSE "
+     "occ.conflict(subscriptions.version, '8d5f3a1e-0c4b-4f7e-9a51-2b6c7d8e9f01', gen_random_uuid(), "
+     "to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
     {"timestamp", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1",
      "UPDATE subscriptions SET version = clock_timestamp(), status = 'x' WHERE id = 1"},
     {"redact", "app", "UPDATE subscriptions SET notes = 'x' WHERE id = 1 AND version = 3",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
-     "notes = 'x' WHERE id = 1 AND TRUE"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, notes = 'x' WHERE id = 1 AND TRUE"},
     {"shadow", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 1 AND version = 3",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, "
-     "status = 'x' WHERE id = 1 AND TRUE"},
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, status = 'x' WHERE id = 1 AND TRUE"},
 
     // DELETE: a CASE guard behind the rest of the condition.
     {"enforce", "app", "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND s.version = 3 RETURNING s.id",
-     "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND TRUE AND (CASE WHEN (s.id = t.id AND TRUE) "
-     "IS "
-     "NOT TRUE THEN false WHEN s.version = 3 THEN true ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), "
-     "@sub.delete@) IS NOT NULL END) RETURNING s.id"},
+     "DELETE FROM subscriptions s USING staging t WHERE s.id = t.id AND TRUE AND (CASE WHEN (s.id = t.id "
+     "AND TRUE) IS NOT TRUE THEN false WHEN s.version = 3 THEN true WHEN occ.written_here(s.xmin, "
+     "s.version) THEN true ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), @sub.delete@) IS NOT "
+     "NULL END) RETURNING s.id"},
 
     // Force: no check, the write is marked so the server reports what it overwrote.
     {"enforce", "dba", "UPDATE subscriptions SET status = 'f' /*occ:force*/ WHERE id = 1 AND version = 3",
@@ -311,9 +335,10 @@ const Row rewrite_rows[] = {
     {"enforce", "app",
      "INSERT INTO subscriptions AS s (id, status) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET status = "
      "excluded.status WHERE s.version = 3 RETURNING *",
-     "INSERT INTO subscriptions AS s (id, status) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET version = CASE WHEN "
-     "s.version = 3 THEN s.version ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), @sub.update@) END, "
-     "status = excluded.status WHERE TRUE RETURNING *"},
+     "INSERT INTO subscriptions AS s (id, status) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET version "
+     "= CASE WHEN s.version = 3 THEN s.version WHEN occ.written_here(s.xmin, s.version) THEN s.version "
+     "ELSE occ.conflict(s.version, 3, s.version, to_jsonb(s.*), @sub.update@) END, status = "
+     "excluded.status WHERE TRUE RETURNING *"},
     {"proxy", "app",
      "INSERT INTO subscriptions (id, status) VALUES (1, 'x') ON CONFLICT (id) WHERE status <> 'y' DO UPDATE SET "
      "status = excluded.status",
@@ -326,12 +351,13 @@ const Row rewrite_rows[] = {
      "DELETE "
      "WHEN MATCHED AND t.version = 3 THEN UPDATE SET status = CASE WHEN s.x THEN 'a' ELSE 'b' END "
      "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
-     "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND (CASE WHEN "
-     "(TRUE "
-     "AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true ELSE occ.conflict(t.version, 3, t.version, "
-     "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET version = CASE "
-     "WHEN t.version = 3 THEN t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, "
-     "status = CASE WHEN s.x THEN 'a' ELSE 'b' END WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)"},
+     "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND "
+     "(CASE WHEN (TRUE AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true "
+     "ELSE occ.conflict(t.version, 3, t.version, "
+     "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET "
+     "version = CASE WHEN t.version = 3 THEN t.version WHEN occ.written_here(t.xmin, t.version) THEN "
+     "t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, status = "
+     "CASE WHEN s.x THEN 'a' ELSE 'b' END WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)"},
     {"proxy", "app",
      "MERGE INTO subscriptions USING staging s ON subscriptions.id = s.id WHEN MATCHED THEN UPDATE SET "
      "status = s.status",
@@ -670,6 +696,8 @@ std::string effects_text(const occ::Rewrite& r) {
       out += commands[static_cast<int>(e.command)];
       if (!e.savepoint.empty()) out += " " + e.savepoint;
     }
+    static const char* const named[] = {"", "declare", "fetch", "close", "prepare", "execute", "deallocate"};
+    if (e.named != occ::NamedResult::none) out += std::string(" ") + named[static_cast<int>(e.named)] + " " + e.result_name;
   }
   return out.empty() ? "-" : out;
 }
@@ -731,32 +759,37 @@ const ReadRow read_rows[] = {
     // row's version as a literal (%V%) and carries its read in the meta; any other looks each row up
     // in a map.
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, status = 'x' WHERE id = 7",
      "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     // The command tag cannot tell the new version when a key column moves the row, when shadow
     // mode lets a stale write through, or when the version is no counter: RETURNING reports it.
     {"passthrough", "app", "UPDATE subscriptions SET id = 9 WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, id = 9 WHERE id = 7 RETURNING %R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, id = 9 WHERE id = 7 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     {"shadow", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, status = 'x' WHERE id = 7 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7",
      "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
-     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
+     "subscriptions.version = %V% THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %V%, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "public.subscriptions deletes [7] read at 3", "public.subscriptions [7]"},
     // Redacted columns may have been read under older rules: occ.conflict leaves them out of the read.
     {"redact", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, %VB%) "
-     "END, status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, %VB%) END, status = 'x' WHERE id = 7",
      "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     // allow: a row never read is written as usual.
     {"passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 8",
@@ -764,69 +797,84 @@ const ReadRow read_rows[] = {
      "public.subscriptions [8]"},
     {"passthrough", "app",
      "UPDATE subscriptions s SET status = 'x' WHERE s.plan = 1 OR s.id = 7 RETURNING s.status -- end",
-     "UPDATE subscriptions s SET version = CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL THEN "
-     "s.version ELSE occ.conflict(s.version, %E:s%, s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = 'x' "
-     "WHERE s.plan = 1 OR s.id = 7 RETURNING s.status, %R:s% -- end",
+     "UPDATE subscriptions s SET version = CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL "
+     "THEN s.version WHEN occ.written_here(s.xmin, s.version) THEN s.version ELSE occ.conflict(s.version, "
+     "%E:s%, s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = 'x' WHERE s.plan = 1 OR s.id = "
+     "7 RETURNING s.status, %R:s% -- end",
      "public.subscriptions/2", "public.subscriptions"},
     {"passthrough", "app", "UPDATE billing.invoices SET total = 1 WHERE id IN (1, -2) AND line = '3' AND 4 = line",
-     "UPDATE billing.invoices SET version = CASE WHEN invoices.version = %E:invoices:id,line% THEN invoices.version "
-     "WHEN %E:invoices:id,line% IS NULL THEN invoices.version ELSE occ.conflict(invoices.version, "
-     "%E:invoices:id,line%, invoices.version, to_jsonb(invoices.*), @inv.update@, %B:invoices:id,line%) END, total = 1 "
-     "WHERE id IN (1, -2) AND line = '3' AND 4 = line RETURNING %R:invoices:id,line%",
+     "UPDATE billing.invoices SET version = CASE WHEN invoices.version = %E:invoices:id,line% THEN "
+     "invoices.version WHEN %E:invoices:id,line% IS NULL THEN invoices.version WHEN "
+     "occ.written_here(invoices.xmin, invoices.version) THEN invoices.version ELSE occ.conflict(invoices.version, "
+     "%E:invoices:id,line%, invoices.version, to_jsonb(invoices.*), @inv.update@, %B:invoices:id,line%) "
+     "END, total = 1 WHERE id IN (1, -2) AND line = '3' AND 4 = line RETURNING %R:invoices:id,line%",
      "billing.invoices/3 drop", "billing.invoices [1|3] [-2|3]"},
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 7 RETURNING *",
      "DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
-     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END) RETURNING *, %R:subscriptions%",
+     "subscriptions.version = %V% THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %V%, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END) RETURNING *, "
+     "%R:subscriptions%",
      "public.subscriptions/2 deleted", "public.subscriptions [7]"},
     {"passthrough", "app", "DELETE FROM subscriptions WHERE id = 8",
      "DELETE FROM subscriptions WHERE id = 8 RETURNING %R:subscriptions%", "public.subscriptions/2 drop deleted",
      "public.subscriptions [8]"},
     {"passthrough", "app", "DELETE FROM subscriptions",
      "DELETE FROM subscriptions WHERE CASE WHEN subscriptions.version = %E:subscriptions% THEN true WHEN "
-     "%E:subscriptions% IS NULL THEN true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, "
-     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END RETURNING "
-     "%R:subscriptions%",
+     "%E:subscriptions% IS NULL THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END "
+     "RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop deleted", "public.subscriptions"},
     // reject: a row never read is refused by the server session.
     {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 8",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = NULL::bigint THEN subscriptions.version "
-     "WHEN NULL::bigint IS NULL THEN occ.unknown_version(subscriptions.version, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update@) ELSE occ.conflict(subscriptions.version, NULL::bigint, "
-     "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END, status = 'x' WHERE id = 8 RETURNING "
-     "%R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = NULL::bigint THEN "
+     "subscriptions.version WHEN NULL::bigint IS NULL THEN CASE WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN subscriptions.version ELSE occ.unknown_version(subscriptions.version, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@) END WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, NULL::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@) END, status = 'x' WHERE id = 8 RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [8]"},
     {"unknown-reject", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, status = 'x' WHERE id = 7",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, status = 'x' WHERE id = 7",
      "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     {"unknown-reject", "app", "DELETE FROM subscriptions WHERE status = 'x'",
-     "DELETE FROM subscriptions WHERE status = 'x' AND (CASE WHEN (status = 'x') IS NOT TRUE THEN false WHEN "
-     "subscriptions.version = %E:subscriptions% THEN true WHEN %E:subscriptions% IS NULL THEN "
-     "occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), @sub.delete@) IS "
-     "NOT NULL ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END) RETURNING %R:subscriptions%",
+     "DELETE FROM subscriptions WHERE status = 'x' AND (CASE WHEN (status = 'x') IS NOT TRUE THEN false "
+     "WHEN subscriptions.version = %E:subscriptions% THEN true WHEN %E:subscriptions% IS NULL THEN CASE "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.unknown_version(subscriptions.version, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.delete@) END IS NOT NULL WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
+     "true ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.delete@, %B:subscriptions%) IS NOT NULL END) RETURNING "
+     "%R:subscriptions%",
      "public.subscriptions/2 drop deleted", "public.subscriptions"},
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 7 = id",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version + 1 ELSE "
-     "occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), @sub.update+read@"
-     ") END, status = 'x' WHERE 7 = id",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
+     "+ 1 WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version + 1 "
+     "ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version + 1, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, status = 'x' WHERE 7 = id",
      "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
     {"proxy-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE 8 = id",
      "UPDATE subscriptions SET version = subscriptions.version + 1, status = 'x' WHERE 8 = id RETURNING "
      "%R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [8]"},
     {"uuid-passthrough", "app", "UPDATE subscriptions SET status = 'x' WHERE id = '7'::int",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V:uuid% THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, %V:uuid%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@"
-     ") END, status = 'x' WHERE id = '7'::int RETURNING %R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V:uuid% THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, %V:uuid%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = '7'::int RETURNING "
+     "%R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The statement's own version (enforce) is checked; the read still gives the conflict its base.
     {"enforce", "app", "UPDATE subscriptions SET status = 'x' WHERE id = 7 AND version = 3",
-     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version ELSE "
-     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@) "
-     "END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
+     "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = 3 THEN subscriptions.version "
+     "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, 3, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update+read@) END, status = 'x' WHERE id = 7 AND TRUE RETURNING %R:subscriptions%",
      "public.subscriptions/2 drop", "public.subscriptions [7]"},
     // The app's own check (passthrough) and a force are not checked, but refresh the read set.
     {"passthrough", "app", "UPDATE subscriptions SET version = version + 1 WHERE id = 7 AND version = 3",
@@ -842,17 +890,20 @@ const ReadRow read_rows[] = {
     {"passthrough", "app",
      "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET status = "
      "excluded.status",
-     "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE SET version = "
-     "CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL THEN s.version ELSE occ.conflict(s.version, %E:s%, "
-     "s.version, to_jsonb(s.*), @sub.update@, %B:s%) END, status = excluded.status RETURNING %R:s%",
+     "INSERT INTO subscriptions AS s (id, status) VALUES (7, 'x'), (8, 'y') ON CONFLICT (id) DO UPDATE "
+     "SET version = CASE WHEN s.version = %E:s% THEN s.version WHEN %E:s% IS NULL THEN s.version WHEN "
+     "occ.written_here(s.xmin, s.version) THEN s.version ELSE occ.conflict(s.version, %E:s%, s.version, "
+     "to_jsonb(s.*), @sub.update@, %B:s%) END, status = excluded.status RETURNING %R:s%",
      "public.subscriptions/2 drop", "public.subscriptions [7] [8]"},
     {"passthrough", "app",
      "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET notes = 'n' "
      "RETURNING id",
-     "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET version = CASE WHEN "
-     "subscriptions.version = %E:subscriptions% THEN subscriptions.version WHEN %E:subscriptions% IS NULL THEN "
-     "subscriptions.version ELSE occ.conflict(subscriptions.version, %E:subscriptions%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update@, %B:subscriptions%) END, notes = 'n' RETURNING id, %R:subscriptions%",
+     "INSERT INTO subscriptions (id, status) VALUES (7, 'x') ON CONFLICT (status) DO UPDATE SET version = "
+     "CASE WHEN subscriptions.version = %E:subscriptions% THEN subscriptions.version WHEN "
+     "%E:subscriptions% IS NULL THEN subscriptions.version WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN subscriptions.version ELSE occ.conflict(subscriptions.version, "
+     "%E:subscriptions%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
+     "%B:subscriptions%) END, notes = 'n' RETURNING id, %R:subscriptions%",
      "public.subscriptions/2", "public.subscriptions"},
     // Rows the session inserts are rows it knows.
     {"passthrough", "app", "INSERT INTO subscriptions (id, status) VALUES (7, 'x')",
@@ -869,23 +920,27 @@ const ReadRow read_rows[] = {
     {"passthrough", "app",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET status = "
      "s.status",
-     "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET version = "
-     "CASE WHEN t.version = %V% THEN t.version ELSE occ.conflict(t.version, %V%, t.version, to_jsonb(t.*), "
-     "@sub.update+read@) END, status = s.status",
+     "MERGE INTO subscriptions t USING staging s ON t.id = s.id AND t.id = 7 WHEN MATCHED THEN UPDATE SET "
+     "version = CASE WHEN t.version = %V% THEN t.version WHEN occ.written_here(t.xmin, t.version) THEN "
+     "t.version ELSE occ.conflict(t.version, %V%, t.version, to_jsonb(t.*), @sub.update+read@) END, "
+     "status = s.status",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app",
      "WITH u AS (UPDATE subscriptions SET status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
-     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN subscriptions.version "
-     "ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, to_jsonb(subscriptions.*), @sub.update+read@"
-     ") END, status = 'x' WHERE id = 7 RETURNING id) SELECT * FROM u",
+     "WITH u AS (UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
+     "subscriptions.version ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
+     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7 RETURNING id) SELECT * "
+     "FROM u",
      "-", "public.subscriptions [7]"},
     {"passthrough", "app", "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7",
-     "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN "
-     "subscriptions.version = %V% THEN true ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
+     "EXPLAIN ANALYZE DELETE FROM subscriptions WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN "
+     "false WHEN subscriptions.version = %V% THEN true WHEN occ.written_here(subscriptions.xmin, "
+     "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %V%, "
+     "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
     // PREPARE runs later, when this read set is gone: only the statement's own version counts.
-    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "-", ""},
+    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "- prepare p", ""},
     // Unsupported: forwarded as it is, nothing appended.
     {"passthrough", "app", "DELETE FROM subscriptions WHERE CURRENT OF c", "", "-", "public.subscriptions"},
     // Session commands, one effect per statement.
@@ -893,12 +948,26 @@ const ReadRow read_rows[] = {
      "SAVEPOINT \"A b\"; UPDATE subscriptions SET status = 'x' WHERE id = 7; RELEASE SAVEPOINT \"A b\"; ROLLBACK TO "
      "A; DISCARD ALL; RESET ALL; SELECT 1",
      "SAVEPOINT \"A b\"; UPDATE subscriptions SET version = CASE WHEN subscriptions.version = %V% THEN "
+     "subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
      "subscriptions.version ELSE occ.conflict(subscriptions.version, %V%, subscriptions.version, "
-     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7; RELEASE SAVEPOINT "
-     "\"A b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
+     "to_jsonb(subscriptions.*), @sub.update+read@) END, status = 'x' WHERE id = 7; RELEASE SAVEPOINT \"A "
+     "b\"; ROLLBACK TO A; DISCARD ALL; RESET ALL; SELECT 1",
      "savepoint A b; public.subscriptions writes [7] read at 3; release A b; rollback_to a; discard_all; reset_all; -",
      "public.subscriptions [7]"},
     {"passthrough", "app", "BEGIN; SELECT 1; COMMIT", "", "-", ""},
+    // Named results: a cursor's query is tracked like a SELECT; FETCH, CLOSE, EXECUTE, DEALLOCATE
+    // name what the session remembers; a prepared SELECT is tracked only where nothing is appended.
+    {"passthrough", "app", "DECLARE \"Cur\" SCROLL CURSOR WITH HOLD FOR SELECT notes FROM subscriptions s",
+     "DECLARE \"Cur\" SCROLL CURSOR WITH HOLD FOR SELECT notes, %S:s% FROM subscriptions s",
+     "public.subscriptions/2 declare Cur", ""},
+    {"passthrough", "app", "DECLARE c CURSOR FOR SELECT * FROM subscriptions", "", "public.subscriptions/in place declare c",
+     ""},
+    {"passthrough", "app", "FETCH BACKWARD 5 FROM c; MOVE NEXT IN c; CLOSE c; CLOSE ALL", "",
+     "- fetch c; -; - close c; - close ", ""},
+    {"passthrough", "app", "PREPARE r (int) AS SELECT * FROM subscriptions WHERE id = $1", "",
+     "public.subscriptions/in place prepare r", ""},
+    {"passthrough", "app", "EXECUTE r(42); DEALLOCATE r; DEALLOCATE ALL", "", "- execute r; - deallocate r; - deallocate ",
+     ""},
 };
 
 }  // namespace
@@ -987,14 +1056,24 @@ TEST_CASE("on_conflict: merge sends a stale UPDATE to occ.merge and keeps the ot
   const std::string base = R"($occ${"status":"a"}$occ$::text)";
   CHECK(s.rewrite("UPDATE subscriptions SET notes = 'x' WHERE id = 7").sql ==
         "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = '3'::bigint THEN subscriptions.version "
-        "ELSE occ.merge(subscriptions.version, '3'::bigint, subscriptions.version, to_jsonb(subscriptions.*), " +
+        "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE occ.merge(subscriptions.version, '3'::bigint, subscriptions.version, to_jsonb(subscriptions.*), " +
             meta + ", " + base +
             ", (jsonb_build_object('notes', CASE WHEN false THEN subscriptions.notes ELSE ('x') END))) END, notes = "
-            "CASE WHEN CASE WHEN subscriptions.version = '3'::bigint OR '3'::bigint IS NULL THEN false ELSE "
-            "occ.theirs_changed(to_jsonb(subscriptions.*), " +
+            "CASE WHEN CASE WHEN subscriptions.version = '3'::bigint OR '3'::bigint IS NULL THEN false WHEN "
+            "occ.written_here(subscriptions.xmin, subscriptions.version) THEN false ELSE occ.theirs_changed(to_jsonb(subscriptions.*), " +
             base + ", 'notes', " + meta +
             ") END THEN subscriptions.notes ELSE ('x') END WHERE id = 7 RETURNING (subscriptions.id)::text, "
             "(subscriptions.version)::text");
+}
+
+TEST_CASE("a prepared SELECT that names its columns is not tracked: EXECUTE may feed CREATE TABLE AS", "[rewrite]") {
+  FakeReads reads;
+  Session s("passthrough");
+  s.reads = &reads;
+  const occ::Rewrite r = s.rewrite("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1");
+  CHECK(r.action == occ::Rewrite::Action::forward);
+  CHECK(effects_text(r) == "- prepare r");
+  CHECK(r.untracked_reads == 1);
 }
 
 TEST_CASE("the row a checked write's tag reports is named by its own parameter, not a writable CTE's",
@@ -1086,9 +1165,11 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
       {"passthrough",
        "UPDATE subscriptions SET status = $1 WHERE id = $2",
        0,
-       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN subscriptions.version "
-       "WHEN $3::bigint IS NULL THEN subscriptions.version ELSE occ.conflict(subscriptions.version, $3::bigint, "
-       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $4::text) END, status = $1 WHERE id = $2",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN "
+       "subscriptions.version WHEN $3::bigint IS NULL THEN subscriptions.version WHEN "
+       "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, $3::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+       "@sub.update@, $4::text) END, status = $1 WHERE id = $2",
        2,
        "public.subscriptions",
        {{Carries::version, 20, {{{2, ""}}}}, {Carries::base, 25, {{{2, ""}}}}},
@@ -1097,7 +1178,8 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
        "DELETE FROM subscriptions WHERE id = $1",
        0,
        "DELETE FROM subscriptions WHERE id = $1 AND (CASE WHEN (id = $1) IS NOT TRUE THEN false WHEN "
-       "subscriptions.version = $2::bigint THEN true WHEN $2::bigint IS NULL THEN true ELSE "
+       "subscriptions.version = $2::bigint THEN true WHEN $2::bigint IS NULL THEN true WHEN "
+       "occ.written_here(subscriptions.xmin, subscriptions.version) THEN true ELSE "
        "occ.conflict(subscriptions.version, $2::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
        "@sub.delete@, $3::text) IS NOT NULL END)",
        1,
@@ -1107,10 +1189,12 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
       {"uuid-passthrough",
        "UPDATE subscriptions SET status = 'x' WHERE id = 7",
        0,
-       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $1::uuid THEN subscriptions.version "
-       "WHEN $1::uuid IS NULL THEN subscriptions.version ELSE occ.conflict(subscriptions.version, $1::uuid, "
-       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $2::text) END, status = 'x' WHERE id = 7 "
-       "RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $1::uuid THEN "
+       "subscriptions.version WHEN $1::uuid IS NULL THEN subscriptions.version WHEN "
+       "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, $1::uuid, subscriptions.version, to_jsonb(subscriptions.*), "
+       "@sub.update@, $2::text) END, status = 'x' WHERE id = 7 RETURNING (subscriptions.id)::text, "
+       "(subscriptions.version)::text",
        0,
        "public.subscriptions",
        {{Carries::version, 2950, {{{0, "7"}}}}, {Carries::base, 25, {{{0, "7"}}}}}},
@@ -1118,10 +1202,11 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
       {"enforce",
        "UPDATE subscriptions SET status = $1 WHERE id = $2::int AND version = $3",
        4,
-       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3 THEN subscriptions.version ELSE "
-       "occ.conflict(subscriptions.version, $3, subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, "
-       "$5::text) END, status = $1 WHERE id = $2::int AND TRUE RETURNING (subscriptions.id)::text, "
-       "(subscriptions.version)::text",
+       "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3 THEN subscriptions.version "
+       "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+       "occ.conflict(subscriptions.version, $3, subscriptions.version, to_jsonb(subscriptions.*), "
+       "@sub.update@, $5::text) END, status = $1 WHERE id = $2::int AND TRUE RETURNING "
+       "(subscriptions.id)::text, (subscriptions.version)::text",
        4,
        "public.subscriptions",
        {{Carries::base, 25, {{{2, ""}}}}}},
@@ -1129,12 +1214,13 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
       {"passthrough",
        "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2)",
        0,
-       "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2) AND (CASE WHEN (i.id = $1 AND i.line IN "
-       "(1, $2)) IS NOT TRUE THEN false WHEN i.version = ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, "
-       "'v'])::bigint THEN true WHEN ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint IS NULL THEN "
-       "true ELSE occ.conflict(i.version, ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint, "
-       "i.version, to_jsonb(i.*), @inv.delete@, $3::jsonb #> ARRAY[(i.id)::text, (i.line)::text, 'b']) IS NOT NULL "
-       "END) RETURNING (i.id)::text, (i.line)::text, (i.version)::text",
+       "DELETE FROM billing.invoices i WHERE i.id = $1 AND i.line IN (1, $2) AND (CASE WHEN (i.id = $1 AND "
+       "i.line IN (1, $2)) IS NOT TRUE THEN false WHEN i.version = ($3::jsonb #>> ARRAY[(i.id)::text, "
+       "(i.line)::text, 'v'])::bigint THEN true WHEN ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, "
+       "'v'])::bigint IS NULL THEN true WHEN occ.written_here(i.xmin, i.version) THEN true ELSE "
+       "occ.conflict(i.version, ($3::jsonb #>> ARRAY[(i.id)::text, (i.line)::text, 'v'])::bigint, "
+       "i.version, to_jsonb(i.*), @inv.delete@, $3::jsonb #> ARRAY[(i.id)::text, (i.line)::text, 'b']) IS "
+       "NOT NULL END) RETURNING (i.id)::text, (i.line)::text, (i.version)::text",
        2,
        "billing.invoices",
        {{Carries::map, 3802, {{{1, ""}, {0, "1"}}, {{1, ""}, {2, ""}}}}}},
@@ -1143,21 +1229,24 @@ TEST_CASE("the extended protocol carries the read set in added parameters", "[re
        0,
        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = ($3::jsonb #>> "
        "ARRAY[(subscriptions.id)::text, 'v'])::bigint THEN subscriptions.version WHEN ($3::jsonb #>> "
-       "ARRAY[(subscriptions.id)::text, 'v'])::bigint IS NULL THEN subscriptions.version ELSE "
+       "ARRAY[(subscriptions.id)::text, 'v'])::bigint IS NULL THEN subscriptions.version WHEN "
+       "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
        "occ.conflict(subscriptions.version, ($3::jsonb #>> ARRAY[(subscriptions.id)::text, 'v'])::bigint, "
-       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $3::jsonb #> ARRAY[(subscriptions.id)::text, "
-       "'b']) END, status = $1 WHERE status = $2 RETURNING (subscriptions.id)::text, (subscriptions.version)::text",
+       "subscriptions.version, to_jsonb(subscriptions.*), @sub.update@, $3::jsonb #> "
+       "ARRAY[(subscriptions.id)::text, 'b']) END, status = $1 WHERE status = $2 RETURNING "
+       "(subscriptions.id)::text, (subscriptions.version)::text",
        2,
        "public.subscriptions",
        {{Carries::map, 3802, {}}}},
       {"passthrough",
        "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET status = $2",
        0,
-       "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET version = CASE WHEN "
-       "subscriptions.version = $3::bigint THEN subscriptions.version WHEN $3::bigint IS NULL THEN "
+       "INSERT INTO subscriptions (id, status) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET version = "
+       "CASE WHEN subscriptions.version = $3::bigint THEN subscriptions.version WHEN $3::bigint IS NULL "
+       "THEN subscriptions.version WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN "
        "subscriptions.version ELSE occ.conflict(subscriptions.version, $3::bigint, subscriptions.version, "
-       "to_jsonb(subscriptions.*), @sub.update@, $4::text) END, status = $2 RETURNING (subscriptions.id)::text, "
-       "(subscriptions.version)::text",
+       "to_jsonb(subscriptions.*), @sub.update@, $4::text) END, status = $2 RETURNING "
+       "(subscriptions.id)::text, (subscriptions.version)::text",
        2,
        "public.subscriptions",
        {{Carries::version, 20, {{{1, ""}}}}, {Carries::base, 25, {{{1, ""}}}}}},
