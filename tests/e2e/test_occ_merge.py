@@ -475,3 +475,18 @@ def test_check_and_migrate_follow_track_writer(pg, db, make_config, run_occproxy
     assert "dropped trigger occ_track_writer on public.subscriptions (track_writer: false; the columns stay)" in (
         untracked.output)
     assert run_occproxy("check", "--config", make_config(db, rules=plain)).returncode == 0
+
+
+def test_the_sessions_own_earlier_write_in_its_transaction_is_neither_merged_nor_kept(pg, db, occ_proxy):
+    proxy = occ_proxy(merge_rules())
+    conn = connect(proxy.dsn(db), autocommit=False)
+    run(conn, READ)
+    # A write the proxy cannot see into, then a stale write of the same row in the same transaction.
+    run(conn, "DO $$ BEGIN UPDATE subscriptions SET notes = 'from do', status = 'do' WHERE id = 42; END $$")
+    assert run(conn, "UPDATE subscriptions SET status = 'mine' WHERE id = 42") == ("UPDATE 1", None)
+    conn.commit()
+    assert rows(pg, db, "SELECT status, notes, version FROM subscriptions WHERE id = 42") == [
+        ["mine", "from do", "3"]]
+    wait_for_audit(proxy, 0)
+    c = counters(proxy)
+    assert (c["merges"], c["conflicts"]) == (0, 0)
