@@ -257,9 +257,20 @@ awaitable<bool> Session::read_startup() {
         continue;
       }
       if (code == pg::kCancelRequestCode) {
-        pg::decode_cancel(frame.body);  // validates the layout
-        startup_packet_.assign(frame.raw);
+        const auto cancel = pg::decode_cancel(frame.body);
         deadline.cancel();
+        // A cancel reaches the server later through the proxy than directly. Sent as a statement
+        // ended, it would cancel whatever that session runs next: the proxy knows it is stale.
+        std::shared_ptr<Session> target;
+        registry_.for_each([&](const std::shared_ptr<Session>& s) {
+          if (s.get() != this && s->serves_backend(cancel.process_id, cancel.secret_key)) target = s;
+        });
+        if (target && !target->awaiting_reply()) {
+          stats::add(Counter::cancels_stale);
+          spdlog::debug("{}: cancel request for {} dropped: nothing in flight", peer_, target->peer());
+          co_return false;
+        }
+        startup_packet_.assign(frame.raw);
         if (co_await connect_upstream()) {
           co_await server_.write(startup_packet_);
           spdlog::debug("{}: cancel request forwarded", peer_);
@@ -479,6 +490,7 @@ awaitable<void> Session::pump_client_to_server() {
         co_await server_.write(to_server_.pending());
         to_server_.clear();
       }
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
       if (!keep_going) {
         end("client terminated the session");
         co_return;
@@ -842,6 +854,8 @@ awaitable<void> Session::pump_server_to_client() {
         }
         throw pg::MalformedMessage("invalid message length from the server");
       }
+      // Before the client can see the last reply and send a cancel for its next statement.
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
       if (!to_client_.empty()) {
         try {
           co_await client_.write(to_client_.pending());
@@ -953,10 +967,13 @@ void Session::on_server_frame(const Frame& frame) {
         }
       }
       break;
-    case pg::be::kBackendKeyData:
-      backend_pid_ = pg::decode_backend_key_data(frame.body).process_id;
-      spdlog::debug("{}: server backend pid {}", peer_, backend_pid_);
+    case pg::be::kBackendKeyData: {
+      const auto key = pg::decode_backend_key_data(frame.body);
+      backend_pid_ = key.process_id;
+      backend_key_ = key.secret_key;
+      spdlog::debug("{}: server backend pid {}", peer_, key.process_id);
       break;
+    }
     default:
       break;
   }
@@ -1306,7 +1323,7 @@ void Session::audit_event(const nlohmann::json& event) {
       {"database", database_},
       {"application_name", application_name_},
       {"client_addr", peer_},
-      {"backend_pid", backend_pid_},
+      {"backend_pid", backend_pid_.load()},
       {"fingerprint", write ? write->fingerprint : ""},
   };
   nlohmann::json diff = nlohmann::json::object();

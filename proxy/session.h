@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -84,6 +85,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void terminate();
 
   const std::string& peer() const { return peer_; }
+  // For a CancelRequest arriving on another connection (any thread): whether it names this
+  // session's server backend, and whether that backend has a request of this session to work on.
+  bool serves_backend(int32_t process_id, int32_t secret_key) const {
+    return backend_pid_.load(std::memory_order_relaxed) == process_id &&
+           backend_key_.load(std::memory_order_relaxed) == secret_key;
+  }
+  bool awaiting_reply() const { return awaiting_reply_.load(std::memory_order_relaxed); }
   boost::asio::any_io_executor executor() { return client_.get_executor(); }
 
  private:
@@ -164,7 +172,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string database_;
   std::string application_name_;
   std::vector<std::string> search_path_;
-  int32_t backend_pid_ = 0;
+  std::atomic<int32_t> backend_pid_{0};
+  std::atomic<int32_t> backend_key_{0};
+  // Requests sent to the server whose replies have not all arrived (in_flight_ not empty), as the
+  // other sessions' threads may read it.
+  std::atomic<bool> awaiting_reply_{false};
   char tx_status_ = 'I';
 
   FrameReader client_in_;

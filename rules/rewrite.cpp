@@ -638,8 +638,13 @@ void track_select(const ReadSite& site, bool extended_protocol, bool appending, 
     }
   }
   if (tables.empty()) return;
-  if (!site.untraceable.empty()) {
+  if (!site.untraceable.empty() || (site.traced && extended_protocol)) {
     ++out.untracked_reads;
+    return;
+  }
+  if (site.traced) {
+    effect.tracking.tables = std::move(tables);
+    effect.tracking.in_place = true;
     return;
   }
   if (site.whole_rows && !extended_protocol) {

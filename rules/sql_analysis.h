@@ -131,6 +131,10 @@ struct ReadSite {
   // FROM is that one table and the target list has `*` or `name.*`: each row already carries
   // the table's key and version columns.
   bool whole_rows = false;
+  // No protected name in the top-level FROM, but CTEs or subqueries in FROM read exactly one
+  // protected table once (`tables` holds it): where the result has that table's key and version
+  // columns (the server names their origin in RowDescription), each row is one of its rows.
+  bool traced = false;
 };
 
 // A top-level INSERT (without ON CONFLICT DO UPDATE) into a table whose name some rule protects.

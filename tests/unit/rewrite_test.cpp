@@ -750,7 +750,11 @@ const ReadRow read_rows[] = {
      "SELECT other.*, %S:subscriptions% FROM subscriptions JOIN other USING (id)", "public.subscriptions/2", ""},
     // Not the table, or not its rows.
     {"passthrough", "app", "WITH subscriptions AS (SELECT 1 AS id) SELECT * FROM subscriptions", "", "-", ""},
-    {"passthrough", "app", "SELECT * FROM (subscriptions s JOIN other o USING (id)) AS j", "", "-", ""},
+    // An aliased join hides the names, but the server still tells each column's table: in place.
+    {"passthrough", "app", "SELECT * FROM (subscriptions s JOIN other o USING (id)) AS j", "",
+     "public.subscriptions/in place", ""},
+    {"passthrough", "app", "WITH s AS (SELECT * FROM subscriptions WHERE id = 42) SELECT * FROM s", "",
+     "public.subscriptions/in place", ""},
     {"passthrough", "app", "SELECT * FROM other WHERE id IN (SELECT id FROM subscriptions)", "", "-", ""},
     {"passthrough", "app", "EXPLAIN SELECT * FROM subscriptions", "", "-", ""},
     {"passthrough", "app", "SELECT * FROM invoices", "", "-", ""},
