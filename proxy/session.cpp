@@ -1068,6 +1068,15 @@ void Session::on_parameter_description(const Frame& frame) {
 }
 
 void Session::on_command_complete(const Frame& frame) {
+  for (nlohmann::json& merged : held_merges_) {
+    const std::string qualified = merged.value("table", "");
+    const bool shadow = merged.value("kind", "") == "shadow_merged";
+    stats::add(shadow ? Counter::shadow_merges : Counter::merges);
+    stats::table_add(qualified, shadow ? stats::TableCounter::shadow_merges : stats::TableCounter::merges);
+    spdlog::info("{}: occ {} on {} key {}", peer_, shadow ? "would merge" : "merged", qualified, merged["key"].dump());
+    audit::record(std::move(merged));
+  }
+  held_merges_.clear();
   const StatementEffect* effect = current_effect();
   // A prepared write's EXECUTE must match the statement the server holds under that name: only
   // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
@@ -1176,6 +1185,7 @@ void Session::on_ready_for_query(const Frame& frame) {
 
 void Session::on_error_response(const Frame& frame) {
   error_since_ready_ = true;
+  held_merges_.clear();
   auto fields = pg::decode_error_fields(frame.body);
   auto severity = fields.get('V');
   if (severity.empty()) severity = fields.get('S');
@@ -1278,7 +1288,9 @@ void Session::audit_event(const nlohmann::json& event) {
   const auto& theirs = event.contains("current_row") ? event["current_row"] : nlohmann::json::object();
   const auto& base = event.contains("base") && event["base"].is_object() ? event["base"] : nlohmann::json::object();
 
+  const auto id = event.find("id");
   nlohmann::json record = {
+      {"id", id != event.end() && id->is_string() ? id->get<std::string>() : audit::new_id()},
       {"kind", kind},
       {"table", qualified},
       {"key", event.value("key", nlohmann::json::object())},
@@ -1302,8 +1314,28 @@ void Session::audit_event(const nlohmann::json& event) {
       diff[column] = std::move(entry);
     }
   }
+  // Every column changed since the read, so whoever resolves it sees what the other writer did.
+  const auto changed = event.find("changed");
+  if (changed != event.end() && changed->is_array()) {
+    for (const auto& name : *changed) {
+      if (!name.is_string()) continue;
+      const std::string column = name.get<std::string>();
+      if (diff.contains(column)) continue;
+      nlohmann::json entry = {{"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))}};
+      if (base.contains(column)) entry["base"] = redacted(column, base[column]);
+      diff[column] = std::move(entry);
+    }
+  }
   record["diff"] = std::move(diff);
+  if (const auto both = event.find("both_changed"); both != event.end() && both->is_array())
+    record["both_changed"] = *both;
+  if (const auto writer = event.find("writer"); writer != event.end() && writer->is_object())
+    record["writer"] = *writer;
   if (kind == "forced_write") record["overwritten_version"] = record["current"];
+  if (kind == "merged" || kind == "shadow_merged") {
+    held_merges_.push_back(std::move(record));
+    return;
+  }
   spdlog::info("{}: occ {} on {} key {}", peer_, kind, qualified, record["key"].dump());
   audit::record(std::move(record));
 }

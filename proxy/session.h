@@ -188,6 +188,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
+  // Merges the statement in flight reported: audited and counted once it completes, dropped when it
+  // fails (a bulk write that merged some rows and refused one wrote nothing).
+  std::vector<nlohmann::json> held_merges_;
   bool error_since_ready_ = false;
   NamedResults cursors_;
   NamedResults sql_prepared_;

@@ -117,6 +117,7 @@ std::string meta_json(const TablePolicy& p, bool deletes, std::string_view read 
     }
     out += ']';
   }
+  if (p.track_writer) out += R"(,"track_writer":true)";
   out += deletes ? R"(,"op":"delete","base":)" : R"(,"op":"update","base":)";
   // An empty read says nothing about the columns: the DETAIL then names the expected version.
   out += read.empty() || read == "{}" ? "null" : read;
@@ -363,6 +364,20 @@ class SitePlanner {
       return sees_writer ? "CASE WHEN " + written_here + " THEN " + next + " ELSE " + refusal + " END" : refusal;
     };
 
+    // on_conflict: merge (SPEC 3.10): a row whose version is not the one read goes to occ.merge,
+    // which refuses it only for a column changed on both sides; the SET list keeps the current
+    // value of each column the other writer changed. Both decisions are taken per written row.
+    const bool merging = merges(own);
+    std::string merge_base;
+    if (merging) {
+      if (!read.empty())
+        merge_base = dollar_quoted(read) + "::text";
+      else if (!base.empty())
+        merge_base = "(" + base + ")::text";
+      else
+        merge_base = "NULL::text";
+    }
+
     if (!deletes) {
       std::string next;
       if (own != nullptr) {
@@ -380,7 +395,24 @@ class SitePlanner {
       else
         value = "CASE WHEN " + matches + " THEN " + next + " " +
                 (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) + "WHEN " +
-                written_here + " THEN " + next + " ELSE " + conflict_call(next) + " END";
+                written_here + " THEN " + next + " ELSE " +
+                (merging ? merge_call(version_ref, expected, next, row, meta, merge_base, ref)
+                         : conflict_call(next)) +
+                " END";
+      if (merging && p_.mode == EnforceMode::enforce) {
+        // A column the other writer changed keeps its value: either this write sets it to its
+        // base (an ORM writing every column), or to the same value, or occ.merge refuses the row.
+        // The session's own earlier write of the row in this transaction is not another writer's.
+        for (const SetItem& item : site_.set_items) {
+          if (item.column == p_.version_column) continue;
+          const std::string column = ref + "." + quote_identifier(item.column);
+          const std::string keep = "CASE WHEN " + matches + " OR " + expected + " IS NULL THEN false WHEN " +
+                                   written_here + " THEN false ELSE occ.theirs_changed(" + row + ", " + merge_base +
+                                   ", " + literal(item.column) + ", " + meta + ") END";
+          edits_.push_back({item.value_at.begin, item.value_at.end,
+                            "CASE WHEN " + keep + " THEN " + column + " ELSE (" + item.value + ") END"});
+        }
+      }
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -421,12 +453,47 @@ class SitePlanner {
     int version_param = 0;         // extended protocol, pinned: the parameter carrying the version
   };
 
+  // Whether on_conflict: merge applies: a checked UPDATE whose SET items are plain column
+  // assignments (an upsert, MERGE, a row-wise or subscripted item keep the whole-row check).
+  bool merges(const SetItem* own) const {
+    if (p_.on_conflict != OnConflict::merge || site_.kind != WriteKind::update || st_.force_hint) return false;
+    return std::all_of(site_.set_items.begin(), site_.set_items.end(), [&](const SetItem& item) {
+      return &item == own || (!item.row_wise && !item.subscripted && !item.is_default);
+    });
+  }
+
+  // occ.merge's call: `mine` holds each value the write sets, typed as its column (the CASE
+  // coerces it the way the assignment does).
+  std::string merge_call(const std::string& version_ref, const std::string& expected, const std::string& next,
+                         const std::string& row, const std::string& meta, const std::string& merge_base,
+                         const std::string& ref) const {
+    // A function takes at most 100 arguments: 40 columns per jsonb_build_object, concatenated.
+    constexpr int kPerCall = 40;
+    std::string mine;
+    int in_call = 0;
+    for (const SetItem& item : site_.set_items) {
+      if (item.column == p_.version_column) continue;
+      if (in_call == kPerCall) {
+        mine += ") || ";
+        in_call = 0;
+      }
+      mine += in_call++ == 0 ? "jsonb_build_object(" : ", ";
+      mine += literal(item.column) + ", CASE WHEN false THEN " + ref + "." + quote_identifier(item.column) + " ELSE (" +
+              item.value + ") END";
+    }
+    mine = mine.empty() ? "'{}'::jsonb" : "(" + mine + "))";
+    return "occ.merge(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ", " + merge_base +
+           ", " + mine + ")";
+  }
+
   // Whether "UPDATE 1" / "DELETE 1" alone tells the written row's new version, once the write has
   // been checked against the version read: a counter advances by one (the trigger's or the proxy's
   // increment); the statement sets neither the version nor a key column; shadow mode writes stale
   // rows too; and a RETURNING of the client's own already carries the row.
   bool tag_tells_version(const SetItem* own) const {
     if (p_.version_kind != VersionKind::counter || p_.mode != EnforceMode::enforce || own != nullptr) return false;
+    // A merged write advances the current version, not the one read.
+    if (merges(own)) return false;
     if (!(site_.top_level && !site_.deferred) && !site_.prepared_body) return false;
     if (site_.has_returning) return false;
     if (site_.kind != WriteKind::update && site_.kind != WriteKind::delete_) return false;

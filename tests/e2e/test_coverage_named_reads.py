@@ -15,6 +15,7 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     pg_error,
     psycopg3_error,
     read_detail,
+    conflict_detail,
     requires_proxy,
     rows,
     rules_yaml,
@@ -162,7 +163,7 @@ def test_asyncpg_cursors_with_a_row_limit_are_tracked(pg, db, occ_proxy):
             await agent.close()
 
     error = asyncio.run(scenario())
-    assert (error.sqlstate, error.detail) == ("40001", unread_detail(1, 2))
+    assert (error.sqlstate, conflict_detail(error.detail)) == ("40001", unread_detail(1, 2))
 
 
 SQL_PREPARE_SCRIPT = [
