@@ -36,6 +36,8 @@ namespace {
 constexpr std::size_t kStreamThreshold = 256 * 1024;
 // How long a client that does not read may hold up its session's last message before it is cut.
 constexpr std::chrono::milliseconds kLastWordsTimeout{2000};
+// Added to the startup packet's options: the server session knows it is reached through the proxy.
+constexpr std::string_view kProxiedOption = "-c occ.proxied=on";
 // SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
 constexpr std::string_view kOccEventCode = "OC000";
 constexpr std::string_view kConflictConstraint = "occ_version";
@@ -285,7 +287,21 @@ awaitable<bool> Session::read_startup() {
         client_.write_now(out);
         co_return false;
       }
-      startup_packet_.assign(frame.raw);
+      if (policy().protects_anything() && startup.protocol >> 16 == 3) {
+        // The version trigger tells this session's writes from inside functions, procedures and DO
+        // blocks (migrations/007) only for sessions through the proxy: it reports them to the proxy.
+        auto marked = startup;
+        auto options = std::find_if(marked.parameters.begin(), marked.parameters.end(),
+                                    [](const auto& p) { return p.first == "options"; });
+        if (options == marked.parameters.end())
+          marked.parameters.emplace_back("options", std::string(kProxiedOption));
+        else
+          options->second += std::string(" ") + std::string(kProxiedOption);
+        startup_packet_.clear();
+        pg::encode_startup(startup_packet_, marked);
+      } else {
+        startup_packet_.assign(frame.raw);
+      }
       user_ = startup.get("user");
       database_ = startup.get("database");
       if (database_.empty()) database_ = user_;
@@ -1251,8 +1267,17 @@ void Session::on_notice(const Frame& frame) {
     spdlog::warn("{}: unreadable occ event: {}", peer_, fields.get('M'));
     return;
   }
-  if (event.value("event", "") == "own_write") {
+  const std::string kind = event.value("event", "");
+  if (kind == "own_write") {
     if (!in_flight_.empty()) in_flight_.front().written_over = event.value("current", "");
+    return;
+  }
+  if (kind == "unchecked_write") {
+    const std::string table = event.value("schema", "") + "." + event.value("table", "");
+    stats::add(Counter::unchecked_writes);
+    stats::table_add(table, stats::TableCounter::unchecked_writes);
+    spdlog::warn("{}: unchecked write of {} from inside a function, procedure, DO block or trigger (statement {})",
+                 peer_, table, statement_fingerprint(event.value("statement", "")));
     return;
   }
   audit_event(event);

@@ -84,7 +84,17 @@ std::string bump_body(PgConnection& db, const TablePolicy& table) {
     case VersionKind::uuid: next = "pg_catalog.gen_random_uuid()"; break;
     case VersionKind::timestamp: next = "pg_catalog.clock_timestamp()"; break;
   }
-  return "\nBEGIN\n  NEW." + v + " := " + next + ";\n  RETURN NEW;\nEND\n";
+  // In a session through the proxy, a write run from inside a function, procedure, DO block or
+  // trigger (its context has more than this trigger's own line) is one the proxy did not check.
+  const std::string refuse = table.reject_unsupported ? "true" : "false";
+  return "\nDECLARE\n  context text;\nBEGIN\n"
+         "  IF pg_catalog.current_setting('occ.proxied', true) = 'on' THEN\n"
+         "    GET DIAGNOSTICS context = PG_CONTEXT;\n"
+         "    IF pg_catalog.strpos(context, E'\\n') > 0 THEN\n"
+         "      PERFORM occ.unchecked_write(TG_TABLE_SCHEMA, TG_TABLE_NAME, " + refuse + ");\n"
+         "    END IF;\n"
+         "  END IF;\n"
+         "  NEW." + v + " := " + next + ";\n  RETURN NEW;\nEND\n";
 }
 
 std::string qualified_function(PgConnection& db, const TablePolicy& table) {

@@ -1147,6 +1147,8 @@ std::string fingerprint(std::string_view statement) {
 
 }  // namespace
 
+std::string statement_fingerprint(std::string_view statement) { return fingerprint(statement); }
+
 const VersionFacts* WriteSite::facts(std::string_view version_column) const {
   for (const VersionFacts& f : versions)
     if (f.column == version_column) return &f;

@@ -188,6 +188,9 @@ struct SqlAnalysis {
 // whose name is protected in some schema of `rules`.
 SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules);
 
+// libpg_query's fingerprint of one statement's text; empty when it does not parse.
+std::string statement_fingerprint(std::string_view statement);
+
 // `name` as an SQL identifier: bare when PostgreSQL would read it back unchanged, else quoted.
 std::string quote_identifier(std::string_view name);
 

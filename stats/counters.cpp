@@ -108,6 +108,7 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"forced_writes", "Writes that overrode the version check with /*occ:force*/."},
     {"force_refused", "Force hints refused because the role is not allowed."},
     {"unknown_version_rejected", "Writes refused because the expected version was unknown."},
+    {"unchecked_writes", "Writes of protected tables from inside functions, procedures, DO blocks or triggers, which the proxy cannot check."},
     {"parse_failures_passed", "Statements libpg_query could not parse, forwarded unchanged."},
     {"unsupported_passed", "Unsupported write forms on protected tables, forwarded unchanged."},
     {"unsupported_rejected", "Unsupported write forms on protected tables, refused."},
@@ -135,6 +136,7 @@ constexpr std::array<Described, kTableCounters> kTableCounterInfo{{
     {"forced_writes", "Forced writes on this table."},
     {"merges", "Stale writes on this table merged column by column (on_conflict: merge)."},
     {"shadow_merges", "Stale writes on this table that would have been merged, detected in shadow mode."},
+    {"unchecked_writes", "Writes of this table from inside functions, procedures, DO blocks or triggers, unchecked."},
 }};
 
 // A missing row would leave a null name at the end: catch it when an enum grows.

@@ -24,6 +24,7 @@ enum class Counter : unsigned {
   forced_writes,
   force_refused,
   unknown_version_rejected,
+  unchecked_writes,  // writes from inside functions, procedures, DO blocks, triggers (the version trigger reports them)
   parse_failures_passed,
   unsupported_passed,
   unsupported_rejected,
@@ -44,7 +45,16 @@ enum class Counter : unsigned {
 enum class Gauge : unsigned { connections_current, count_ };
 
 // Per protected table ("schema.name"), counted where it applies.
-enum class TableCounter : unsigned { rewritten, conflicts, shadow_conflicts, forced_writes, merges, shadow_merges, count_ };
+enum class TableCounter : unsigned {
+  rewritten,
+  conflicts,
+  shadow_conflicts,
+  forced_writes,
+  merges,
+  shadow_merges,
+  unchecked_writes,
+  count_
+};
 
 void add(Counter c, uint64_t n = 1) noexcept;
 void gauge_add(Gauge g, int64_t delta) noexcept;

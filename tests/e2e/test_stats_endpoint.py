@@ -204,6 +204,7 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
         "forced_writes": 0,
         "force_refused": 0,
         "unknown_version_rejected": 0,
+        "unchecked_writes": 0,
         "parse_failures_passed": 0,
         "unsupported_passed": 0,
         "unsupported_rejected": 0,
@@ -220,7 +221,7 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
     assert after["gauges"] == {"connections_current": 0}
     assert after["tables"] == {
         "public.subscriptions": {"rewritten": 4, "conflicts": 1, "shadow_conflicts": 0, "forced_writes": 0,
-                                 "merges": 0, "shadow_merges": 0},
+                                 "merges": 0, "shadow_merges": 0, "unchecked_writes": 0},
     }
     # Only the four statements that name the protected table were analysed, and timed.
     latency = after["added_latency_seconds"]

@@ -81,7 +81,7 @@ TEST_CASE("/stats is the counters snapshot as JSON", "[http]") {
   const json body = json::parse(r.body);
   CHECK(body["tables"]["http_test.stats"] ==
         json{{"rewritten", 0}, {"conflicts", 0}, {"shadow_conflicts", 0}, {"forced_writes", 3}, {"merges", 0},
-             {"shadow_merges", 0}});
+             {"shadow_merges", 0}, {"unchecked_writes", 0}});
   CHECK(body["counters"].size() == static_cast<unsigned>(occ::stats::Counter::count_));
   CHECK(body["counters"]["rules_reload_failed"] ==
         before.counters[static_cast<unsigned>(occ::stats::Counter::rules_reload_failed)]);

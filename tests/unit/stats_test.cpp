@@ -259,8 +259,8 @@ TEST_CASE("metrics text follows the Prometheus 0.0.4 format", "[stats][metrics]"
   CHECK(m.samples.at("occproxy_added_latency_seconds_bucket{le=\"+Inf\"}") == "4");
   CHECK(m.samples.at("occproxy_added_latency_seconds_sum") == "0.5");
   CHECK(m.samples.at("occproxy_added_latency_seconds_count") == "4");
-  // Every counter, the gauge, 6 per-table counters x 2 tables, 4 buckets, sum and count.
-  CHECK(m.samples.size() == static_cast<unsigned>(Counter::count_) + 1 + 12 + 4 + 2);
+  // Every counter, the gauge, 7 per-table counters x 2 tables, 4 buckets, sum and count.
+  CHECK(m.samples.size() == static_cast<unsigned>(Counter::count_) + 1 + 14 + 4 + 2);
 
   CHECK(text.find("# HELP occproxy_conflicts_total Writes refused with a version conflict.\n"
                   "# TYPE occproxy_conflicts_total counter\n"
