@@ -73,10 +73,10 @@ def rewriter():
 
     reads: the session's read set, {"schema.table": {key: {"v": version, "b": {column: value}}}};
     None: no read tracking."""
-    default = pathlib.Path(os.environ.get("OCCPROXY_BIN", REPO / "build" / "occproxy")).parent / "unit_tests"
-    binary = pathlib.Path(os.environ.get("OCC_UNIT_TESTS_BIN", default))
+    default = pathlib.Path(os.environ.get("OCCPROXY_BIN", REPO / "build" / "occproxy")).parent / "occ_rewrite"
+    binary = pathlib.Path(os.environ.get("OCC_REWRITE_BIN", default))
     if not os.access(binary, os.X_OK):
-        pytest.fail(f"unit test binary not found at {binary}: build it (cmake) or set OCC_UNIT_TESTS_BIN")
+        pytest.fail(f"rewriter tool not found at {binary}: build it (cmake) or set OCC_REWRITE_BIN")
     out_dir = tempfile.mkdtemp(prefix="occ-rewrite-")
     out = pathlib.Path(out_dir) / "rewrite.json"
 
@@ -86,7 +86,7 @@ def rewriter():
         env.pop("OCC_REWRITE_READS", None)
         if reads is not None:
             env["OCC_REWRITE_READS"] = json.dumps(reads)
-        result = subprocess.run([str(binary), "[rewrite-cli]"], env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([str(binary)], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         return json.loads(out.read_text())
 
