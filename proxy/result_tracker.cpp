@@ -15,13 +15,42 @@ bool text_format(const std::vector<int16_t>& formats, std::size_t column) {
   return column >= formats.size() || formats[column] == 0;
 }
 
+namespace {
+
+// How many of the last columns carry the names rewrite.cpp gives the columns it appends to a SELECT.
+unsigned named_added_columns(const pg::RowDescription& description) {
+  unsigned n = 0;
+  for (auto it = description.fields.rbegin(); it != description.fields.rend(); ++it, ++n)
+    if (it->name != "occ:key" && it->name != "occ:version") break;
+  return n;
+}
+
+}  // namespace
+
 ResultLayout describe_layout(const pg::RowDescription& description, const ResultTracking& tracking,
                              const RelationIndex& relations) {
-  if (description.fields.size() < tracking.added_columns)
-    throw pg::MalformedMessage("a tracked result has fewer columns than the proxy added");
   ResultLayout layout;
+  layout.described = true;
+  layout.added = tracking.added_columns;
+  if (tracking.by_name) {
+    const unsigned named = named_added_columns(description);
+    if (tracking.tables.empty()) {
+      // A cursor or prepared statement the session does not know (any longer): cut, note nothing.
+      layout.added = named;
+      layout.client_columns = static_cast<unsigned>(description.fields.size()) - named;
+      return layout;
+    }
+    if (named != (tracking.in_place ? 0u : tracking.added_columns)) {
+      layout.foreign = true;
+      layout.added = 0;
+      layout.client_columns = static_cast<unsigned>(description.fields.size());
+      return layout;
+    }
+  }
+  if (description.fields.size() < layout.added)
+    throw pg::MalformedMessage("a tracked result has fewer columns than the proxy added");
   layout.known = true;
-  layout.client_columns = static_cast<unsigned>(description.fields.size() - tracking.added_columns);
+  layout.client_columns = static_cast<unsigned>(description.fields.size() - layout.added);
   for (unsigned t = 0; t < tracking.tables.size(); ++t) {
     const TablePolicy& table = *tracking.tables[t];
     if (tracking.in_place) layout.key_at.assign(table.key.size(), -1);
@@ -48,10 +77,9 @@ void client_row_description(std::string& out, pg::RowDescription description, co
   pg::encode_row_description(out, description);
 }
 
-void client_data_row(std::string& out, const pg::DataRow& row, std::string_view body, const ResultTracking& tracking) {
-  if (row.values.size() < tracking.added_columns)
-    throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
-  const std::size_t keep = row.values.size() - tracking.added_columns;
+void client_data_row(std::string& out, const pg::DataRow& row, std::string_view body, unsigned added) {
+  if (row.values.size() < added) throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
+  const std::size_t keep = row.values.size() - added;
   std::size_t cut = 2;
   for (std::size_t i = 0; i < keep; ++i) cut += 4 + (row.values[i] ? row.values[i]->size() : 0);
   pg::MessageWriter w(out);
@@ -61,11 +89,11 @@ void client_data_row(std::string& out, const pg::DataRow& row, std::string_view 
   w.finish();
 }
 
-RowPassage large_row_passage(const ResultTracking* tracking) {
-  if (tracking == nullptr || !tracking->tracked()) return RowPassage::stream;
+RowPassage large_row_passage(const ResultTracking* tracking, const ResultLayout& layout) {
+  if (tracking == nullptr || !tracking->tracked() || layout.foreign) return RowPassage::stream;
   if (tracking->in_place) return RowPassage::scan;
   if (tracking->drop_result) return RowPassage::drop;
-  return RowPassage::whole;
+  return added_columns(*tracking, layout) > 0 ? RowPassage::whole : RowPassage::stream;
 }
 
 RowScanner RowScanner::for_layout(const ResultLayout& layout) {
@@ -149,14 +177,44 @@ pg::DataRow RowScanner::row() const {
   return row;
 }
 
+void NamedResults::declare(const std::string& name, const ResultTracking& tracking, uint64_t generation) {
+  if (!tracking.tracked()) {
+    names_.erase(name);
+    return;
+  }
+  if (names_.size() >= kMaxNames && !names_.contains(name)) names_.erase(names_.begin());
+  Entry& entry = names_[name];
+  entry.tracking = tracking;
+  entry.tracking.by_name = true;
+  entry.generation = generation;
+}
+
+ResultTracking NamedResults::rows_of(const std::string& name, uint64_t generation) const {
+  auto it = names_.find(name);
+  if (it != names_.end() && it->second.generation == generation) return it->second.tracking;
+  ResultTracking unknown;
+  unknown.by_name = true;
+  return unknown;
+}
+
+void NamedResults::forget(const std::string& name) {
+  if (name.empty())
+    names_.clear();
+  else
+    names_.erase(name);
+}
+
 void note_row(ReadSet& reads, const pg::DataRow& row, const ResultTracking& tracking, const ResultLayout& layout,
               const std::vector<int16_t>* result_formats) {
   const auto now = ReadSet::Clock::now();
+  if (layout.foreign) return;
   if (tracking.in_place &&
       (layout.version_at < 0 || std::find(layout.key_at.begin(), layout.key_at.end(), -1) != layout.key_at.end()))
     return;
   // Appended columns follow the client's, each table's key columns then its version column.
-  std::size_t appended = row.values.size() - tracking.added_columns;
+  const unsigned added = added_columns(tracking, layout);
+  if (row.values.size() < added) throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
+  std::size_t appended = row.values.size() - added;
   auto next = [&](int in_place_at) -> const std::optional<std::string_view>& {
     const std::size_t at = tracking.in_place ? static_cast<std::size_t>(in_place_at) : appended++;
     if (at >= row.values.size()) throw pg::MalformedMessage("a tracked row has fewer columns than its description");

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "proxy/messages.h"
@@ -32,6 +33,9 @@ bool text_format(const std::vector<int16_t>& formats, std::size_t column);
 struct ResultLayout {
   bool known = false;
   unsigned client_columns = 0;
+  bool described = false;  // from a RowDescription; an Execute without Describe gets none
+  unsigned added = 0;      // described: the proxy's columns after the client's, cut off every row
+  bool foreign = false;    // ResultTracking::by_name, but the columns are not the proxy's: untouched
   struct BaseColumn {
     unsigned index;  // position in the row the client sees
     unsigned table;  // index into ResultTracking::tables
@@ -48,11 +52,16 @@ struct ResultLayout {
 ResultLayout describe_layout(const pg::RowDescription& description, const ResultTracking& tracking,
                              const RelationIndex& relations);
 
+// How many columns the proxy added to each row: as described, else as the statement was rewritten.
+inline unsigned added_columns(const ResultTracking& tracking, const ResultLayout& layout) {
+  return layout.described ? layout.added : tracking.added_columns;
+}
+
 // The RowDescription the client gets: without the added columns.
 void client_row_description(std::string& out, pg::RowDescription description, const ResultLayout& layout);
 
 // The DataRow the client gets: the added columns follow the client's, so the body is cut.
-void client_data_row(std::string& out, const pg::DataRow& row, std::string_view body, const ResultTracking& tracking);
+void client_data_row(std::string& out, const pg::DataRow& row, std::string_view body, unsigned added);
 
 // How a DataRow of a result passes when it is too large to hold whole.
 enum class RowPassage {
@@ -61,7 +70,7 @@ enum class RowPassage {
   drop,    // a RETURNING only the proxy asked for: discarded as it arrives
   whole,   // added columns follow the client's: held whole, then cut (its length word must change)
 };
-RowPassage large_row_passage(const ResultTracking* tracking);
+RowPassage large_row_passage(const ResultTracking* tracking, const ResultLayout& layout);
 
 // Reads a DataRow body fed in pieces, keeping the first `cap` bytes of each column a layout needs.
 class RowScanner {
@@ -90,6 +99,30 @@ class RowScanner {
   std::size_t value_left_ = 0;
   std::vector<std::optional<std::string>> values_;
   std::vector<bool> truncated_;
+};
+
+// The cursors (or SQL-level prepared statements) of a session whose rows arrive later, by FETCH
+// (EXECUTE): each with the tracking of the query it was declared with. Bounded: a name it no
+// longer holds is still cut by the added columns' names, its rows just go unnoted.
+class NamedResults {
+ public:
+  static constexpr std::size_t kMaxNames = 256;
+
+  // `generation`: the rules generation the tracking's TablePolicy pointers belong to.
+  void declare(const std::string& name, const ResultTracking& tracking, uint64_t generation);
+  // How to track the rows fetched or executed by `name` under rules `generation`.
+  ResultTracking rows_of(const std::string& name, uint64_t generation) const;
+  // An empty name: all of them (CLOSE ALL, DEALLOCATE ALL).
+  void forget(const std::string& name);
+  void clear() { names_.clear(); }
+  std::size_t size() const { return names_.size(); }
+
+ private:
+  struct Entry {
+    ResultTracking tracking;
+    uint64_t generation = 0;
+  };
+  std::unordered_map<std::string, Entry> names_;
 };
 
 // Notes the key and version (and base values) of every tracked table's row in `row`.

@@ -250,9 +250,20 @@ awaitable<bool> Session::read_startup() {
         continue;
       }
       if (code == pg::kCancelRequestCode) {
-        pg::decode_cancel(frame.body);  // validates the layout
-        startup_packet_.assign(frame.raw);
+        const auto cancel = pg::decode_cancel(frame.body);
         deadline.cancel();
+        // A cancel reaches the server later through the proxy than directly. Sent as a statement
+        // ended, it would cancel whatever that session runs next: the proxy knows it is stale.
+        std::shared_ptr<Session> target;
+        registry_.for_each([&](const std::shared_ptr<Session>& s) {
+          if (s.get() != this && s->serves_backend(cancel.process_id, cancel.secret_key)) target = s;
+        });
+        if (target && !target->awaiting_reply()) {
+          stats::add(Counter::cancels_stale);
+          spdlog::debug("{}: cancel request for {} dropped: nothing in flight", peer_, target->peer());
+          co_return false;
+        }
+        startup_packet_.assign(frame.raw);
         if (co_await connect_upstream()) {
           co_await server_.write(startup_packet_);
           spdlog::debug("{}: cancel request forwarded", peer_);
@@ -472,6 +483,7 @@ awaitable<void> Session::pump_client_to_server() {
         co_await server_.write(to_server_.pending());
         to_server_.clear();
       }
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
       if (!keep_going) {
         end("client terminated the session");
         co_return;
@@ -534,6 +546,14 @@ bool Session::on_client_frame(const Frame& frame) {
         if (target.kind == 'S') {
           auto it = statements_.find(std::string(target.name));
           if (it != statements_.end()) entry.statement = it->second;
+          const NamedResult named =
+              entry.statement && !entry.statement->effects.empty() ? entry.statement->effects.front().named
+                                                                   : NamedResult::none;
+          if (named == NamedResult::fetch || named == NamedResult::execute) {
+            auto resolved = std::make_shared<StatementInfo>(*entry.statement);
+            resolve_named(resolved->effects.front());
+            entry.statement = std::move(resolved);
+          }
         } else {
           auto it = portals_.find(std::string(target.name));
           if (it != portals_.end()) entry.statement = it->second->statement;
@@ -622,9 +642,39 @@ void Session::on_query(const Frame& frame) {
     info->writes = std::move(rw->writes);
     info->effects = std::move(rw->effects);
     info->shifts = std::move(rw->shifts);
+    for (auto& effect : info->effects) resolve_named(effect);
     entry.statement = std::move(info);
   }
   in_flight_.push_back(std::move(entry));
+}
+
+void Session::resolve_named(StatementEffect& effect) {
+  // A name is taken as declared when the statement is sent: a FETCH pipelined behind its DECLARE
+  // must find it. A DECLARE that fails leaves a name nothing can fetch from.
+  switch (effect.named) {
+    case NamedResult::none:
+      return;
+    case NamedResult::declare_cursor:
+      cursors_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::prepare:
+      sql_prepared_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::fetch:
+      effect.tracking = cursors_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::execute:
+      effect.tracking = sql_prepared_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::close_cursor:
+      cursors_.forget(effect.result_name);
+      return;
+    case NamedResult::deallocate:
+      sql_prepared_.forget(effect.result_name);
+      return;
+  }
 }
 
 void Session::on_parse(const Frame& frame) {
@@ -680,7 +730,13 @@ void Session::on_bind(const Frame& frame) {
     in_flight_.push_back({Pending::bind, nullptr, nullptr});
     return;
   }
-  const StatementInfoPtr& info = it->second;
+  StatementInfoPtr info = it->second;
+  if (!info->effects.empty() && info->effects.front().named != NamedResult::none) {
+    // This execution's own copy: the statement may run again under other names' state.
+    auto resolved = std::make_shared<StatementInfo>(*info);
+    resolve_named(resolved->effects.front());
+    info = std::move(resolved);
+  }
   auto portal = std::make_shared<PortalInfo>();
   portal->statement = info;
   if (info->tracks_results()) portal->result_formats = bind.result_formats;
@@ -792,6 +848,8 @@ awaitable<void> Session::pump_server_to_client() {
         }
         throw pg::MalformedMessage("invalid message length from the server");
       }
+      // Before the client can see the last reply and send a cancel for its next statement.
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
       if (!to_client_.empty()) {
         try {
           co_await client_.write(to_client_.pending());
@@ -910,10 +968,13 @@ void Session::on_server_frame(const Frame& frame) {
         }
       }
       break;
-    case pg::be::kBackendKeyData:
-      backend_pid_ = pg::decode_backend_key_data(frame.body).process_id;
-      spdlog::debug("{}: server backend pid {}", peer_, backend_pid_);
+    case pg::be::kBackendKeyData: {
+      const auto key = pg::decode_backend_key_data(frame.body);
+      backend_pid_ = key.process_id;
+      backend_key_ = key.secret_key;
+      spdlog::debug("{}: server backend pid {}", peer_, key.process_id);
       break;
+    }
     default:
       break;
   }
@@ -941,7 +1002,7 @@ void Session::on_row_description(const Frame& frame) {
   const ResultTracking& tracking = effect->tracking;
   auto description = pg::decode_row_description(frame.body);
   ResultLayout layout = describe_layout(description, tracking, policy().relations);
-  if (tracking.in_place) {
+  if (tracking.in_place || layout.added == 0) {
     to_client_.forward(frame.raw);
   } else if (!tracking.drop_result) {
     client_row_description(to_client_.edit(), std::move(description), layout);
@@ -975,21 +1036,21 @@ void Session::on_data_row(const Frame& frame) {
     return;
   }
   const ResultTracking& tracking = effect->tracking;
+  const ResultLayout& layout = current_layout();
   auto row = pg::decode_data_row(frame.body);
-  if (row.values.size() < tracking.added_columns)
-    throw pg::MalformedMessage("a tracked row has fewer columns than the proxy added");
-  note_row(reads_, row, tracking, current_layout(), current_result_formats());
-  if (tracking.in_place)
-    to_client_.forward(frame.raw);
-  else if (tracking.drop_result)
+  note_row(reads_, row, tracking, layout, current_result_formats());
+  const unsigned added = added_columns(tracking, layout);
+  if (tracking.drop_result)
     to_client_.drop();
+  else if (tracking.in_place || added == 0)
+    to_client_.forward(frame.raw);
   else
-    client_data_row(to_client_.edit(), row, frame.body, tracking);
+    client_data_row(to_client_.edit(), row, frame.body, added);
 }
 
 void Session::on_large_row_head() {
   const StatementEffect* effect = current_effect();
-  large_row_ = large_row_passage(effect ? &effect->tracking : nullptr);
+  large_row_ = effect ? large_row_passage(&effect->tracking, current_layout()) : RowPassage::stream;
   // Its length word must change: the reader holds it until it is complete.
   if (large_row_ == RowPassage::whole) return;
   const std::string_view head = server_in_.stream_head();
@@ -1059,6 +1120,10 @@ void Session::on_command_complete(const Frame& frame) {
         if (tag == "ROLLBACK") reads_.rollback_to(effect->savepoint);
         break;
       case SessionCommand::discard_all:
+        cursors_.clear();
+        sql_prepared_.clear();
+        reads_.clear();
+        break;
       case SessionCommand::reset_all:
         reads_.clear();
         break;
@@ -1072,8 +1137,11 @@ void Session::on_command_complete(const Frame& frame) {
       reads_.commit();
     else if (tag == "ROLLBACK")
       reads_.rollback();
-    else if (tag == "DISCARD ALL")
+    else if (tag == "DISCARD ALL") {
+      cursors_.clear();
+      sql_prepared_.clear();
       reads_.clear();
+    }
   }
   if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
     ++in_flight_.front().statement_index;
@@ -1244,7 +1312,7 @@ void Session::audit_event(const nlohmann::json& event) {
       {"database", database_},
       {"application_name", application_name_},
       {"client_addr", peer_},
-      {"backend_pid", backend_pid_},
+      {"backend_pid", backend_pid_.load()},
       {"fingerprint", write ? write->fingerprint : ""},
   };
   nlohmann::json diff = nlohmann::json::object();

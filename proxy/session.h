@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -85,6 +86,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void terminate();
 
   const std::string& peer() const { return peer_; }
+  // For a CancelRequest arriving on another connection (any thread): whether it names this
+  // session's server backend, and whether that backend has a request of this session to work on.
+  bool serves_backend(int32_t process_id, int32_t secret_key) const {
+    return backend_pid_.load(std::memory_order_relaxed) == process_id &&
+           backend_key_.load(std::memory_order_relaxed) == secret_key;
+  }
+  bool awaiting_reply() const { return awaiting_reply_.load(std::memory_order_relaxed); }
   boost::asio::any_io_executor executor() { return client_.get_executor(); }
 
  private:
@@ -135,6 +143,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_large_row_head();
   void on_large_row_piece(std::string_view bytes);
   const ResultLayout& current_layout() const;
+  // A statement that declares, fetches from, closes, prepares, executes or deallocates a named
+  // result: the session's cursors and SQL-level prepared statements follow, and a FETCH or
+  // EXECUTE takes the tracking its name was declared with.
+  void resolve_named(StatementEffect& effect);
   // The result formats of the portal whose rows are arriving; null for a simple Query.
   const std::vector<int16_t>* current_result_formats() const;
   void pop_front_if(Pending kind);
@@ -165,7 +177,11 @@ class Session : public std::enable_shared_from_this<Session> {
   StringSyntax syntax_;
   bool client_utf8_ = true;
   bool server_utf8_ = true;
-  int32_t backend_pid_ = 0;
+  std::atomic<int32_t> backend_pid_{0};
+  std::atomic<int32_t> backend_key_{0};
+  // Requests sent to the server whose replies have not all arrived (in_flight_ not empty), as the
+  // other sessions' threads may read it.
+  std::atomic<bool> awaiting_reply_{false};
   char tx_status_ = 'I';
 
   FrameReader client_in_;
@@ -177,6 +193,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
   bool error_since_ready_ = false;
+  NamedResults cursors_;
+  NamedResults sql_prepared_;
   // The DataRow being streamed through (FrameReader::stream_head), and what reads it on the way.
   RowPassage large_row_ = RowPassage::stream;
   std::optional<RowScanner> large_row_scan_;

@@ -343,6 +343,8 @@ class SitePlanner {
     // The session's own earlier write of this row in the same transaction (a batch, a function):
     // not a conflict, whatever version the proxy expected (migrations/005_own_writes.sql).
     const std::string written_here = "occ.written_here(" + ref + ".xmin, " + version_ref + ")";
+    // MERGE's WHEN conditions cannot read system columns: its DELETE keeps the plain check.
+    const bool sees_writer = site_.kind != WriteKind::merge_delete;
     // The read is merged into the meta only when there is a conflict: the common path stays cheap.
     auto conflict_call = [&](const std::string& next) {
       return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta +
@@ -351,10 +353,9 @@ class SitePlanner {
     // A row the session never read (on_unknown_version): written as usual, or refused unless the
     // session's own transaction wrote it.
     auto unknown = [&](const std::string& next) {
-      return p_.reject_unknown_version
-                 ? "CASE WHEN " + written_here + " THEN " + next + " ELSE occ.unknown_version(" + version_ref + ", " +
-                       next + ", " + row + ", " + meta + ") END"
-                 : next;
+      if (!p_.reject_unknown_version) return next;
+      const std::string refusal = "occ.unknown_version(" + version_ref + ", " + next + ", " + row + ", " + meta + ")";
+      return sees_writer ? "CASE WHEN " + written_here + " THEN " + next + " ELSE " + refusal + " END" : refusal;
     };
 
     if (!deletes) {
@@ -387,7 +388,7 @@ class SitePlanner {
     if (per_row)
       when_matches += "WHEN " + expected + " IS NULL THEN " +
                       (p_.reject_unknown_version ? unknown(version_ref) + " IS NOT NULL " : std::string("true "));
-    if (!st_.force_hint) when_matches += "WHEN " + written_here + " THEN true ";
+    if (!st_.force_hint && sees_writer) when_matches += "WHEN " + written_here + " THEN true ";
     const std::string otherwise = (st_.force_hint ? forced_call + ")" : conflict_call(version_ref)) + " IS NOT NULL";
     if (site_.has_condition) {
       const TextRange cond = site_.condition;
@@ -557,7 +558,9 @@ const TablePolicy* protected_table(const std::string& schema, const std::string&
 
 // A top-level SELECT on protected tables: its rows carry each table's key and version at the end,
 // or it is counted as a read the session cannot trace.
-void track_select(const ReadSite& site, bool extended_protocol, const std::vector<std::string>& path,
+// `appending`: false for an SQL-level PREPARE, whose EXECUTE may also feed CREATE TABLE AS or
+// EXPLAIN, which must not see the appended columns: only SELECT * rows are tracked there.
+void track_select(const ReadSite& site, bool extended_protocol, bool appending, const std::vector<std::string>& path,
                   const SessionView& session, std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
   std::vector<const TablePolicy*> tables;
   std::vector<const ReadTable*> names;
@@ -575,6 +578,10 @@ void track_select(const ReadSite& site, bool extended_protocol, const std::vecto
   if (site.whole_rows && !extended_protocol) {
     effect.tracking.tables = std::move(tables);
     effect.tracking.in_place = true;
+    return;
+  }
+  if (!appending) {
+    ++out.untracked_reads;
     return;
   }
   std::string columns;
@@ -633,7 +640,10 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_co
   };
   // search_path also changes with RESET ALL and DISCARD ALL, which clear the read set too; the
   // read set follows SAVEPOINT, RELEASE and ROLLBACK TO (whose SAVEPOINT keyword is optional).
-  static constexpr std::string_view always[] = {"search_path", "reset", "discard", "savepoint", "release", "rollback"};
+  // Cursors and SQL-level prepared statements carry the rows of a statement analysed earlier.
+  static constexpr std::string_view always[] = {"search_path", "reset",   "discard", "savepoint",  "release",
+                                                "rollback",    "declare", "fetch",   "close",      "prepare",
+                                                "execute",     "deallocate"};
   auto wanted = [&](std::string_view word, bool quoted) {
     for (std::string_view w : always)
       if (same_word(word, w, !quoted)) return true;
@@ -779,14 +789,18 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
           else
             track_write(*planned_sites[k], *plans[k].table, edits, effect);
         }
-        if (st.read) track_select(*st.read, extended_protocol, path, session, edits, effect, out);
+        if (st.read)
+          track_select(*st.read, extended_protocol, st.named != NamedResult::prepare, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
     }
 
     effect.command = st.command;
     effect.savepoint = st.savepoint;
-    any_effect = any_effect || effect.tracking.tracked() || effect.row_write || effect.command != SessionCommand::none;
+    effect.named = st.named;
+    effect.result_name = st.result_name;
+    any_effect = any_effect || effect.tracking.tracked() || effect.row_write || effect.command != SessionCommand::none ||
+                 effect.named != NamedResult::none;
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;

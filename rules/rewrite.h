@@ -59,8 +59,12 @@ struct ResultTracking {
   bool in_place = false;                   // one table, its columns among the client's
   bool drop_result = false;                // the client asked for no rows (the proxy added RETURNING)
   bool rows_deleted = false;               // the rows returned were deleted: forget them
+  // A cursor's or SQL-level prepared statement's rows (FETCH, EXECUTE): the added columns are
+  // recognised by their names ("occ:key", "occ:version") and cut only where they are there; with
+  // no tables (a name the session does not know) they are cut, and nothing is noted.
+  bool by_name = false;
 
-  bool tracked() const { return added_columns > 0 || in_place; }
+  bool tracked() const { return added_columns > 0 || in_place || by_name; }
 };
 
 // A write the session's read set checks against exactly one row it read, on a table whose version
@@ -82,6 +86,8 @@ struct StatementEffect {
   std::optional<CheckedRowWrite> row_write;
   SessionCommand command = SessionCommand::none;
   std::string savepoint;    // for savepoint / release / rollback_to
+  NamedResult named = NamedResult::none;
+  std::string result_name;  // the cursor or prepared statement; empty: CLOSE ALL / DEALLOCATE ALL
 };
 
 // Extended protocol: a parameter the proxy added at Parse, filled by the session at each Bind from

@@ -681,8 +681,32 @@ class Analyzer {
       case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
         nested(node->explain_stmt->query, false);
         break;
-      case PG_QUERY__NODE__NODE_PREPARE_STMT:
-        nested(node->prepare_stmt->query, true);
+      case PG_QUERY__NODE__NODE_PREPARE_STMT: {
+        // A prepared SELECT's rows are the client's, by EXECUTE: tracked like a top-level one.
+        const PgQuery__Node* query = node->prepare_stmt->query;
+        named(NamedResult::prepare, node->prepare_stmt->name);
+        if (query != nullptr && query->node_case == PG_QUERY__NODE__NODE_SELECT_STMT)
+          visit(query);
+        else
+          nested(query, true);
+        break;
+      }
+      case PG_QUERY__NODE__NODE_EXECUTE_STMT:
+        named(NamedResult::execute, node->execute_stmt->name);
+        break;
+      case PG_QUERY__NODE__NODE_DEALLOCATE_STMT:
+        named(NamedResult::deallocate, node->deallocate_stmt->name);
+        break;
+      case PG_QUERY__NODE__NODE_DECLARE_CURSOR_STMT:
+        // The cursor's rows are the client's, by FETCH: its query is tracked like a top-level one.
+        named(NamedResult::declare_cursor, node->declare_cursor_stmt->portalname);
+        visit(node->declare_cursor_stmt->query);
+        break;
+      case PG_QUERY__NODE__NODE_FETCH_STMT:
+        if (!node->fetch_stmt->ismove) named(NamedResult::fetch, node->fetch_stmt->portalname);
+        break;
+      case PG_QUERY__NODE__NODE_CLOSE_PORTAL_STMT:
+        named(NamedResult::close_cursor, node->close_portal_stmt->portalname);
         break;
       case PG_QUERY__NODE__NODE_COPY_STMT:
         nested(node->copy_stmt->query, false);
@@ -702,6 +726,11 @@ class Analyzer {
       default:
         break;
     }
+  }
+
+  void named(NamedResult kind, const char* name) {
+    out_->named = kind;
+    out_->result_name = name != nullptr ? name : "";
   }
 
   // A statement inside another one: its result is not the client's rows, and (PREPARE) it may

@@ -144,6 +144,11 @@ struct InsertSite {
 // Statements that change what the session's read set must remember.
 enum class SessionCommand : uint8_t { none, savepoint, release, rollback_to, discard_all, reset_all };
 
+// Results that arrive later under a name: a cursor's rows by FETCH, an SQL-level prepared
+// statement's by EXECUTE. The statement that names one, and the name as the catalog spells it
+// (empty for CLOSE ALL / DEALLOCATE ALL).
+enum class NamedResult : uint8_t { none, declare_cursor, fetch, close_cursor, prepare, execute, deallocate };
+
 // `SET search_path ...`: the new path as written; nullopt inside for RESET / DEFAULT.
 using SearchPathChange = std::optional<std::vector<std::string>>;
 
@@ -158,6 +163,8 @@ struct StatementAnalysis {
   SessionCommand command = SessionCommand::none;
   std::string savepoint;  // savepoint / release / rollback_to: the name as the catalog spells it
   std::optional<SearchPathChange> search_path_change;
+  NamedResult named = NamedResult::none;
+  std::string result_name;
 };
 
 struct SqlAnalysis {

@@ -100,7 +100,6 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"connections_refused", "Client connections refused (connection limit or shutdown)."},
     {"queries_simple", "Simple-protocol Query messages."},
     {"queries_extended", "Extended-protocol Execute messages."},
-    {"copy_operations", "COPY operations relayed."},
     {"statements_rewritten", "Statements rewritten with a version check or increment."},
     {"conflicts", "Writes refused with a version conflict."},
     {"shadow_conflicts", "Version conflicts detected in shadow mode and let through."},
@@ -118,6 +117,7 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"bytes_server_to_client", "Bytes relayed from the server to clients."},
     {"protocol_errors", "Client connections closed for a malformed protocol message."},
     {"upstream_errors", "Failures to connect to or talk with the upstream server."},
+    {"cancels_stale", "Cancel requests dropped: their session had nothing in flight, so the statement they meant had ended."},
     {"audit_dropped", "Audit records dropped because the audit queue was full."},
     {"audit_table_errors", "Audit records that could not be inserted into occ.conflict_log."},
 }};

@@ -16,7 +16,6 @@ enum class Counter : unsigned {
   connections_refused,
   queries_simple,
   queries_extended,
-  copy_operations,
   statements_rewritten,
   conflicts,
   shadow_conflicts,
@@ -34,6 +33,7 @@ enum class Counter : unsigned {
   bytes_server_to_client,
   protocol_errors,
   upstream_errors,
+  cancels_stale,       // a CancelRequest for a session with nothing in flight: dropped
   audit_dropped,       // audit queue full: the record was not written
   audit_table_errors,  // a record that did not reach occ.conflict_log
   count_  // keep last

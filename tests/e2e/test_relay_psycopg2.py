@@ -1,7 +1,9 @@
 # Relay: psycopg2 (simple protocol) sees the same rows, tags, errors and notifications through the proxy.
+import json
 import select
 import threading
 import time
+import urllib.request
 
 import psycopg2
 import psycopg2.errors
@@ -125,3 +127,23 @@ def test_cancel_pg_sleep(db, start_proxy):
         assert cur.fetchone() == ("still usable",)
     finally:
         conn.close()
+
+
+def test_a_cancel_sent_after_the_reply_does_not_cancel_the_next_statement(db, start_proxy):
+    # Directly the server ignores a cancel for an idle backend. Through a proxy the cancel arrives
+    # later and could hit the next statement: the proxy drops it, as the session has nothing in flight.
+    proxy = start_proxy(db)
+    conn = psycopg2.connect(proxy.dsn(db))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for _ in range(5):
+                cur.execute("SELECT 1")
+                assert cur.fetchall() == [(1,)]
+                conn.cancel()
+                cur.execute("SELECT pg_sleep(0.2), 'completed'")
+                assert cur.fetchall() == [("", "completed")]
+    finally:
+        conn.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.stats_port}/stats", timeout=5) as response:
+        assert json.loads(response.read())["counters"]["cancels_stale"] == 5

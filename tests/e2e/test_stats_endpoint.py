@@ -195,7 +195,6 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
         "connections_refused": 0,
         "queries_simple": 4,        # the two-statement Query counts once
         "queries_extended": 2,
-        "copy_operations": 0,
         "statements_rewritten": 4,  # the stale UPDATE, the UPDATE and DELETE that pass, the extended UPDATE
         "conflicts": 1,
         "shadow_conflicts": 0,
@@ -211,6 +210,7 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
         "rules_reload_failed": 0,
         "protocol_errors": 0,
         "upstream_errors": 0,
+        "cancels_stale": 0,
         "audit_dropped": 0,
         "audit_table_errors": 0,
     }

@@ -63,12 +63,12 @@ TEST_CASE("the client's row is the server's without the appended key and version
   for (const auto& c : cases) {
     const std::string body = row_body(c.server);
     std::string out;
-    client_data_row(out, pg::decode_data_row(body), body, tracking);
+    client_data_row(out, pg::decode_data_row(body), body, tracking.added_columns);
     CHECK(out == data_row(c.client));
   }
   const std::string short_row = row_body({"42"});
   std::string out;
-  CHECK_THROWS_AS(client_data_row(out, pg::decode_data_row(short_row), short_row, tracking), pg::MalformedMessage);
+  CHECK_THROWS_AS(client_data_row(out, pg::decode_data_row(short_row), short_row, 2), pg::MalformedMessage);
 }
 
 TEST_CASE("a large row streams unless its length word must change", "[result_tracker]") {
@@ -81,12 +81,71 @@ TEST_CASE("a large row streams unless its length word must change", "[result_tra
   in_place.in_place = true;
   ResultTracking dropped = appended;
   dropped.drop_result = true;
-  CHECK(large_row_passage(nullptr) == RowPassage::stream);
-  CHECK(large_row_passage(&appended) == RowPassage::whole);
-  CHECK(large_row_passage(&in_place) == RowPassage::scan);
-  CHECK(large_row_passage(&dropped) == RowPassage::drop);
+  const ResultLayout undescribed;
+  ResultLayout foreign;
+  foreign.described = foreign.foreign = true;
   const ResultTracking untracked;
-  CHECK(large_row_passage(&untracked) == RowPassage::stream);
+  CHECK(large_row_passage(nullptr, undescribed) == RowPassage::stream);
+  CHECK(large_row_passage(&untracked, undescribed) == RowPassage::stream);
+  CHECK(large_row_passage(&appended, undescribed) == RowPassage::whole);
+  CHECK(large_row_passage(&appended, foreign) == RowPassage::stream);
+  CHECK(large_row_passage(&in_place, undescribed) == RowPassage::scan);
+  CHECK(large_row_passage(&dropped, undescribed) == RowPassage::drop);
+}
+
+TEST_CASE("a cursor's or prepared statement's added columns are known by their names", "[result_tracker]") {
+  auto table = subscriptions();
+  RelationIndex relations;
+  auto description = [](std::vector<std::string_view> names) {
+    pg::RowDescription d;
+    for (auto name : names) d.fields.push_back({name, 0, 0, 25, -1, -1, 0});
+    return d;
+  };
+  ResultTracking known;
+  known.tables = {&table};
+  known.added_columns = 2;
+  known.by_name = true;
+  ResultTracking unknown;
+  unknown.by_name = true;
+  struct Case {
+    const ResultTracking* tracking;
+    std::vector<std::string_view> fields;
+    unsigned added;
+    bool foreign;
+  };
+  const Case cases[] = {
+      {&known, {"notes", "occ:key", "occ:version"}, 2, false},
+      {&known, {"notes", "status"}, 0, true},           // another cursor of that name
+      {&known, {"notes", "occ:version"}, 0, true},      // not the columns the name was declared with
+      {&unknown, {"notes", "occ:key", "occ:version"}, 2, false},
+      {&unknown, {"notes"}, 0, false},
+  };
+  for (const auto& c : cases) {
+    const auto layout = describe_layout(description(c.fields), *c.tracking, relations);
+    CHECK(layout.added == c.added);
+    CHECK(layout.foreign == c.foreign);
+    CHECK(layout.client_columns == c.fields.size() - c.added);
+  }
+}
+
+TEST_CASE("named results remember the tracking they were declared with", "[result_tracker]") {
+  auto table = subscriptions();
+  ResultTracking tracking;
+  tracking.tables = {&table};
+  tracking.added_columns = 2;
+  NamedResults cursors;
+  cursors.declare("c", tracking, 1);
+  CHECK(cursors.rows_of("c", 1).added_columns == 2);
+  CHECK(cursors.rows_of("c", 1).by_name);
+  CHECK(cursors.rows_of("c", 2).tables.empty());  // rules reloaded: cut by name, noted no more
+  CHECK(cursors.rows_of("d", 1).tables.empty());
+  CHECK(cursors.rows_of("d", 1).by_name);
+  cursors.declare("c", ResultTracking{}, 1);  // redeclared over an untracked query
+  CHECK(cursors.size() == 0);
+  for (int i = 0; i < 300; ++i) cursors.declare("c" + std::to_string(i), tracking, 1);
+  CHECK(cursors.size() == NamedResults::kMaxNames);
+  cursors.forget("");
+  CHECK(cursors.size() == 0);
 }
 
 TEST_CASE("a row fed in pieces of any size scans to the same values", "[result_tracker]") {

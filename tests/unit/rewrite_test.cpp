@@ -349,8 +349,8 @@ const Row rewrite_rows[] = {
      "WHEN MATCHED AND t.version = 3 THEN UPDATE SET status = CASE WHEN s.x THEN 'a' ELSE 'b' END "
      "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
      "MERGE INTO subscriptions t USING staging s ON t.id = s.id WHEN MATCHED AND TRUE AND s.gone AND "
-     "(CASE WHEN (TRUE AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true WHEN "
-     "occ.written_here(t.xmin, t.version) THEN true ELSE occ.conflict(t.version, 3, t.version, "
+     "(CASE WHEN (TRUE AND s.gone) IS NOT TRUE THEN false WHEN t.version = 3 THEN true "
+     "ELSE occ.conflict(t.version, 3, t.version, "
      "to_jsonb(t.*), @sub.delete@) IS NOT NULL END) THEN DELETE WHEN MATCHED AND TRUE THEN UPDATE SET "
      "version = CASE WHEN t.version = 3 THEN t.version WHEN occ.written_here(t.xmin, t.version) THEN "
      "t.version ELSE occ.conflict(t.version, 3, t.version, to_jsonb(t.*), @sub.update@) END, status = "
@@ -693,6 +693,8 @@ std::string effects_text(const occ::Rewrite& r) {
       out += commands[static_cast<int>(e.command)];
       if (!e.savepoint.empty()) out += " " + e.savepoint;
     }
+    static const char* const named[] = {"", "declare", "fetch", "close", "prepare", "execute", "deallocate"};
+    if (e.named != occ::NamedResult::none) out += std::string(" ") + named[static_cast<int>(e.named)] + " " + e.result_name;
   }
   return out.empty() ? "-" : out;
 }
@@ -935,7 +937,7 @@ const ReadRow read_rows[] = {
      "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
     // PREPARE runs later, when this read set is gone: only the statement's own version counts.
-    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "-", ""},
+    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "- prepare p", ""},
     // Unsupported: forwarded as it is, nothing appended.
     {"passthrough", "app", "DELETE FROM subscriptions WHERE CURRENT OF c", "", "-", "public.subscriptions"},
     // Session commands, one effect per statement.
@@ -950,6 +952,19 @@ const ReadRow read_rows[] = {
      "savepoint A b; public.subscriptions writes [7] read at 3; release A b; rollback_to a; discard_all; reset_all; -",
      "public.subscriptions [7]"},
     {"passthrough", "app", "BEGIN; SELECT 1; COMMIT", "", "-", ""},
+    // Named results: a cursor's query is tracked like a SELECT; FETCH, CLOSE, EXECUTE, DEALLOCATE
+    // name what the session remembers; a prepared SELECT is tracked only where nothing is appended.
+    {"passthrough", "app", "DECLARE \"Cur\" SCROLL CURSOR WITH HOLD FOR SELECT notes FROM subscriptions s",
+     "DECLARE \"Cur\" SCROLL CURSOR WITH HOLD FOR SELECT notes, %S:s% FROM subscriptions s",
+     "public.subscriptions/2 declare Cur", ""},
+    {"passthrough", "app", "DECLARE c CURSOR FOR SELECT * FROM subscriptions", "", "public.subscriptions/in place declare c",
+     ""},
+    {"passthrough", "app", "FETCH BACKWARD 5 FROM c; MOVE NEXT IN c; CLOSE c; CLOSE ALL", "",
+     "- fetch c; -; - close c; - close ", ""},
+    {"passthrough", "app", "PREPARE r (int) AS SELECT * FROM subscriptions WHERE id = $1", "",
+     "public.subscriptions/in place prepare r", ""},
+    {"passthrough", "app", "EXECUTE r(42); DEALLOCATE r; DEALLOCATE ALL", "", "- execute r; - deallocate r; - deallocate ",
+     ""},
 };
 
 }  // namespace
@@ -971,6 +986,16 @@ TEST_CASE("reads carry key and version, writes check each row against the read s
     CHECK(r.untracked_reads == 0);
     if (parses(row.sql)) CHECK(parses(sent(r, row.sql)));
   }
+}
+
+TEST_CASE("a prepared SELECT that names its columns is not tracked: EXECUTE may feed CREATE TABLE AS", "[rewrite]") {
+  FakeReads reads;
+  Session s("passthrough");
+  s.reads = &reads;
+  const occ::Rewrite r = s.rewrite("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1");
+  CHECK(r.action == occ::Rewrite::Action::forward);
+  CHECK(effects_text(r) == "- prepare r");
+  CHECK(r.untracked_reads == 1);
 }
 
 TEST_CASE("the row a checked write's tag reports is named by its own parameter, not a writable CTE's",

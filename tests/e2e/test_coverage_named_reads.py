@@ -1,0 +1,194 @@
+# Reads through cursors, protocol portals with a row limit and SQL-level prepared statements
+# (SPEC 3.9): the client gets exactly the bytes it would get directly, and a stale write after such a
+# read is a conflict. No SQL here names a version.
+import asyncio
+
+import asyncpg
+import psycopg
+import psycopg2
+import pytest
+
+from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
+    conflict_error,
+    connect,
+    occ_proxy_fixture,
+    pg_error,
+    psycopg3_error,
+    read_detail,
+    requires_proxy,
+    rows,
+    rules_yaml,
+    run,
+    unread_detail,
+)
+
+pytestmark = requires_proxy
+
+WRITE = "UPDATE subscriptions SET notes = 'agent' WHERE id = 42"
+
+
+def billing(pg, db):
+    pg.psql("UPDATE subscriptions SET status = 'cancelled' WHERE id = 42", dbname=db)
+
+
+def stale_write_conflicts(pg, db, conn, detail):
+    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
+        run(conn, WRITE)
+    assert pg_error(caught.value) == conflict_error(42, 1, 2, detail)
+    assert rows(pg, db, "SELECT status, notes, version FROM subscriptions WHERE id = 42") == [
+        ["cancelled", "old", "2"]]
+
+
+def script(dsn, statements):
+    """(status, description names, rows) of each statement, in one transaction."""
+    conn = psycopg2.connect(dsn)
+    out = []
+    try:
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+                out.append((cur.statusmessage, [d.name for d in cur.description] if cur.description else None,
+                            cur.fetchall() if cur.description else None))
+        conn.commit()
+    finally:
+        conn.close()
+    return out
+
+
+CURSOR_SCRIPT = [
+    "DECLARE c SCROLL CURSOR FOR SELECT notes, status FROM subscriptions ORDER BY id",
+    "FETCH NEXT FROM c",
+    "FETCH 2 FROM c",
+    "FETCH PRIOR FROM c",
+    "MOVE ABSOLUTE 0 IN c",
+    "FETCH ALL FROM c",
+    "FETCH BACKWARD ALL FROM c",
+    "FETCH ABSOLUTE 2 FROM c",
+    "FETCH RELATIVE 1 FROM c",
+    "CLOSE c",
+    "DECLARE \"Star\" NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM subscriptions WHERE id >= 43",
+    "FETCH FORWARD 1 FROM \"Star\"",
+    "FETCH ALL IN \"Star\"",
+    "CLOSE ALL",
+    "DECLARE c CURSOR FOR SELECT 1 AS one, 'x' AS occ",  # a name reused for an untracked query
+    "FETCH ALL FROM c",
+]
+
+
+def test_sql_cursors_in_every_direction_return_what_the_server_sends(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    assert script(proxy.dsn(db), CURSOR_SCRIPT) == script(pg.dsn(db), CURSOR_SCRIPT)
+
+
+@pytest.mark.parametrize("query, detail", [
+    ("SELECT notes FROM subscriptions WHERE id = 42", read_detail(2, [])),
+    ("SELECT * FROM subscriptions WHERE id = 42", read_detail(2, ["status"])),
+])
+def test_a_psycopg2_named_cursor_read_is_tracked(pg, db, occ_proxy, query, detail):
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db), autocommit=False)
+    with agent.cursor(name="agent_cursor") as cur:
+        cur.itersize = 1
+        cur.execute(query)
+        assert len(list(cur)) == 1
+    agent.commit()
+    agent.autocommit = True
+    billing(pg, db)
+    stale_write_conflicts(pg, db, agent, detail)
+
+
+def test_a_with_hold_cursor_fetched_after_commit_is_tracked(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db), autocommit=False)
+    run(agent, "DECLARE h CURSOR WITH HOLD FOR SELECT notes, status FROM subscriptions WHERE id = 42")
+    agent.commit()
+    assert run(agent, "FETCH ALL FROM h") == ("FETCH 1", [("old", "active")])
+    run(agent, "CLOSE h")
+    agent.commit()
+    agent.autocommit = True
+    billing(pg, db)
+    stale_write_conflicts(pg, db, agent, read_detail(2, ["status"]))
+
+
+def test_a_psycopg3_server_side_cursor_read_is_tracked(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    sql = "SELECT status, notes FROM subscriptions WHERE id = %s"
+    with psycopg.connect(pg.dsn(db)) as direct:
+        with direct.cursor(name="c") as cur:
+            cur.execute(sql, (42,))
+            expected = (cur.fetchmany(1), cur.fetchall())
+    with psycopg.connect(proxy.dsn(db)) as agent:
+        with agent.cursor(name="c") as cur:
+            cur.execute(sql, (42,))
+            assert (cur.fetchmany(1), cur.fetchall()) == expected
+        agent.commit()
+        billing(pg, db)
+        with pytest.raises(psycopg.errors.SerializationFailure) as caught:
+            agent.execute("UPDATE subscriptions SET notes = %s WHERE id = %s", ("agent", 42))
+    assert psycopg3_error(caught.value) == conflict_error(42, 1, 2, read_detail(2, ["status"]))
+
+
+def test_asyncpg_cursors_with_a_row_limit_are_tracked(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    pg.psql("INSERT INTO subscriptions (id, status, notes) SELECT g, 'active', 'n' || g "
+            "FROM generate_series(100, 149) g", dbname=db)
+    query = "SELECT id, status FROM subscriptions WHERE id >= $1 ORDER BY id"
+
+    async def read(server):
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres", password="postgres",
+                                     database=db)
+        try:
+            async with conn.transaction():
+                prefetched = [tuple(r) async for r in conn.cursor(query, 42, prefetch=7)]
+                cursor = await conn.cursor(query, 42)
+                chunks = [[tuple(r) for r in await cursor.fetch(5)], [tuple(r) for r in await cursor.fetch(100)]]
+            return prefetched, chunks, conn
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def scenario():
+        direct = await read(pg)
+        await direct[2].close()
+        through = await read(proxy)
+        agent = through[2]
+        try:
+            assert through[:2] == direct[:2]
+            billing(pg, db)
+            with pytest.raises(asyncpg.exceptions.SerializationError) as caught:
+                await agent.execute("UPDATE subscriptions SET notes = $1 WHERE id = $2", "agent", 42)
+            return caught.value
+        finally:
+            await agent.close()
+
+    error = asyncio.run(scenario())
+    assert (error.sqlstate, error.detail) == ("40001", unread_detail(1, 2))
+
+
+SQL_PREPARE_SCRIPT = [
+    "PREPARE star (int) AS SELECT * FROM subscriptions WHERE id = $1",
+    "EXECUTE star(42)",
+    "EXPLAIN (COSTS OFF) EXECUTE star(42)",
+    "CREATE TEMP TABLE copied AS EXECUTE star(43)",
+    "SELECT * FROM copied",
+    "PREPARE chosen AS SELECT notes FROM subscriptions WHERE id = $1",
+    "EXECUTE chosen(44)",
+    "DEALLOCATE star",
+    "PREPARE star AS SELECT 2 AS two",
+    "EXECUTE star",
+    "DEALLOCATE ALL",
+]
+
+
+def test_sql_prepared_selects_return_what_the_server_sends(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    assert script(proxy.dsn(db), SQL_PREPARE_SCRIPT) == script(pg.dsn(db), SQL_PREPARE_SCRIPT)
+
+
+def test_an_sql_prepared_select_star_read_is_tracked(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db))
+    run(agent, "PREPARE r (int) AS SELECT * FROM subscriptions WHERE id = $1")
+    assert run(agent, "EXECUTE r(42)") == ("SELECT 1", [(42, 1, "active", "old", 1)])
+    billing(pg, db)
+    stale_write_conflicts(pg, db, agent, read_detail(2, ["status"]))
