@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -196,6 +197,23 @@ std::vector<json> recent(std::size_t limit) {
   std::lock_guard lock(s.mutex);
   const std::size_t n = std::min(limit, s.recent.size());
   return {s.recent.begin(), s.recent.begin() + static_cast<std::ptrdiff_t>(n)};
+}
+
+json find(std::string_view id) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  for (const json& record : s.recent) {
+    auto it = record.find("id");
+    if (it != record.end() && it->is_string() && it->get_ref<const std::string&>() == id) return record;
+  }
+  return nullptr;
+}
+
+std::string new_id() {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(random()));
+  return hex;
 }
 
 std::string format_timestamp(std::chrono::system_clock::time_point t) {

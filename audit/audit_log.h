@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -25,13 +26,20 @@ inline constexpr std::size_t kQueueCapacity = 10000;
 void start(const Config& config);
 void stop();
 
-// Queue one record (kind: "conflict", "shadow_conflict", "forced_write"); returns at once.
+// Queue one record (kind: "conflict", "shadow_conflict", "merged", "shadow_merged", "forced_write");
+// returns at once.
 // `event` must be a JSON object; it gets a "ts" field when it has none. Records queued before
 // start() are written once it runs; when the queue is full the record is dropped and counted.
 void record(nlohmann::json event);
 
 // Most recent records, newest first, at most `limit`.
 std::vector<nlohmann::json> recent(std::size_t limit = 100);
+
+// The recent record whose "id" is `id`; null once it has left the recent list (or never was).
+nlohmann::json find(std::string_view id);
+
+// A fresh record id (16 hex digits) for a record whose event came without one.
+std::string new_id();
 
 // ISO-8601 UTC with milliseconds, e.g. "2024-05-01T12:34:56.789Z".
 std::string format_timestamp(std::chrono::system_clock::time_point t);

@@ -61,8 +61,10 @@ constexpr const char* kDemoRules = R"yaml(defaults:
 tables:
   - table: public.subscriptions
     key: [id]
+    track_writer: true
   - table: public.invoices
     key: [id]
+    on_conflict: merge
 )yaml";
 
 std::string find_bindir() {
@@ -203,11 +205,18 @@ int run_demo(const std::function<int(const Config&)>& run_proxy) {
             << "  Connect through the proxy:  psql 'host=127.0.0.1 port=" << port << " dbname=postgres user=postgres'\n"
             << "  Stats:                      http://127.0.0.1:" << config.stats.listen.port << "/\n"
             << "  Audit log:                  " << config.audit_file << "\n\n"
-            << "Provoke a conflict from two psql sessions through the proxy:\n"
-            << "  A: SELECT * FROM subscriptions WHERE id = 42;               -- sees version 1\n"
+            << "Provoke a conflict from two psql sessions through the proxy, with SQL that names no version:\n"
+            << "  A: SELECT * FROM subscriptions WHERE id = 42;               -- the proxy notes version 1\n"
             << "  B: UPDATE subscriptions SET status = 'paused' WHERE id = 42; -- version becomes 2\n"
-            << "  A: UPDATE subscriptions SET notes = 'call back' WHERE id = 42 AND version = 1;\n"
-            << "     -- ERROR 40001: occ: version conflict on public.subscriptions (id)=(42) ...\n"
+            << "  A: UPDATE subscriptions SET notes = 'call back' WHERE id = 42;\n"
+            << "     -- ERROR 40001: occ: version conflict on public.subscriptions (id)=(42): expected version 1, ...\n"
+            << "     -- DETAIL names who changed status and when, and a conflict id; the three-way diff is at\n"
+            << "     -- http://127.0.0.1:" << config.stats.listen.port << "/conflicts/<id>\n"
+            << "invoices is set to on_conflict: merge, so changes to different columns both stand:\n"
+            << "  A: SELECT * FROM invoices WHERE id = 2;                     -- the proxy notes version 1\n"
+            << "  B: UPDATE invoices SET paid = true WHERE id = 2;            -- version becomes 2\n"
+            << "  A: UPDATE invoices SET amount_cents = 20900 WHERE id = 2;   -- UPDATE 1: merged, version 3\n"
+            << "  A: SELECT * FROM invoices WHERE id = 2;                     -- paid and amount_cents both changed\n"
             << "Stop with Ctrl-C; the demo database is deleted.\n\n";
   int status = run_proxy(config);
   stop_postgres();

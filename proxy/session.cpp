@@ -607,7 +607,7 @@ std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int
   if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules, syntax_.standard_conforming_strings))
     return std::nullopt;
   const auto started = std::chrono::steady_clock::now();
-  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, syntax_};
+  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_, syntax_};
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
   if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
   for (const auto& effect : rw.effects)
@@ -751,51 +751,16 @@ void Session::on_bind(const Frame& frame) {
   if (fill_params || widen_formats) {
     std::vector<std::optional<std::string>> added;
     if (fill_params) {
-      // The key tuples a parameter names, as text; a tuple with a key bound to NULL names no row.
-      auto bound_keys = [&](const ExpectedParam& expected) {
-        std::vector<std::vector<std::string>> keys;
-        for (const auto& tuple : expected.keys) {
-          std::vector<std::string> key;
-          for (const auto& source : tuple) {
-            if (source.param_number == 0) {
-              key.push_back(source.literal);
-            } else if (auto value = key_text(bind, static_cast<std::size_t>(source.param_number - 1), info->param_types)) {
-              key.push_back(*value);
-            }
-          }
-          if (key.size() == tuple.size()) keys.push_back(std::move(key));
-        }
-        return keys;
-      };
-      // A version parameter and the base parameter after it name the same row: one lookup serves both.
-      const ExpectedParam* looked_up = nullptr;
-      std::optional<RowRead> row;
       const int row_write_param = !info->effects.empty() && info->effects.front().row_write
-                                ? info->effects.front().row_write->version_param
-                                : 0;
-      for (const auto& expected : info->expected_params) {
-        const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
-                              looked_up->table == expected.table && looked_up->keys == expected.keys;
-        if (!same_row) {
-          auto keys = bound_keys(expected);
-          if (expected.carries == ExpectedParam::Carries::map) {
-            // A key bound to NULL matches no row: an empty map, not every tracked row.
-            added.emplace_back(expected.keys.empty() || !keys.empty() ? reads_.expected_map(*expected.table, keys) : "{}");
-            looked_up = nullptr;
-            continue;
-          }
-          row = keys.size() == 1 ? reads_.read_row(*expected.table, keys.front()) : std::nullopt;
-          looked_up = &expected;
-          // Only the top-level write's own parameter: a writable CTE's pinned write has one too.
-          if (row && row_write_param == expected.param_number) {
-            portal->written_key = std::move(keys.front());
-            portal->written_version = row->version;
-          }
-        }
-        if (!row)
-          added.emplace_back();
-        else
-          added.emplace_back(expected.carries == ExpectedParam::Carries::version ? row->version : row->base);
+                                      ? info->effects.front().row_write->version_param
+                                      : 0;
+      AddedValues values = added_values(info->expected_params, row_write_param, reads_, [&](int n) {
+        return key_text(bind, static_cast<std::size_t>(n - 1), info->param_types);
+      });
+      added = std::move(values.values);
+      if (!values.written_key.empty()) {
+        portal->written_key = std::move(values.written_key);
+        portal->written_version = std::move(values.written_version);
       }
       // One format code means "all parameters": spell it out so the added ones can be text.
       if (bind.param_formats.size() == 1) bind.param_formats.assign(bind.params.size(), bind.param_formats[0]);
@@ -1104,7 +1069,26 @@ void Session::on_parameter_description(const Frame& frame) {
 }
 
 void Session::on_command_complete(const Frame& frame) {
+  for (nlohmann::json& merged : held_merges_) {
+    const std::string qualified = merged.value("table", "");
+    const bool shadow = merged.value("kind", "") == "shadow_merged";
+    stats::add(shadow ? Counter::shadow_merges : Counter::merges);
+    stats::table_add(qualified, shadow ? stats::TableCounter::shadow_merges : stats::TableCounter::merges);
+    spdlog::info("{}: occ {} on {} key {}", peer_, shadow ? "would merge" : "merged", qualified, merged["key"].dump());
+    audit::record(std::move(merged));
+  }
+  held_merges_.clear();
   const StatementEffect* effect = current_effect();
+  // A prepared write's EXECUTE must match the statement the server holds under that name: only
+  // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
+  if (effect && effect->named == NamedResult::prepare && pg::decode_command_complete(frame.body).tag == "PREPARE") {
+    if (effect->prepared_write)
+      prepared_writes_.prepared(effect->result_name, *effect->prepared_write, in_flight_.front().statement->policy);
+    else
+      prepared_writes_.forget(effect->result_name);
+  } else if (effect && effect->named == NamedResult::deallocate) {
+    prepared_writes_.forget(effect->result_name);
+  }
   if (effect && effect->row_write) {
     note_checked_write(*effect->row_write, pg::decode_command_complete(frame.body).tag);
   } else if (effect && effect->command != SessionCommand::none) {
@@ -1122,6 +1106,7 @@ void Session::on_command_complete(const Frame& frame) {
       case SessionCommand::discard_all:
         cursors_.clear();
         sql_prepared_.clear();
+        prepared_writes_.forget("");
         reads_.clear();
         break;
       case SessionCommand::reset_all:
@@ -1140,6 +1125,7 @@ void Session::on_command_complete(const Frame& frame) {
     else if (tag == "DISCARD ALL") {
       cursors_.clear();
       sql_prepared_.clear();
+      prepared_writes_.forget("");
       reads_.clear();
     }
   }
@@ -1200,6 +1186,7 @@ void Session::on_ready_for_query(const Frame& frame) {
 
 void Session::on_error_response(const Frame& frame) {
   error_since_ready_ = true;
+  held_merges_.clear();
   auto fields = pg::decode_error_fields(frame.body);
   auto severity = fields.get('V');
   if (severity.empty()) severity = fields.get('S');
@@ -1302,7 +1289,9 @@ void Session::audit_event(const nlohmann::json& event) {
   const auto& theirs = event.contains("current_row") ? event["current_row"] : nlohmann::json::object();
   const auto& base = event.contains("base") && event["base"].is_object() ? event["base"] : nlohmann::json::object();
 
+  const auto id = event.find("id");
   nlohmann::json record = {
+      {"id", id != event.end() && id->is_string() ? id->get<std::string>() : audit::new_id()},
       {"kind", kind},
       {"table", qualified},
       {"key", event.value("key", nlohmann::json::object())},
@@ -1326,8 +1315,28 @@ void Session::audit_event(const nlohmann::json& event) {
       diff[column] = std::move(entry);
     }
   }
+  // Every column changed since the read, so whoever resolves it sees what the other writer did.
+  const auto changed = event.find("changed");
+  if (changed != event.end() && changed->is_array()) {
+    for (const auto& name : *changed) {
+      if (!name.is_string()) continue;
+      const std::string column = name.get<std::string>();
+      if (diff.contains(column)) continue;
+      nlohmann::json entry = {{"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))}};
+      if (base.contains(column)) entry["base"] = redacted(column, base[column]);
+      diff[column] = std::move(entry);
+    }
+  }
   record["diff"] = std::move(diff);
+  if (const auto both = event.find("both_changed"); both != event.end() && both->is_array())
+    record["both_changed"] = *both;
+  if (const auto writer = event.find("writer"); writer != event.end() && writer->is_object())
+    record["writer"] = *writer;
   if (kind == "forced_write") record["overwritten_version"] = record["current"];
+  if (kind == "merged" || kind == "shadow_merged") {
+    held_merges_.push_back(std::move(record));
+    return;
+  }
   spdlog::info("{}: occ {} on {} key {}", peer_, kind, qualified, record["key"].dump());
   audit::record(std::move(record));
 }

@@ -26,6 +26,7 @@
 #include "proxy/messages.h"
 #include "proxy/outbox.h"
 #include "proxy/policy_store.h"
+#include "proxy/prepared_writes.h"
 #include "proxy/read_set.h"
 #include "proxy/result_tracker.h"
 #include "proxy/scram.h"
@@ -192,9 +193,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
+  // Merges the statement in flight reported: audited and counted once it completes, dropped when it
+  // fails (a bulk write that merged some rows and refused one wrote nothing).
+  std::vector<nlohmann::json> held_merges_;
   bool error_since_ready_ = false;
   NamedResults cursors_;
   NamedResults sql_prepared_;
+  SqlPreparedWrites prepared_writes_;
   // The DataRow being streamed through (FrameReader::stream_head), and what reads it on the way.
   RowPassage large_row_ = RowPassage::stream;
   std::optional<RowScanner> large_row_scan_;

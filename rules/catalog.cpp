@@ -121,6 +121,8 @@ class Checker {
     for (const char* function : {"occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text)",
                                  "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, jsonb)",
                                  "occ.conflict(anycompatible, anycompatible, anycompatible, jsonb, text, text)",
+                                 "occ.merge(anycompatible, anycompatible, anycompatible, jsonb, text, text, jsonb)",
+                                 "occ.theirs_changed(jsonb, text, text, text)",
                                  "occ.written_here(xid, anyelement)",
                                  "occ.reject(text, text, text, text, text, text)"}) {
       if (!db_.query("SELECT to_regprocedure($1) IS NOT NULL", {function}).flag(0, 0)) {
@@ -186,6 +188,16 @@ class Checker {
     } else if (trigger == BumpTrigger::outdated) {
       problem(shown + ": trigger " + trigger_name + " does not match the rules (version column " + table.version_column +
               ", " + to_string(table.version_kind) + "); " + migrate_fix_);
+    }
+    if (table.track_writer) {
+      for (const std::string_view column : {kModifiedByColumn, kModifiedAtColumn})
+        if (!shape->column(column))
+          problem(shown + ": column " + std::string(column) + " (track_writer) is missing; " + migrate_fix_);
+      const BumpTrigger writer = writer_trigger_state(db_, shape->oid, table);
+      if (writer != BumpTrigger::current)
+        problem(shown + ": trigger " + std::string(writer_trigger_name) + " (track_writer) is " +
+                (writer == BumpTrigger::missing ? "missing" : writer == BumpTrigger::disabled ? "disabled" : "outdated") +
+                "; " + migrate_fix_);
     }
     if (report_.problems.size() == before) {
       std::string keys;

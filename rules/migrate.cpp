@@ -34,9 +34,11 @@ const char* version_types_text(VersionKind kind) {
   return "?";
 }
 
-std::string bump_function_name(const TablePolicy& table) {
-  // The table name keeps the function recognisable; the hash of the qualified name keeps two
-  // tables apart when names are long or differ only in schema.
+namespace {
+
+// The table name keeps a function recognisable; the hash of the qualified name keeps two tables
+// apart when names are long or differ only in schema.
+std::string table_function_name(std::string_view prefix, const TablePolicy& table) {
   uint32_t hash = 2166136261u;
   for (char c : table.schema + '\0' + table.name) {
     hash ^= static_cast<unsigned char>(c);
@@ -50,10 +52,28 @@ std::string bump_function_name(const TablePolicy& table) {
   while (stem.size() < table.name.size() && !stem.empty() && (static_cast<unsigned char>(table.name[stem.size()]) & 0xC0) == 0x80) {
     stem.pop_back();
   }
-  return "bump_" + stem + "_" + hex;
+  return std::string(prefix) + stem + "_" + hex;
 }
 
+}  // namespace
+
+std::string bump_function_name(const TablePolicy& table) { return table_function_name("bump_", table); }
+std::string writer_function_name(const TablePolicy& table) { return table_function_name("writ_", table); }
+
 namespace {
+
+// The PL/pgSQL body of the track_writer function: who wrote the row (session user, and the
+// application_name it gave) and when, whichever path the write took.
+constexpr const char* kWriterBody =
+    "\nBEGIN\n"
+    "  NEW.occ_modified_by := session_user::text || coalesce(' (' || nullif(pg_catalog.current_setting("
+    "'application_name', true), '') || ')', '');\n"
+    "  NEW.occ_modified_at := pg_catalog.clock_timestamp();\n"
+    "  RETURN NEW;\nEND\n";
+
+std::string writer_function(PgConnection& db, const TablePolicy& table) {
+  return "occ." + db.identifier(writer_function_name(table));
+}
 
 // The PL/pgSQL body of the bump function: the next version for a row whose UPDATE left it alone.
 std::string bump_body(PgConnection& db, const TablePolicy& table) {
@@ -186,6 +206,7 @@ class Migrator {
                          shown);
     }
 
+    migrate_writer(table, *shape, target);
     const BumpTrigger state = bump_trigger_state(db_, shape->oid, table);
     const std::string function = qualified_function(db_, table);
     const std::string trigger = db_.identifier(bump_trigger_name);
@@ -211,6 +232,40 @@ class Migrator {
                        ")");
   }
 
+  // track_writer: the bookkeeping columns (kept once added) and the trigger that sets them.
+  void migrate_writer(const TablePolicy& table, const TableShape& shape, const std::string& target) {
+    const std::string shown = table.qualified_name();
+    const BumpTrigger state = writer_trigger_state(db_, shape.oid, table);
+    const std::string function = writer_function(db_, table);
+    const std::string trigger = db_.identifier(writer_trigger_name);
+    if (!table.track_writer) {
+      if (state != BumpTrigger::missing) {
+        db_.exec("DROP TRIGGER " + trigger + " ON " + target);
+        db_.exec("DROP FUNCTION IF EXISTS " + function + "()");
+        changes_.push_back("dropped trigger " + std::string(writer_trigger_name) + " on " + shown +
+                           " (track_writer: false; the columns stay)");
+      }
+      return;
+    }
+    const std::pair<std::string_view, const char*> columns[] = {{kModifiedByColumn, "text"},
+                                                                {kModifiedAtColumn, "timestamptz"}};
+    for (const auto& [column, type] : columns) {
+      if (shape.column(column)) continue;
+      db_.exec("ALTER TABLE " + target + " ADD COLUMN " + db_.identifier(std::string(column)) + " " + type);
+      changes_.push_back("added column " + std::string(column) + " " + type + " to " + shown + " (track_writer)");
+    }
+    if (state == BumpTrigger::current) return;
+    db_.exec("CREATE SCHEMA IF NOT EXISTS occ");
+    db_.exec("CREATE OR REPLACE FUNCTION " + function + "() RETURNS trigger LANGUAGE plpgsql AS " +
+             db_.literal(kWriterBody));
+    db_.exec("DROP TRIGGER IF EXISTS " + trigger + " ON " + target);
+    db_.exec("CREATE TRIGGER " + trigger + " BEFORE INSERT OR UPDATE ON " + target +
+             " FOR EACH ROW EXECUTE FUNCTION " + function + "()");
+    const char* verb = state == BumpTrigger::missing ? "installed" : state == BumpTrigger::disabled ? "re-enabled" : "updated";
+    changes_.push_back(std::string(verb) + " trigger " + std::string(writer_trigger_name) + " on " + shown + " (occ." +
+                       writer_function_name(table) + ", track_writer)");
+  }
+
   const Rules& rules_;
   PgConnection& db_;
   std::vector<std::string> changes_;
@@ -229,6 +284,19 @@ BumpTrigger bump_trigger_state(PgConnection& db, const std::string& table_oid, c
       "  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
       " WHERE t.tgrelid = $1::oid AND t.tgname = 'occ_bump_version'",
       {table_oid, qualified_function(db, table) + "()", table.version_column, bump_body(db, table)});
+  if (r.rows() == 0) return BumpTrigger::missing;
+  if (!r.flag(0, 1)) return BumpTrigger::outdated;
+  return r.flag(0, 0) ? BumpTrigger::current : BumpTrigger::disabled;
+}
+
+BumpTrigger writer_trigger_state(PgConnection& db, const std::string& table_oid, const TablePolicy& table) {
+  auto r = db.query(
+      "SELECT t.tgenabled <> 'D',"
+      "       t.tgtype = 23 AND t.tgnargs = 0 AND t.tgattr::text = ''"  // BEFORE INSERT OR UPDATE FOR EACH ROW
+      "       AND t.tgfoid = coalesce(to_regprocedure($2), 0) AND p.prosrc = $3 AND t.tgqual IS NULL"
+      "  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+      " WHERE t.tgrelid = $1::oid AND t.tgname = 'occ_track_writer'",
+      {table_oid, writer_function(db, table) + "()", kWriterBody});
   if (r.rows() == 0) return BumpTrigger::missing;
   if (!r.flag(0, 1)) return BumpTrigger::outdated;
   return r.flag(0, 0) ? BumpTrigger::current : BumpTrigger::disabled;

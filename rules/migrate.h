@@ -33,6 +33,13 @@ inline constexpr std::string_view bump_trigger_name = "occ_bump_version";
 std::string bump_function_name(const TablePolicy& table);
 
 enum class BumpTrigger { missing, current, disabled, outdated };
+
+// track_writer: the trigger that keeps occ_modified_by / occ_modified_at on every INSERT and UPDATE,
+// and its per-table function in schema occ.
+inline constexpr std::string_view writer_trigger_name = "occ_track_writer";
+std::string writer_function_name(const TablePolicy& table);
+// The occ_track_writer trigger, compared with what migrate installs (function, body, events).
+BumpTrigger writer_trigger_state(PgConnection& db, const std::string& table_oid, const TablePolicy& table);
 // The occ_bump_version trigger on the table with this oid, compared with what migrate installs for
 // `table` (function, body, events, WHEN on the version column).
 BumpTrigger bump_trigger_state(PgConnection& db, const std::string& table_oid, const TablePolicy& table);

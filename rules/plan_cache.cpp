@@ -30,11 +30,15 @@ bool reads_by_syntax(std::string_view sql, StringSyntax syntax) {
 
 // Every piece of `analysis` that comes from a constant of `sql`, with `change` applied: it
 // returns the piece's new text, or false when the piece cannot be re-read. What a write takes
-// from its constants: key pins, the version condition, the values it sets (for the audit).
+// from its constants: key pins, the version condition, the values it sets (for the audit); and
+// the arguments of an EXECUTE, which name the row a prepared write checks.
 // `Analysis` is SqlAnalysis, or const SqlAnalysis to only look.
 template <typename Analysis, typename Change>
 bool for_each_constant(Analysis& analysis, Change change) {
   for (auto& st : analysis.statements) {
+    for (auto& arg : st.execute_args)
+      if (arg && arg->param_number == 0 && !change(arg->literal, std::optional<int>(arg->token), TextRange{}))
+        return false;
     for (auto& site : st.writes) {
       for (auto* pins : {&site.pins, &site.inserted_pins})
         for (auto& pin : *pins)

@@ -117,6 +117,7 @@ std::string meta_json(const TablePolicy& p, bool deletes, std::string_view read 
     }
     out += ']';
   }
+  if (p.track_writer) out += R"(,"track_writer":true)";
   out += deletes ? R"(,"op":"delete","base":)" : R"(,"op":"update","base":)";
   // An empty read says nothing about the columns: the DETAIL then names the expected version.
   out += read.empty() || read == "{}" ? "null" : read;
@@ -254,6 +255,7 @@ struct ReadAccess {
   bool extended = false;
   int next_param = 0;
   std::vector<ExpectedParam>* params = nullptr;
+  bool prepared = false;  // the parameters are an SQL-level PREPARE's, filled at each EXECUTE
 };
 
 // What one write on a protected table turns into.
@@ -298,7 +300,11 @@ class SitePlanner {
     bool per_row = false;
     const bool app_managed =
         facts != nullptr && (facts->condition.kind != VersionUse::Kind::none || facts->in_join_condition);
-    const bool reads = access_.reads != nullptr && !site_.deferred;
+    // A write an SQL-level PREPARE prepares is checked against the read set where one pinned row's
+    // command tag tells the version written: each EXECUTE then supplies the version read.
+    const bool prepared_check = site_.prepared_body && access_.prepared && !app_managed &&
+                                pinned_keys(site_, p_).size() == 1 && tag_tells_version(own);
+    const bool reads = access_.reads != nullptr && (!site_.deferred || prepared_check);
     // Nothing to check: at most the proxy's own increment.
     auto unchecked = [&]() -> SitePlan {
       if (deletes || p_.version_bump != VersionBump::proxy || own != nullptr) return std::move(plan_);
@@ -358,6 +364,20 @@ class SitePlanner {
       return sees_writer ? "CASE WHEN " + written_here + " THEN " + next + " ELSE " + refusal + " END" : refusal;
     };
 
+    // on_conflict: merge (SPEC 3.10): a row whose version is not the one read goes to occ.merge,
+    // which refuses it only for a column changed on both sides; the SET list keeps the current
+    // value of each column the other writer changed. Both decisions are taken per written row.
+    const bool merging = merges(own);
+    std::string merge_base;
+    if (merging) {
+      if (!read.empty())
+        merge_base = dollar_quoted(read) + "::text";
+      else if (!base.empty())
+        merge_base = "(" + base + ")::text";
+      else
+        merge_base = "NULL::text";
+    }
+
     if (!deletes) {
       std::string next;
       if (own != nullptr) {
@@ -375,7 +395,24 @@ class SitePlanner {
       else
         value = "CASE WHEN " + matches + " THEN " + next + " " +
                 (per_row ? "WHEN " + expected + " IS NULL THEN " + unknown(next) + " " : std::string()) + "WHEN " +
-                written_here + " THEN " + next + " ELSE " + conflict_call(next) + " END";
+                written_here + " THEN " + next + " ELSE " +
+                (merging ? merge_call(version_ref, expected, next, row, meta, merge_base, ref)
+                         : conflict_call(next)) +
+                " END";
+      if (merging && p_.mode == EnforceMode::enforce) {
+        // A column the other writer changed keeps its value: either this write sets it to its
+        // base (an ORM writing every column), or to the same value, or occ.merge refuses the row.
+        // The session's own earlier write of the row in this transaction is not another writer's.
+        for (const SetItem& item : site_.set_items) {
+          if (item.column == p_.version_column) continue;
+          const std::string column = ref + "." + quote_identifier(item.column);
+          const std::string keep = "CASE WHEN " + matches + " OR " + expected + " IS NULL THEN false WHEN " +
+                                   written_here + " THEN false ELSE occ.theirs_changed(" + row + ", " + merge_base +
+                                   ", " + literal(item.column) + ", " + meta + ") END";
+          edits_.push_back({item.value_at.begin, item.value_at.end,
+                            "CASE WHEN " + keep + " THEN " + column + " ELSE (" + item.value + ") END"});
+        }
+      }
       if (own != nullptr) return edited({own->item.begin, own->item.end, version + " = " + value}, true);
       return edited({site_.set_keyword_end, site_.set_keyword_end, " " + version + " = " + value + ","}, true);
     }
@@ -416,13 +453,49 @@ class SitePlanner {
     int version_param = 0;         // extended protocol, pinned: the parameter carrying the version
   };
 
+  // Whether on_conflict: merge applies: a checked UPDATE whose SET items are plain column
+  // assignments (an upsert, MERGE, a row-wise or subscripted item keep the whole-row check).
+  bool merges(const SetItem* own) const {
+    if (p_.on_conflict != OnConflict::merge || site_.kind != WriteKind::update || st_.force_hint) return false;
+    return std::all_of(site_.set_items.begin(), site_.set_items.end(), [&](const SetItem& item) {
+      return &item == own || (!item.row_wise && !item.subscripted && !item.is_default);
+    });
+  }
+
+  // occ.merge's call: `mine` holds each value the write sets, typed as its column (the CASE
+  // coerces it the way the assignment does).
+  std::string merge_call(const std::string& version_ref, const std::string& expected, const std::string& next,
+                         const std::string& row, const std::string& meta, const std::string& merge_base,
+                         const std::string& ref) const {
+    // A function takes at most 100 arguments: 40 columns per jsonb_build_object, concatenated.
+    constexpr int kPerCall = 40;
+    std::string mine;
+    int in_call = 0;
+    for (const SetItem& item : site_.set_items) {
+      if (item.column == p_.version_column) continue;
+      if (in_call == kPerCall) {
+        mine += ") || ";
+        in_call = 0;
+      }
+      mine += in_call++ == 0 ? "jsonb_build_object(" : ", ";
+      mine += literal(item.column) + ", CASE WHEN false THEN " + ref + "." + quote_identifier(item.column) + " ELSE (" +
+              item.value + ") END";
+    }
+    mine = mine.empty() ? "'{}'::jsonb" : "(" + mine + "))";
+    return "occ.merge(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ", " + merge_base +
+           ", " + mine + ")";
+  }
+
   // Whether "UPDATE 1" / "DELETE 1" alone tells the written row's new version, once the write has
   // been checked against the version read: a counter advances by one (the trigger's or the proxy's
   // increment); the statement sets neither the version nor a key column; shadow mode writes stale
   // rows too; and a RETURNING of the client's own already carries the row.
   bool tag_tells_version(const SetItem* own) const {
     if (p_.version_kind != VersionKind::counter || p_.mode != EnforceMode::enforce || own != nullptr) return false;
-    if (!site_.top_level || site_.deferred || site_.has_returning) return false;
+    // A merged write advances the current version, not the one read.
+    if (merges(own)) return false;
+    if (!(site_.top_level && !site_.deferred) && !site_.prepared_body) return false;
+    if (site_.has_returning) return false;
     if (site_.kind != WriteKind::update && site_.kind != WriteKind::delete_) return false;
     return std::none_of(p_.key.begin(), p_.key.end(),
                         [this](const std::string& column) { return site_.assignment(column) != nullptr; });
@@ -571,8 +644,13 @@ void track_select(const ReadSite& site, bool extended_protocol, bool appending, 
     }
   }
   if (tables.empty()) return;
-  if (!site.untraceable.empty()) {
+  if (!site.untraceable.empty() || (site.traced && extended_protocol)) {
     ++out.untracked_reads;
+    return;
+  }
+  if (site.traced) {
+    effect.tracking.tables = std::move(tables);
+    effect.tracking.in_place = true;
     return;
   }
   if (site.whole_rows && !extended_protocol) {
@@ -712,6 +790,49 @@ int original_position(const std::vector<TextShift>& shifts, int position) {
   return offset - moved + 1;
 }
 
+namespace {
+
+// A constant as SQL that reads the same under either standard_conforming_strings setting.
+std::string escaped_literal(const std::optional<std::string>& value) {
+  if (!value) return "NULL";
+  std::string out = "E'";
+  for (char c : *value) {
+    if (c == '\\' || c == '\'') out += c;
+    out += c;
+  }
+  return out + "'";
+}
+
+// EXECUTE of a checked prepared write: the version read (and the values read) of the row its
+// arguments name go after them, as the PREPARE's added parameters expect.
+void execute_prepared_write(const StatementAnalysis& st, const SessionView& session,
+                            const std::unordered_map<std::string, const PreparedWrite*>& prepared_here,
+                            std::vector<Edit>& edits, StatementEffect& effect) {
+  const PreparedWrite* prepared = nullptr;
+  if (auto it = prepared_here.find(st.result_name); it != prepared_here.end())
+    prepared = it->second;
+  else if (session.prepared != nullptr)
+    prepared = session.prepared->prepared_write(st.result_name);
+  if (prepared == nullptr || st.execute_args_at < 0) return;
+  const AddedValues values =
+      added_values(prepared->params, prepared->row_write.version_param, *session.reads, [&](int n) {
+        const auto index = static_cast<std::size_t>(n - 1);
+        const auto& arg = index < st.execute_args.size() ? st.execute_args[index] : std::nullopt;
+        return arg && arg->param_number == 0 ? std::optional<std::string>(arg->literal) : std::nullopt;
+      });
+  std::string args;
+  for (const auto& value : values.values) args += (args.empty() && !st.execute_has_args ? "" : ", ") + escaped_literal(value);
+  if (!st.execute_has_args) args = "(" + args + ")";
+  edits.push_back({st.execute_args_at, st.execute_args_at, std::move(args)});
+  CheckedRowWrite written = prepared->row_write;
+  written.key = values.written_key;
+  written.version = values.written_version;
+  written.version_param = 0;
+  effect.row_write = std::move(written);
+}
+
+}  // namespace
+
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session, PlanCache& cache) {
   Rewrite out;
   const std::shared_ptr<const SqlAnalysis> analysis = cache.analysis(sql, session.rules, session.syntax);
@@ -728,6 +849,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
   bool any_effect = false;
   std::optional<std::vector<std::string>> path_in_text;  // after a SET search_path earlier in this text
   std::vector<Edit> edits;
+  std::unordered_map<std::string, const PreparedWrite*> prepared_here;  // by a PREPARE earlier in this text
   for (std::size_t i = 0; i < analysis->statements.size(); ++i) {
     const StatementAnalysis& st = analysis->statements[i];
     StatementEffect& effect = effects[i];
@@ -736,9 +858,13 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
     const int next_param_before = access.next_param;
     std::vector<SitePlan> plans;
     std::vector<const WriteSite*> planned_sites;
+    // An SQL-level PREPARE's parameters are its own, numbered after those its body names or it declares.
+    PreparedWrite prepared;
+    ReadAccess prepared_access{session.reads, true, std::max(st.max_param, st.declared_params), &prepared.params, true};
+    ReadAccess& statement_access = st.named == NamedResult::prepare ? prepared_access : access;
     for (const WriteSite& site : st.writes) {
       if (const TablePolicy* p = protected_table(site.schema, site.name, path, session)) {
-        plans.push_back(SitePlanner(sql, st, site, *p, access).plan(session.user));
+        plans.push_back(SitePlanner(sql, st, site, *p, statement_access).plan(session.user));
         planned_sites.push_back(&site);
       }
     }
@@ -784,17 +910,23 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       }
       if (session.reads != nullptr) {
         for (std::size_t k = 0; k < plans.size(); ++k) {
-          if (plans[k].row_write)
+          if (plans[k].row_write && st.named == NamedResult::prepare) {
+            prepared.row_write = std::move(*plans[k].row_write);
+            effect.prepared_write = std::move(prepared);
+          } else if (plans[k].row_write) {
             effect.row_write = std::move(plans[k].row_write);
-          else
+          } else {
             track_write(*planned_sites[k], *plans[k].table, edits, effect);
+          }
         }
+        if (st.named == NamedResult::execute) execute_prepared_write(st, session, prepared_here, edits, effect);
         if (st.read)
           track_select(*st.read, extended_protocol, st.named != NamedResult::prepare, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
       }
     }
 
+    if (effect.prepared_write) prepared_here[st.result_name] = &*effect.prepared_write;
     effect.command = st.command;
     effect.savepoint = st.savepoint;
     effect.named = st.named;

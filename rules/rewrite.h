@@ -16,6 +16,7 @@
 namespace occ {
 
 class PlanCache;
+class PreparedWrites;
 
 // What the session read of one row (SPEC 3.2 item 3).
 struct RowRead {
@@ -46,6 +47,7 @@ struct SessionView {
   const RelationIndex& relations;
   const ReadSetLookup* reads = nullptr;         // null: no read tracking
   int declared_param_count = 0;                 // extended protocol: types the Parse declared
+  const PreparedWrites* prepared = nullptr;     // for EXECUTE of a checked prepared write
   StringSyntax syntax{};                        // how the server reads this session's string constants
 };
 
@@ -80,16 +82,6 @@ struct CheckedRowWrite {
   int version_param = 0;         // extended protocol: the added parameter that carries that version
 };
 
-// What one statement of the text means for the session, in statement order.
-struct StatementEffect {
-  ResultTracking tracking;  // tables empty: nothing appended
-  std::optional<CheckedRowWrite> row_write;
-  SessionCommand command = SessionCommand::none;
-  std::string savepoint;    // for savepoint / release / rollback_to
-  NamedResult named = NamedResult::none;
-  std::string result_name;  // the cursor or prepared statement; empty: CLOSE ALL / DEALLOCATE ALL
-};
-
 // Extended protocol: a parameter the proxy added at Parse, filled by the session at each Bind from
 // the read set, where each key column's value comes from a bound parameter or a literal.
 struct ExpectedParam {
@@ -108,6 +100,42 @@ struct ExpectedParam {
     bool operator==(const KeySource&) const = default;
   };
   std::vector<std::vector<KeySource>> keys;  // tuples in key order; empty: every tracked row
+};
+
+// A write an SQL-level PREPARE prepared, pinned to one key and checked against the read set:
+// each EXECUTE supplies the version read (and the values read) as arguments after the client's.
+struct PreparedWrite {
+  std::vector<ExpectedParam> params;  // numbered after the client's own
+  CheckedRowWrite row_write;          // version_param: the added parameter carrying the version
+};
+
+// The session's SQL-level prepared writes, by name.
+class PreparedWrites {
+ public:
+  virtual ~PreparedWrites() = default;
+  virtual const PreparedWrite* prepared_write(const std::string& name) const = 0;
+};
+
+// The values of the parameters the proxy added, for one execution. `client_value(n)`: the text
+// form of the client's $n (nullopt: NULL, or not known).
+struct AddedValues {
+  std::vector<std::optional<std::string>> values;  // in ExpectedParam order; nullopt: NULL
+  std::vector<std::string> written_key;           // row_write_param's row, when the session read it
+  std::string written_version;
+};
+template <class ClientValue>
+AddedValues added_values(const std::vector<ExpectedParam>& params, int row_write_param, const ReadSetLookup& reads,
+                         const ClientValue& client_value);
+
+// What one statement of the text means for the session, in statement order.
+struct StatementEffect {
+  ResultTracking tracking;  // tables empty: nothing appended
+  std::optional<CheckedRowWrite> row_write;
+  SessionCommand command = SessionCommand::none;
+  std::string savepoint;    // for savepoint / release / rollback_to
+  NamedResult named = NamedResult::none;
+  std::string result_name;  // the cursor or prepared statement; empty: CLOSE ALL / DEALLOCATE ALL
+  std::optional<PreparedWrite> prepared_write;  // PREPARE of a checked write
 };
 
 // An error the proxy wants the server session to raise in the statement's place.
@@ -173,5 +201,55 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_co
 
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session,
                     PlanCache& cache);
+
+template <class ClientValue>
+AddedValues added_values(const std::vector<ExpectedParam>& params, int row_write_param, const ReadSetLookup& reads,
+                         const ClientValue& client_value) {
+  AddedValues out;
+  // The key tuples a parameter names, as text; a tuple with a key bound to NULL names no row.
+  auto keys_of = [&](const ExpectedParam& expected) {
+    std::vector<std::vector<std::string>> keys;
+    for (const auto& tuple : expected.keys) {
+      std::vector<std::string> key;
+      for (const auto& source : tuple) {
+        if (source.param_number == 0)
+          key.push_back(source.literal);
+        else if (std::optional<std::string> value = client_value(source.param_number))
+          key.push_back(std::move(*value));
+      }
+      if (key.size() == tuple.size()) keys.push_back(std::move(key));
+    }
+    return keys;
+  };
+  // A version parameter and the base parameter after it name the same row: one lookup serves both.
+  const ExpectedParam* looked_up = nullptr;
+  std::optional<RowRead> row;
+  for (const auto& expected : params) {
+    const bool same_row = looked_up != nullptr && expected.carries == ExpectedParam::Carries::base &&
+                          looked_up->table == expected.table && looked_up->keys == expected.keys;
+    if (!same_row) {
+      auto keys = keys_of(expected);
+      if (expected.carries == ExpectedParam::Carries::map) {
+        // A key bound to NULL matches no row: an empty map, not every tracked row.
+        out.values.emplace_back(expected.keys.empty() || !keys.empty() ? reads.expected_map(*expected.table, keys)
+                                                                        : "{}");
+        looked_up = nullptr;
+        continue;
+      }
+      row = keys.size() == 1 ? reads.read_row(*expected.table, keys.front()) : std::nullopt;
+      looked_up = &expected;
+      // Only the top-level write's own parameter: a writable CTE's pinned write has one too.
+      if (row && row_write_param == expected.param_number) {
+        out.written_key = std::move(keys.front());
+        out.written_version = std::string(row->version);
+      }
+    }
+    if (!row)
+      out.values.emplace_back();
+    else
+      out.values.emplace_back(std::string(expected.carries == ExpectedParam::Carries::version ? row->version : row->base));
+  }
+  return out;
+}
 
 }  // namespace occ

@@ -54,6 +54,14 @@ const char* to_string(VersionBump b) {
   return "?";
 }
 
+const char* to_string(OnConflict c) {
+  switch (c) {
+    case OnConflict::reject: return "reject";
+    case OnConflict::merge: return "merge";
+  }
+  return "?";
+}
+
 namespace {
 
 // PostgreSQL silently truncates longer names, which would then never match the catalog.
@@ -170,6 +178,10 @@ struct PolicyReader {
       for (const auto& f : yaml.entries(e.value, e.path, {"allowed_roles"})) p.force_roles = name_list(f);
     } else if (e.key == "redact") {
       p.redact = name_list(e);
+    } else if (e.key == "on_conflict") {
+      p.on_conflict = yaml.choice(e, {"reject", "merge"}) == "merge" ? OnConflict::merge : OnConflict::reject;
+    } else if (e.key == "track_writer") {
+      p.track_writer = yaml.boolean(e);
     }
   }
 
@@ -189,7 +201,8 @@ struct PolicyReader {
 
 const std::vector<std::string_view> policy_keys{
     "version_column", "version_kind", "on_unknown_version", "app_managed_version", "check_deletes", "mode",
-    "version_bump",   "on_unsupported", "conflict_sqlstate", "read_ttl",        "force",         "redact"};
+    "version_bump",   "on_unsupported", "conflict_sqlstate", "read_ttl",        "force",         "redact",
+    "on_conflict",    "track_writer"};
 
 std::vector<std::string_view> table_keys() {
   std::vector<std::string_view> keys{"table", "key"};
@@ -240,6 +253,12 @@ Rules parse(const YamlReader& yaml) {
     policy.name = parts.back();
 
     policy.key = reader.name_list(*key_entry);
+    for (const std::string_view own : {kModifiedByColumn, kModifiedAtColumn}) {
+      if (policy.track_writer && (policy.version_column == own ||
+                                  std::find(policy.key.begin(), policy.key.end(), own) != policy.key.end()))
+        yaml.fail(key_entry->key_node, key_entry->path,
+                  std::string(own) + " is kept by track_writer and cannot be the version or a key column");
+    }
     if (policy.key.empty()) yaml.fail(key_entry->key_node, key_entry->path, "must name at least one column");
     if (std::find(policy.key.begin(), policy.key.end(), policy.version_column) != policy.key.end()) {
       yaml.fail(key_entry->key_node, key_entry->path,

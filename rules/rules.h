@@ -13,6 +13,7 @@ namespace occ {
 enum class VersionKind { counter, uuid, timestamp };
 enum class EnforceMode { enforce, shadow };
 enum class VersionBump { trigger, proxy };
+enum class OnConflict { reject, merge };
 
 // One protected table with every default already applied.
 struct TablePolicy {
@@ -31,6 +32,8 @@ struct TablePolicy {
   std::chrono::milliseconds read_ttl{60'000};
   std::vector<std::string> force_roles;
   std::vector<std::string> redact;
+  OnConflict on_conflict = OnConflict::reject;  // merge: SPEC 3.10
+  bool track_writer = false;  // occ_modified_by / occ_modified_at kept by a trigger (SPEC 3.7)
 
   std::string qualified_name() const { return schema + "." + name; }
   bool may_force(std::string_view role) const;
@@ -64,5 +67,10 @@ void set_current_rules(RulesPtr rules) noexcept;
 const char* to_string(VersionKind);
 const char* to_string(EnforceMode);
 const char* to_string(VersionBump);
+const char* to_string(OnConflict);
+
+// The columns track_writer adds; bookkeeping, never a change a conflict or merge is about.
+inline constexpr std::string_view kModifiedByColumn = "occ_modified_by";
+inline constexpr std::string_view kModifiedAtColumn = "occ_modified_at";
 
 }  // namespace occ

@@ -641,6 +641,30 @@ void analyze_condition(const Cursor& c, int limit, int keyword, const PgQuery__N
   site.condition = c.span(keyword + 1, end - 1);
 }
 
+// Calls `fn` on `m` and every message under it (set oneof members and list items only), below a
+// message only where `fn` returned true for it.
+template <class Fn>
+void each_message(const ProtobufCMessage* m, const Fn& fn) {
+  if (!fn(m)) return;
+  const ProtobufCMessageDescriptor* d = m->descriptor;
+  const char* base = reinterpret_cast<const char*>(m);
+  for (unsigned i = 0; i < d->n_fields; ++i) {
+    const ProtobufCFieldDescriptor& f = d->fields[i];
+    if (f.type != PROTOBUF_C_TYPE_MESSAGE) continue;
+    if (f.label == PROTOBUF_C_LABEL_REPEATED) {
+      const std::size_t n = *reinterpret_cast<const std::size_t*>(base + f.quantifier_offset);
+      const auto* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + f.offset);
+      for (std::size_t k = 0; k < n; ++k)
+        if (items[k] != nullptr) each_message(items[k], fn);
+      continue;
+    }
+    if ((f.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+        *reinterpret_cast<const uint32_t*>(base + f.quantifier_offset) != f.id)
+      continue;
+    if (const auto* sub = *reinterpret_cast<const ProtobufCMessage* const*>(base + f.offset)) each_message(sub, fn);
+  }
+}
+
 class Analyzer {
  public:
   Analyzer(const Cursor& cursor, const Rules& rules, const ConstantReader& reader)
@@ -651,6 +675,7 @@ class Analyzer {
     out_ = &out;
     nested_ = false;
     deferred_ = false;
+    depth_ = 0;
     visit(node);
   }
 
@@ -685,6 +710,7 @@ class Analyzer {
         // A prepared SELECT's rows are the client's, by EXECUTE: tracked like a top-level one.
         const PgQuery__Node* query = node->prepare_stmt->query;
         named(NamedResult::prepare, node->prepare_stmt->name);
+        out_->declared_params = static_cast<int>(node->prepare_stmt->n_argtypes);
         if (query != nullptr && query->node_case == PG_QUERY__NODE__NODE_SELECT_STMT)
           visit(query);
         else
@@ -693,6 +719,7 @@ class Analyzer {
       }
       case PG_QUERY__NODE__NODE_EXECUTE_STMT:
         named(NamedResult::execute, node->execute_stmt->name);
+        if (!nested_) execute_args(node->execute_stmt);
         break;
       case PG_QUERY__NODE__NODE_DEALLOCATE_STMT:
         named(NamedResult::deallocate, node->deallocate_stmt->name);
@@ -728,6 +755,17 @@ class Analyzer {
     }
   }
 
+  void execute_args(const PgQuery__ExecuteStmt* e) {
+    for (std::size_t i = 0; i < e->n_params; ++i) out_->execute_args.push_back(key_value(e->params[i], reader_));
+    if (limit_ <= 0) return;
+    const Token& last = c_[limit_ - 1];
+    out_->execute_has_args = e->n_params > 0;
+    if (e->n_params > 0 && last.kind == tok_close)
+      out_->execute_args_at = last.start;
+    else if (e->n_params == 0)
+      out_->execute_args_at = last.end;
+  }
+
   void named(NamedResult kind, const char* name) {
     out_->named = kind;
     out_->result_name = name != nullptr ? name : "";
@@ -740,7 +778,9 @@ class Analyzer {
     const bool was_deferred = deferred_;
     nested_ = true;
     deferred_ = deferred_ || deferred;
+    ++depth_;
     visit(node);
+    --depth_;
     nested_ = was_nested;
     deferred_ = was_deferred;
   }
@@ -810,6 +850,12 @@ class Analyzer {
       set_operation_tables(s, ctes, site.tables);
     else
       from_tables(s->from_clause, s->n_from_clause, ctes, site.tables);
+    if (site.tables.empty() && !set_operation) {
+      if (auto table = traced_table(s, ctes)) {
+        site.tables.push_back(std::move(*table));
+        site.traced = true;
+      }
+    }
     if (site.tables.empty()) return;
 
     std::vector<const PgQuery__Node*> parts(s->target_list, s->target_list + s->n_target_list);
@@ -831,8 +877,12 @@ class Analyzer {
       site.untraceable = "column aliases on a protected table";
     else if (std::string why = aggregation_in(parts); !why.empty())
       site.untraceable = std::move(why);
-    else
+    else if (!site.traced)
       site.insert_at = target_list_end(s);
+    if (site.traced) {
+      out_->read = std::move(site);
+      return;
+    }
     if (site.untraceable.empty() && site.insert_at < 0) site.untraceable = "a target list the proxy could not locate";
     site.whole_rows = site.untraceable.empty() && s->n_from_clause == 1 &&
                       s->from_clause[0]->node_case == PG_QUERY__NODE__NODE_RANGE_VAR && site.tables.size() == 1 &&
@@ -844,6 +894,42 @@ class Analyzer {
                                    PG_QUERY__NODE__NODE_A_STAR;
                       });
     out_->read = std::move(site);
+  }
+
+  // The one protected table that CTEs and subqueries of `s` read, when they read exactly one once
+  // and no CTE is referenced twice (two references would pair one row's key with another's
+  // version); a recursive WITH is never traced.
+  std::optional<ReadTable> traced_table(const PgQuery__SelectStmt* s, const std::vector<std::string_view>& ctes) const {
+    if (s->with_clause != nullptr && s->with_clause->recursive) return std::nullopt;
+    std::vector<const PgQuery__RangeVar*> protected_reads;
+    std::vector<int> cte_references(ctes.size(), 0);
+    bool refused = false;  // a nested WITH (names scoped apart) or a write (rows that are not read)
+    const ProtobufCMessage* own_with = s->with_clause != nullptr ? &s->with_clause->base : nullptr;
+    each_message(&s->base, [&](const ProtobufCMessage* m) {
+      const ProtobufCMessageDescriptor* d = m->descriptor;
+      if ((d == &pg_query__with_clause__descriptor && m != own_with) || d == &pg_query__update_stmt__descriptor ||
+          d == &pg_query__insert_stmt__descriptor || d == &pg_query__delete_stmt__descriptor ||
+          d == &pg_query__merge_stmt__descriptor)
+        refused = true;
+      // A sublink's result is an expression: no column of the result comes from a table under it.
+      if (d == &pg_query__sub_link__descriptor) return false;
+      if (d != &pg_query__range_var__descriptor) return true;
+      const auto* rv = reinterpret_cast<const PgQuery__RangeVar*>(m);
+      if (rv->schemaname[0] == '\0') {
+        auto cte = std::find(ctes.begin(), ctes.end(), rv->relname);
+        if (cte != ctes.end()) {
+          ++cte_references[static_cast<std::size_t>(cte - ctes.begin())];
+          return true;
+        }
+      }
+      if (rules_.has_table_named(rv->relname)) protected_reads.push_back(rv);
+      return true;
+    });
+    if (refused || protected_reads.size() != 1) return std::nullopt;
+    if (std::any_of(cte_references.begin(), cte_references.end(), [](int n) { return n > 1; })) return std::nullopt;
+    const PgQuery__RangeVar* rv = protected_reads.front();
+    return ReadTable{rv->schemaname, rv->relname, rv->alias != nullptr ? rv->alias->aliasname : "",
+                     rv->alias != nullptr && rv->alias->n_colnames > 0};
   }
 
   // The end of the last target list item: the token before the FROM keyword that follows it, once
@@ -889,6 +975,7 @@ class Analyzer {
     }
     site.top_level = !nested_;
     site.deferred = deferred_;
+    site.prepared_body = deferred_ && depth_ == 1;
     relation_token = c_.at(rv->location);
     if (relation_token < 0) site.unlocatable = "the table name";
     out_->writes.push_back(std::move(site));
@@ -1076,6 +1163,7 @@ class Analyzer {
   StatementAnalysis* out_ = nullptr;
   bool nested_ = false;
   bool deferred_ = false;
+  int depth_ = 0;  // how many statements enclose the one visited
 };
 
 bool has_force_hint(std::string_view sql, const std::vector<TextRange>& comments, TextRange range) {
@@ -1170,7 +1258,8 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules, StringSyntax s
       const int limit = cursor.first_from(info.range.end);
       info.first_token = first < limit ? cursor[first].start : info.range.begin;
       analyzer.statement(raw->stmt, limit, info);
-      analysis.max_param = std::max(analysis.max_param, max_param(raw->stmt));
+      info.max_param = max_param(raw->stmt);
+      analysis.max_param = std::max(analysis.max_param, info.max_param);
       if (!info.writes.empty()) {
         info.force_hint = has_force_hint(sql, scanned.comments, info.range);
         info.fingerprint = fingerprint(std::string_view(text).substr(static_cast<std::size_t>(info.range.begin),

@@ -102,6 +102,7 @@ struct WriteSite {
 
   bool top_level = false;  // the statement itself: not inside a CTE, EXPLAIN, PREPARE or COPY
   bool deferred = false;   // inside PREPARE: runs later, when this text's context is gone
+  bool prepared_body = false;  // the statement a PREPARE prepares (its EXECUTE's command tag is this one's)
   bool has_returning = false;
   int returning_insert_at = -1;  // top level: where ` RETURNING ...` (or `, ...` after one) goes
 
@@ -132,6 +133,10 @@ struct ReadSite {
   // FROM is that one table and the target list has `*` or `name.*`: each row already carries
   // the table's key and version columns.
   bool whole_rows = false;
+  // No protected name in the top-level FROM, but CTEs or subqueries in FROM read exactly one
+  // protected table once (`tables` holds it): where the result has that table's key and version
+  // columns (the server names their origin in RowDescription), each row is one of its rows.
+  bool traced = false;
 };
 
 // A top-level INSERT (without ON CONFLICT DO UPDATE) into a table whose name some rule protects.
@@ -165,6 +170,13 @@ struct StatementAnalysis {
   std::optional<SearchPathChange> search_path_change;
   NamedResult named = NamedResult::none;
   std::string result_name;
+  int max_param = 0;        // the highest $n in this statement
+  int declared_params = 0;  // PREPARE name (types): how many types it declares
+  // EXECUTE: each argument that is a constant or a parameter (nullopt: any other expression), and
+  // where more arguments go: before the closing parenthesis, or (none yet) after the name.
+  std::vector<std::optional<KeyValue>> execute_args;
+  int execute_args_at = -1;
+  bool execute_has_args = false;
 };
 
 struct SqlAnalysis {

@@ -35,6 +35,8 @@ const char* kind_title(const json& record) {
   if (kind == "conflict") return "Conflict (write refused)";
   if (kind == "shadow_conflict") return "Shadow conflict (write let through)";
   if (kind == "forced_write") return "Forced write (check overridden)";
+  if (kind == "merged") return "Merged (stale write applied column by column)";
+  if (kind == "shadow_merged") return "Shadow merge (would have merged; written as sent)";
   return "Record";
 }
 
@@ -55,6 +57,15 @@ std::string key_html(const json& record) {
   return " (" + columns + ")=(" + values + ")";
 }
 
+// A list of column names, comma-separated; empty when absent.
+std::string list_html(const json& record, const char* field) {
+  auto it = record.find(field);
+  if (it == record.end() || !it->is_array()) return "";
+  std::string out;
+  for (const json& item : *it) out += (out.empty() ? "" : ", ") + value_html(item);
+  return out;
+}
+
 void definition(std::string& out, const char* term, const std::string& value_html) {
   if (value_html.empty()) return;
   out += "<dt>";
@@ -62,7 +73,8 @@ void definition(std::string& out, const char* term, const std::string& value_htm
   out += "</dt><dd>" + value_html + "</dd>";
 }
 
-// One row per column the write set: what the session read, what it wrote, what is there now.
+// One row per column the write set or another writer changed since the read: what the session
+// read, what it wrote, what is there now.
 void diff_table(std::string& out, const json& record) {
   auto diff = record.find("diff");
   if (diff == record.end() || !diff->is_object() || diff->empty()) return;
@@ -87,6 +99,7 @@ void record_section(std::string& out, const json& record) {
   out += "<section><h3>";
   out += kind_title(record);
   out += " on " + field_html(record, "table") + key_html(record) + "</h3><dl>";
+  definition(out, "Id", field_html(record, "id"));
   definition(out, "Time", field_html(record, "ts"));
   definition(out, "Expected version", field_html(record, "expected"));
   definition(out, "Current version", field_html(record, "current"));
@@ -94,9 +107,25 @@ void record_section(std::string& out, const json& record) {
   definition(out, "Application", field_html(record, "application_name"));
   definition(out, "Client", field_html(record, "client_addr"));
   definition(out, "Statement fingerprint", field_html(record, "fingerprint"));
+  if (auto writer = record.find("writer"); writer != record.end() && writer->is_object())
+    definition(out, "Conflicting change by", field_html(*writer, "by") + " at " + field_html(*writer, "at"));
+  definition(out, "Changed on both sides", list_html(record, "both_changed"));
   out += "</dl>";
   diff_table(out, record);
   out += "</section>";
+}
+
+// Per protected table: what the checks did to its writes.
+void tables_html(std::string& out, const Snapshot& snap) {
+  if (snap.tables.empty()) return;
+  out += "<table><thead><tr><th>Table</th><th>Conflicts</th><th>Merges</th><th>Shadow conflicts</th>"
+         "<th>Shadow merges</th><th>Forced writes</th></tr></thead><tbody>";
+  for (const Snapshot::Table& t : snap.tables) {
+    const auto n = [&](TableCounter c) { return "<td>" + std::to_string(t.counters[static_cast<unsigned>(c)]) + "</td>"; };
+    out += "<tr><td>" + html_escape(t.name) + "</td>" + n(TableCounter::conflicts) + n(TableCounter::merges) +
+           n(TableCounter::shadow_conflicts) + n(TableCounter::shadow_merges) + n(TableCounter::forced_writes) + "</tr>";
+  }
+  out += "</tbody></table>";
 }
 
 }  // namespace
@@ -127,12 +156,16 @@ std::string conflicts_page(const std::vector<json>& records, const Snapshot& sna
   out += kStyle;
   out += "</style></head><body><h1>occproxy</h1><p>Conflicts: " + counter(Counter::conflicts) +
          " &middot; shadow conflicts: " + counter(Counter::shadow_conflicts) +
+         " &middot; merges: " + counter(Counter::merges) +
+         " &middot; shadow merges: " + counter(Counter::shadow_merges) +
          " &middot; forced writes: " + counter(Counter::forced_writes) +
          " &middot; client connections open: " +
          std::to_string(snap.gauges[static_cast<unsigned>(Gauge::connections_current)]) +
          "</p><p><a href=\"/stats\">/stats</a> &middot; <a href=\"/metrics\">/metrics</a>"
          " &middot; <a href=\"/rules\">/rules</a> &middot; <a href=\"/conflicts\">/conflicts</a>"
-         "</p><h2>Recent conflicts and forced writes</h2>";
+         "</p>";
+  tables_html(out, snap);
+  out += "<h2>Recent conflicts, merges and forced writes</h2>";
   if (records.empty()) out += "<p>None since the proxy started.</p>";
   for (const json& record : records) record_section(out, record);
   out += "</body></html>\n";

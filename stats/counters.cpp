@@ -103,6 +103,8 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"statements_rewritten", "Statements rewritten with a version check or increment."},
     {"conflicts", "Writes refused with a version conflict."},
     {"shadow_conflicts", "Version conflicts detected in shadow mode and let through."},
+    {"merges", "Stale writes merged column by column (on_conflict: merge)."},
+    {"shadow_merges", "Stale writes that would have been merged, detected in shadow mode and let through as written."},
     {"forced_writes", "Writes that overrode the version check with /*occ:force*/."},
     {"force_refused", "Force hints refused because the role is not allowed."},
     {"unknown_version_rejected", "Writes refused because the expected version was unknown."},
@@ -131,6 +133,8 @@ constexpr std::array<Described, kTableCounters> kTableCounterInfo{{
     {"conflicts", "Writes on this table refused with a version conflict."},
     {"shadow_conflicts", "Version conflicts on this table detected in shadow mode."},
     {"forced_writes", "Forced writes on this table."},
+    {"merges", "Stale writes on this table merged column by column (on_conflict: merge)."},
+    {"shadow_merges", "Stale writes on this table that would have been merged, detected in shadow mode."},
 }};
 
 // A missing row would leave a null name at the end: catch it when an enum grows.

@@ -19,6 +19,8 @@ enum class Counter : unsigned {
   statements_rewritten,
   conflicts,
   shadow_conflicts,
+  merges,
+  shadow_merges,
   forced_writes,
   force_refused,
   unknown_version_rejected,
@@ -42,7 +44,7 @@ enum class Counter : unsigned {
 enum class Gauge : unsigned { connections_current, count_ };
 
 // Per protected table ("schema.name"), counted where it applies.
-enum class TableCounter : unsigned { rewritten, conflicts, shadow_conflicts, forced_writes, count_ };
+enum class TableCounter : unsigned { rewritten, conflicts, shadow_conflicts, forced_writes, merges, shadow_merges, count_ };
 
 void add(Counter c, uint64_t n = 1) noexcept;
 void gauge_add(Gauge g, int64_t delta) noexcept;

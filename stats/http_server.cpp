@@ -124,7 +124,9 @@ json table_json(const TablePolicy& t) {
           {"conflict_sqlstate", t.conflict_sqlstate},
           {"read_ttl", format_duration(t.read_ttl)},
           {"force", {{"allowed_roles", t.force_roles}}},
-          {"redact", t.redact}};
+          {"redact", t.redact},
+          {"on_conflict", to_string(t.on_conflict)},
+          {"track_writer", t.track_writer}};
 }
 
 Response rules_json(const HttpServerOptions&) {
@@ -151,6 +153,8 @@ struct Route {
   std::string_view path;
   Response (*handler)(const HttpServerOptions&);
 };
+
+constexpr std::string_view kConflictPrefix = "/conflicts/";
 
 constexpr std::array<Route, 6> kRoutes{{
     {"/", index_page},
@@ -190,6 +194,20 @@ Response handle_request(const Request& request, const HttpServerOptions& options
   }
   const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
+  // GET /conflicts/{id}: one record, for an application to show its user the three-way diff.
+  if (path.starts_with(kConflictPrefix) && path.size() > kConflictPrefix.size()) {
+    if (request.method != "GET") {
+      Response r = error_response(405, "method " + request.method + " not allowed, use GET");
+      r.headers.emplace_back("Allow", "GET");
+      return r;
+    }
+    const std::string_view id = path.substr(kConflictPrefix.size());
+    json record = audit::find(id);
+    if (record.is_null())
+      return error_response(404, "no recent conflict with id " + std::string(id) + " (unknown, or expired from the " +
+                                     std::to_string(audit::kRecentCapacity) + " kept)");
+    return json_response(200, record);
+  }
   for (const Route& route : kRoutes) {
     if (route.path != path) continue;
     if (request.method != "GET") {

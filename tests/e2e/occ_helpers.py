@@ -62,32 +62,75 @@ def occ_proxy_fixture(pg, db, make_config, run_occproxy, start_proxy):
     return start
 
 
-def pg_error(e):
-    """What a program can match a psycopg2 error on."""
-    d = e.diag
-    return {
-        "sqlstate": e.pgcode,
+CONFLICT_ID = re.compile(r"(.*) Conflict id: ([0-9a-f]{16})\.", re.S)
+
+
+class AnyConflictId:
+    """Equal to any conflict id (16 hex digits): ids are random, the tests that need one read it."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and re.fullmatch(r"[0-9a-f]{16}", other) is not None
+
+    def __repr__(self):
+        return "<any conflict id>"
+
+
+def split_detail(detail):
+    """(DETAIL without its trailing ` Conflict id: <id>.`, the id or None)."""
+    m = CONFLICT_ID.fullmatch(detail or "")
+    return (m.group(1), m.group(2)) if m else (detail, None)
+
+
+def with_id(detail):
+    """A conflict's DETAIL as mask_ids shows it: the id at its end masked."""
+    return detail + " Conflict id: <id>."
+
+
+def mask_ids(value):
+    """Driver output with every conflict id masked (ids are random), in strings, lists and dicts."""
+    if isinstance(value, str):
+        return re.sub(r"Conflict id: [0-9a-f]{16}\.", "Conflict id: <id>.", value)
+    if isinstance(value, list):
+        return [mask_ids(v) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_ids(v) for k, v in value.items()}
+    return value
+
+
+def conflict_detail(detail):
+    """A conflict's DETAIL without the id it ends with, which must be there."""
+    if isinstance(detail, bytes):
+        detail = detail.decode()
+    text, conflict_id = split_detail(detail)
+    assert conflict_id is not None, detail
+    return text
+
+
+def error_fields(sqlstate, d):
+    detail, conflict_id = split_detail(d.message_detail)
+    fields = {
+        "sqlstate": sqlstate,
         "message": d.message_primary,
-        "detail": d.message_detail,
+        "detail": detail,
         "hint": d.message_hint,
         "schema": d.schema_name,
         "table": d.table_name,
         "constraint": d.constraint_name,
     }
+    if conflict_id is not None:
+        fields["conflict_id"] = conflict_id
+    return fields
+
+
+def pg_error(e):
+    """What a program can match a psycopg2 error on; a conflict's id, named at the end of its DETAIL,
+    comes apart as conflict_id."""
+    return error_fields(e.pgcode, e.diag)
 
 
 def psycopg3_error(e):
     """pg_error's fields from a psycopg 3 error."""
-    d = e.diag
-    return {
-        "sqlstate": e.sqlstate,
-        "message": d.message_primary,
-        "detail": d.message_detail,
-        "hint": d.message_hint,
-        "schema": d.schema_name,
-        "table": d.table_name,
-        "constraint": d.constraint_name,
-    }
+    return error_fields(e.sqlstate, e.diag)
 
 
 def conflict_error(key, expected, current, detail, sqlstate="40001", table="subscriptions"):
@@ -100,6 +143,7 @@ def conflict_error(key, expected, current, detail, sqlstate="40001", table="subs
         "schema": "public",
         "table": table,
         "constraint": "occ_version",
+        "conflict_id": AnyConflictId(),
     }
 
 
@@ -186,5 +230,6 @@ def only_audit_line(proxy):
     [line] = wait_for_audit(proxy, 1)
     assert re.fullmatch(r"127\.0\.0\.1:\d+", line.pop("client_addr"))
     assert re.fullmatch(r"[0-9a-f]{16}", line.pop("fingerprint"))
+    assert re.fullmatch(r"[0-9a-f]{16}", line.pop("id"))
     line.pop("ts")
     return line

@@ -15,6 +15,7 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     pg_error,
     psycopg3_error,
     read_detail,
+    conflict_detail,
     requires_proxy,
     rows,
     rules_yaml,
@@ -162,7 +163,7 @@ def test_asyncpg_cursors_with_a_row_limit_are_tracked(pg, db, occ_proxy):
             await agent.close()
 
     error = asyncio.run(scenario())
-    assert (error.sqlstate, error.detail) == ("40001", unread_detail(1, 2))
+    assert (error.sqlstate, conflict_detail(error.detail)) == ("40001", unread_detail(1, 2))
 
 
 SQL_PREPARE_SCRIPT = [
@@ -192,3 +193,51 @@ def test_an_sql_prepared_select_star_read_is_tracked(pg, db, occ_proxy):
     assert run(agent, "EXECUTE r(42)") == ("SELECT 1", [(42, 1, "active", "old", 1)])
     billing(pg, db)
     stale_write_conflicts(pg, db, agent, read_detail(2, ["status"]))
+
+
+# --- writes through SQL-level prepared statements --------------------------------------------------
+
+def test_an_sql_prepared_write_is_checked_against_the_read(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db))
+    run(agent, "PREPARE w (text, int) AS UPDATE subscriptions SET notes = $1 WHERE id = $2")
+    run(agent, "PREPARE d AS DELETE FROM subscriptions WHERE id = $1")
+    assert run(agent, "SELECT * FROM subscriptions WHERE id IN (42, 43)")[0] == "SELECT 2"
+    # The session's own writes move its read on: two in a row are no conflict.
+    assert run(agent, "EXECUTE w('first', 42)") == ("UPDATE 1", None)
+    assert run(agent, "EXECUTE w('second', 42)") == ("UPDATE 1", None)
+    billing(pg, db)
+    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
+        run(agent, "EXECUTE w('stale', 42)")
+    # Its own writes told the session the version, not the values: the DETAIL names the version.
+    assert pg_error(caught.value) == conflict_error(42, 3, 4, unread_detail(3, 4))
+    pg.psql("UPDATE subscriptions SET status = 'paused' WHERE id = 43", dbname=db)
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        run(agent, "EXECUTE d(43)")
+    assert rows(pg, db, "SELECT id, status, notes, version FROM subscriptions WHERE id IN (42, 43) ORDER BY id") == [
+        ["42", "cancelled", "second", "4"], ["43", "paused", "n43", "2"]]
+    # Re-read, and the same prepared statements go through; DEALLOCATE and a new PREPARE of the name.
+    run(agent, "SELECT * FROM subscriptions WHERE id IN (42, 43)")
+    assert run(agent, "EXECUTE w('third', 42)") == ("UPDATE 1", None)
+    assert run(agent, "EXECUTE d(43)") == ("DELETE 1", None)
+    run(agent, "DEALLOCATE w")
+    run(agent, "PREPARE w AS SELECT 1")
+    assert run(agent, "EXECUTE w") == ("SELECT 1", [(1,)])
+    assert rows(pg, db, "SELECT id, notes, version FROM subscriptions WHERE id IN (42, 43)") == [["42", "third", "5"]]
+
+
+def test_an_sql_prepared_write_of_a_row_never_read_follows_on_unknown_version(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml(on_unknown_version="reject"))
+    agent = connect(proxy.dsn(db))
+    run(agent, "PREPARE w (text, int) AS UPDATE subscriptions SET notes = $1 WHERE id = $2")
+    with pytest.raises(psycopg2.Error) as caught:
+        run(agent, "EXECUTE w('x', 44)")
+    assert caught.value.pgcode == "55000"
+    # In one Query with its PREPARE, and a failed PREPARE of a name that exists changes nothing.
+    run(agent, "SELECT * FROM subscriptions WHERE id = 44")
+    with pytest.raises(psycopg2.errors.DuplicatePreparedStatement):
+        run(agent, "PREPARE w AS SELECT 1")
+    assert run(agent, "EXECUTE w('y', 44)") == ("UPDATE 1", None)
+    assert run(agent, "DEALLOCATE ALL; PREPARE v (text, int) AS UPDATE subscriptions SET notes = $1 WHERE id = $2; "
+                      "EXECUTE v('z', 44)") == ("UPDATE 1", None)
+    assert rows(pg, db, "SELECT notes, version FROM subscriptions WHERE id = 44") == [["z", "3"]]

@@ -20,6 +20,7 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     occ_proxy_fixture,
     psycopg3_error,
     read_detail,
+    conflict_detail,
     requires_proxy,
     rows,
     rules_yaml,
@@ -110,7 +111,7 @@ def test_asyncpg_executemany_writes_one_row_twice(pg, db, occ_proxy):
 
     error = asyncio.run(scenario())
     # asyncpg reads in binary: the base is unknown, the DETAIL names the version read.
-    assert (error.sqlstate, error.detail) == ("40001", unread_detail(1, 2))
+    assert (error.sqlstate, conflict_detail(error.detail)) == ("40001", unread_detail(1, 2))
     assert table(pg, db) == [["42", "d", "4"], ["43", "c", "2"], ["44", "n44", "2"]]
 
 

@@ -55,7 +55,9 @@ def test_lost_update_becomes_a_conflict_under_enforce(pg, db, occ_proxy):
         "database": db,
         "application_name": "occ-e2e-second",
         "backend_pid": second.get_backend_pid(),
-        "diff": {"notes": {"mine": "x", "theirs": "old", "base": "old"}},
+        # The column the other session changed is listed too, without a "mine".
+        "diff": {"notes": {"mine": "x", "theirs": "old", "base": "old"},
+                 "status": {"theirs": "paused", "base": "active"}},
     }
     snapshot = stats(proxy)
     assert snapshot["counters"]["conflicts"] == 1
@@ -269,7 +271,8 @@ def test_shadow_mode_logs_the_conflict_and_lets_the_write_through(pg, db, occ_pr
     [line] = wait_for_audit(proxy, 1)
     assert (line["kind"], line["table"], line["key"], line["expected"], line["current"]) == (
         "shadow_conflict", "public.subscriptions", {"id": 42}, "1", "2")
-    assert line["diff"] == {"notes": {"mine": "shadow", "theirs": "old", "base": "old"}}
+    assert line["diff"] == {"notes": {"mine": "shadow", "theirs": "old", "base": "old"},
+                            "status": {"theirs": "paused", "base": "active"}}
     c = counters(proxy)
     assert (c["shadow_conflicts"], c["conflicts"]) == (1, 0)
 

@@ -141,7 +141,7 @@ def test_stats_add_up_after_a_scripted_workload(pg, db, occ_proxy):
         "parse_failures_passed": 0, "unsupported_passed": 0, "unsupported_rejected": 0,
         "queries_simple": 6, "queries_extended": 1}
     assert snapshot["tables"] == {"public.subscriptions": {
-        "rewritten": 5, "conflicts": 3, "shadow_conflicts": 0, "forced_writes": 0}}
+        "rewritten": 5, "conflicts": 3, "shadow_conflicts": 0, "forced_writes": 0, "merges": 0, "shadow_merges": 0}}
     wait_for("both clients to be gone", lambda: stats(proxy)["gauges"]["connections_current"] == 0)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{proxy.stats_port}/metrics", timeout=5) as response:

@@ -27,6 +27,9 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     rows,
     rules_yaml,
     unread_detail,
+    conflict_detail,
+    mask_ids,
+    with_id,
 )
 
 pytestmark = requires_proxy
@@ -141,7 +144,7 @@ def test_asyncpg_executemany_with_a_stale_row_applies_nothing(pg, db, stale_42):
                 await conn.executemany("UPDATE subscriptions SET notes = $1 WHERE id = $2 AND version = $3",
                                        [("a43", 43, 1), ("a42", 42, 1), ("a44", 44, 1)])
             e = caught.value
-            assert (e.sqlstate, e.message, e.detail, e.schema_name, e.table_name, e.constraint_name) == (
+            assert (e.sqlstate, e.message, conflict_detail(e.detail), e.schema_name, e.table_name, e.constraint_name) == (
                 "40001", conflict_message(42, 1, 2), unread_detail(1, 2), "public", "subscriptions", "occ_version")
             assert table(pg, db) == UNCHANGED
             await conn.executemany("UPDATE subscriptions SET notes = $1 WHERE id = $2 AND version = $3",
@@ -166,9 +169,9 @@ def test_jdbc_batch_with_a_stale_row(pg, db, stale_42, tmp_path):
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     # autocommit: the batch is one implicit transaction, so every entry is reported failed (-3).
-    assert result.stdout.splitlines() == [
+    assert mask_ids(result.stdout).splitlines() == [
         "stale batch: BatchUpdateException 40001 counts [-3, -3, -3] next PSQLException 40001 | "
-        + conflict_message(42, 1, 2) + " | " + unread_detail(1, 2) + " | public.subscriptions | occ_version",
+        + conflict_message(42, 1, 2) + " | " + with_id(unread_detail(1, 2)) + " | public.subscriptions | occ_version",
         "rows: (42,old,2) (43,n43,1) (44,n44,1)",
         "fresh batch: counts [1, 1, 1]",
         "rows: (42,batch 42,3) (43,batch 43,2) (44,batch 44,2)",

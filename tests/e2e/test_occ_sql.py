@@ -11,6 +11,8 @@ import psycopg
 import psycopg2
 import pytest
 
+from occ_helpers import AnyConflictId, conflict_detail
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MIGRATIONS = sorted((REPO / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
 
@@ -174,7 +176,7 @@ def test_conflict_error_carries_every_field(pg, occdb, rewriter):
     assert e.diag.message_primary == (
         "occ: version conflict on public.subscriptions (id)=(42): expected version 3, current version 4"
     )
-    assert e.diag.message_detail == "Current version is 4; the row was changed after version 3."
+    assert conflict_detail(e.diag.message_detail) == "Current version is 4; the row was changed after version 3."
     assert e.diag.message_hint == HINT
     assert e.diag.schema_name == "public"
     assert e.diag.table_name == "subscriptions"
@@ -194,7 +196,7 @@ def test_detail_names_the_columns_changed_since_the_read(pg, occdb):
     assert e.diag.message_primary == (
         "occ: version conflict on public.subscriptions (id, status)=(42, active): expected version 3, current version 4"
     )
-    assert e.diag.message_detail == "Current version is 4. Changed since your read: status, notes."
+    assert conflict_detail(e.diag.message_detail) == "Current version is 4. Changed since your read: status, notes."
 
 
 def test_missing_row_is_not_a_conflict_and_a_current_one_is_written_once(pg, occdb, rewriter):
@@ -312,6 +314,7 @@ def test_shadow_mode_lets_the_write_through_and_reports_it(pg, occdb, rewriter):
         "event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1},
         "expected": "1", "current": "2", "op": "update", "base": None,
         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2},
+        "id": AnyConflictId(), "changed": [], "both_changed": None, "writer": None,
     }]
     assert "s3cret" not in pathlib.Path(pg.log_path).read_text()
 
@@ -415,7 +418,7 @@ def test_bulk_update_checks_each_row_against_what_the_session_read(pg, occdb, re
     assert e.pgcode == "40001"
     assert e.diag.message_primary == (
         "occ: version conflict on public.subscriptions (id)=(2): expected version 1, current version 2")
-    assert e.diag.message_detail == "Current version is 2. Changed since your read: status."
+    assert conflict_detail(e.diag.message_detail) == "Current version is 2. Changed since your read: status."
     assert query(conn, "SELECT id, notes, version FROM subscriptions ORDER BY id") == [
         (1, "n", 1), (2, "n", 2), (3, "n", 1), (4, "n", 1)]
 
@@ -509,7 +512,8 @@ def test_shadow_mode_reports_an_unread_row_and_a_stale_read_and_writes_both(pg, 
     assert got == [
         {"event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1}, "expected": "1",
          "current": "2", "op": "update", "base": {"status": "new"},
-         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2}},
+         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2},
+         "id": AnyConflictId(), "changed": ["status"], "both_changed": None, "writer": None},
         {"event": "shadow_unknown_version", "schema": "public", "table": "trials", "key": {"id": 2},
          "expected": None, "current": "1", "op": "update", "base": None,
          "current_row": {"id": 2, "status": "trial", "secret": "<redacted>", "version": 1}},
@@ -528,7 +532,8 @@ def test_a_pinned_write_on_a_table_with_redacted_columns_passes_its_read_without
     assert events(notices) == [
         {"event": "shadow_conflict", "schema": "public", "table": "trials", "key": {"id": 1}, "expected": "1",
          "current": "2", "op": "update", "base": {"status": "new"},
-         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2}},
+         "current_row": {"id": 1, "status": "trial", "secret": "<redacted>", "version": 2},
+         "id": AnyConflictId(), "changed": ["status"], "both_changed": None, "writer": None},
     ]
     assert "read-s3cret" not in pathlib.Path(pg.log_path).read_text()
 
@@ -548,8 +553,8 @@ def test_the_extended_protocol_passes_the_read_row_as_parameters(pg, occdb, rewr
 
         stale = run(b"x", b"1", read_of(3, notes="old", status="a"))
         assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
-        assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
-            b"Current version is 4. Changed since your read: notes.")
+        assert conflict_detail(stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL)) == (
+            "Current version is 4. Changed since your read: notes.")
         # No RETURNING: the command tag tells the session the next version of the row it read.
         assert r["effects"][0]["row_write"] == {"table": "public.subscriptions", "deletes": False, "key": [],
                                                 "version": ""}
@@ -574,8 +579,8 @@ def test_the_extended_protocol_passes_a_map_for_writes_on_several_keys(pg, occdb
 
         stale = run(b"x", [b"1", b"2"], {"1": read_of(4), "2": read_of(0, status="a")})
         assert stale.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"40001"
-        assert stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL) == (
-            b"Current version is 1. Changed since your read: status.")
+        assert conflict_detail(stale.error_field(psycopg.pq.DiagnosticField.MESSAGE_DETAIL)) == (
+            "Current version is 1. Changed since your read: status.")
         both = run(b"x", [b"1", b"2"], {"1": read_of(4), "2": read_of(1)})
         assert sorted(tuple(both.get_value(i, c) for c in (0, 1)) for i in range(both.ntuples)) == [
             (b"1", b"5"), (b"2", b"2")]

@@ -82,7 +82,8 @@ def test_a_lost_update_by_code_without_versions_becomes_a_conflict(pg, db, occ_p
         "database": db,
         "application_name": "occ-e2e-agent",
         "backend_pid": agent.get_backend_pid(),
-        "diff": {"notes": {"base": "old", "mine": "agent note", "theirs": "old"}},
+        "diff": {"notes": {"base": "old", "mine": "agent note", "theirs": "old"},
+                 "status": {"base": "active", "theirs": "cancelled"}},
     }
     assert counters(proxy)["conflicts"] == 1
 

@@ -24,6 +24,9 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     counters,
     occ_proxy_fixture,
     read_detail,
+    conflict_detail,
+    mask_ids,
+    with_id,
     requires_proxy,
     rows,
     rules_yaml,
@@ -314,7 +317,7 @@ INSERT INTO subscriptions (id, status, notes) SELECT g, 'active', 'n' || g FROM 
 STALE_CONFLICT = {
     "code": "40001",
     "message": conflict_message(42, 1, 2),
-    "detail": read_detail(2, ["status"]),
+    "detail": with_id(read_detail(2, ["status"])),
     "hint": CONFLICT_HINT,
     "schema": "public",
     "table": "subscriptions",
@@ -338,7 +341,7 @@ def test_node_postgres_named_statements_catch_the_lost_update(pg, db, occ_proxy)
     result = subprocess.run(["node", "read_tracking.js", str(ROUNDS)], cwd=NODE_DIR, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = mask_ids(json.loads(result.stdout))
     assert out == {
         "rounds": ["UPDATE 1"] * ROUNDS,
         # The driver's metadata and rows carry the client's columns only: no appended key or version.
@@ -375,7 +378,7 @@ def test_jdbc_server_prepared_statements_catch_the_lost_update(pg, db, occ_proxy
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     c = STALE_CONFLICT
-    assert result.stdout.splitlines() == [
+    assert mask_ids(result.stdout).splitlines() == [
         "rounds: " + ",".join(["1"] * ROUNDS),
         # The driver's metadata and rows carry the client's columns only: no appended key or version.
         f"last star read: [id:int4,plan_id:int4,status:text,notes:text,version:int8] "
@@ -407,7 +410,7 @@ def test_binary_results_after_a_statement_describe_teach_the_version(pg, db, occ
     pg.psql("UPDATE subscriptions SET status = 'paused' WHERE id = 42", dbname=db)
     [(kind, body), ready] = agent.exchange(query("UPDATE subscriptions SET notes = 'x' WHERE id = 42"))
     fields = dict((f[:1], f[1:].decode()) for f in body.split(b"\0") if f)
-    assert (kind, fields[b"C"], fields[b"M"], fields[b"D"]) == (
+    assert (kind, fields[b"C"], fields[b"M"], conflict_detail(fields[b"D"])) == (
         b"E", "40001", conflict_message(42, 1, 2), read_detail(2, ["status"]))
     agent.close()
 
@@ -428,7 +431,7 @@ def test_asyncpg_read_then_write_catches_the_lost_update(pg, db, occ_proxy):
             assert (e.message, e.constraint_name) == (conflict_message(42, 1, 2), "occ_version")
             # asyncpg asks for every column in binary, and binary values are not kept as the read's base:
             # the DETAIL cannot name the changed columns and takes the form of an unread row.
-            assert e.detail == unread_detail(1, 2)
+            assert conflict_detail(e.detail) == unread_detail(1, 2)
         finally:
             await agent.close()
 
@@ -456,7 +459,8 @@ def test_asyncpg_own_writes_teach_the_version_without_returning(pg, db, occ_prox
             pg.psql("UPDATE subscriptions SET status = 'paused' WHERE id = 42", dbname=db)
             with pytest.raises(asyncpg.exceptions.SerializationError) as caught:
                 await agent.execute(write, "third", 42)
-            assert (caught.value.message, caught.value.detail) == (conflict_message(42, 3, 4), unread_detail(3, 4))
+            assert (caught.value.message, conflict_detail(caught.value.detail)) == (
+                conflict_message(42, 3, 4), unread_detail(3, 4))
 
             # A rolled-back write teaches nothing: the session still expects the version it read.
             await agent.fetch("SELECT * FROM subscriptions WHERE id = $1", 43)

@@ -178,6 +178,7 @@ def without_variable_fields(record):
     assert re.fullmatch(ISO_TS, record.pop("ts")), record
     assert re.fullmatch(r"127\.0\.0\.1:\d+", record.pop("client_addr")), record
     assert re.fullmatch(r"[0-9a-f]{16}", record.pop("fingerprint")), record
+    assert re.fullmatch(r"[0-9a-f]{16}", record.pop("id")), record
     return record
 
 
@@ -198,6 +199,8 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
         "statements_rewritten": 4,  # the stale UPDATE, the UPDATE and DELETE that pass, the extended UPDATE
         "conflicts": 1,
         "shadow_conflicts": 0,
+        "merges": 0,
+        "shadow_merges": 0,
         "forced_writes": 0,
         "force_refused": 0,
         "unknown_version_rejected": 0,
@@ -216,7 +219,8 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
     }
     assert after["gauges"] == {"connections_current": 0}
     assert after["tables"] == {
-        "public.subscriptions": {"rewritten": 4, "conflicts": 1, "shadow_conflicts": 0, "forced_writes": 0},
+        "public.subscriptions": {"rewritten": 4, "conflicts": 1, "shadow_conflicts": 0, "forced_writes": 0,
+                                 "merges": 0, "shadow_merges": 0},
     }
     # Only the four statements that name the protected table were analysed, and timed.
     latency = after["added_latency_seconds"]
@@ -247,6 +251,8 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
             "read_ttl": "1m",
             "force": {"allowed_roles": []},
             "redact": [],
+            "on_conflict": "reject",
+            "track_writer": False,
         }],
     }
 
@@ -258,9 +264,10 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
     status, headers, page = http_get(proxy, "/")
     assert (status, headers["content-type"], headers["cache-control"]) == (200, HTML_TYPE, "no-store")
     record = conflicts[0]
-    assert "<p>Conflicts: 1 &middot; shadow conflicts: 0 &middot; forced writes: 0 &middot; client connections open: 0</p>" in page
+    assert ("<p>Conflicts: 1 &middot; shadow conflicts: 0 &middot; merges: 0 &middot; shadow merges: 0 &middot; "
+            "forced writes: 0 &middot; client connections open: 0</p>") in page
     assert "<h3>Conflict (write refused) on public.subscriptions (id)=(42)</h3>" in page
-    assert (f"<dl><dt>Time</dt><dd>{record['ts']}</dd><dt>Expected version</dt><dd>1</dd>"
+    assert (f"<dl><dt>Id</dt><dd>{record['id']}</dd><dt>Time</dt><dd>{record['ts']}</dd><dt>Expected version</dt><dd>1</dd>"
             "<dt>Current version</dt><dd>2</dd><dt>User</dt><dd>postgres</dd>"
             f"<dt>Application</dt><dd>occ-stats-a</dd><dt>Client</dt><dd>{record['client_addr']}</dd>"
             f"<dt>Statement fingerprint</dt><dd>{record['fingerprint']}</dd></dl>") in page
@@ -416,6 +423,7 @@ def test_conflicts_page_in_headless_chromium(pg, db, occ_stats_proxy):
     page.feed(chromium(url, "--dump-dom").stdout)
     assert page.headings == ["Conflict (write refused) on public.subscriptions (id)=(42)"]
     assert page.definitions == [
+        ["Id", record["id"]],
         ["Time", record["ts"]],
         ["Expected version", "1"],
         ["Current version", "2"],
@@ -425,6 +433,8 @@ def test_conflicts_page_in_headless_chromium(pg, db, occ_stats_proxy):
         ["Statement fingerprint", record["fingerprint"]],
     ]
     assert page.rows == [
+        ["Table", "Conflicts", "Merges", "Shadow conflicts", "Shadow merges", "Forced writes"],
+        ["public.subscriptions", "1", "0", "0", "0", "0"],
         ["Column", "Base (read)", "Mine (written)", "Theirs (current)"],
         ["notes", "", "x", "old"],
     ]

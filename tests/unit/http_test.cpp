@@ -80,7 +80,8 @@ TEST_CASE("/stats is the counters snapshot as JSON", "[http]") {
   CHECK(r.content_type == "application/json");
   const json body = json::parse(r.body);
   CHECK(body["tables"]["http_test.stats"] ==
-        json{{"rewritten", 0}, {"conflicts", 0}, {"shadow_conflicts", 0}, {"forced_writes", 3}});
+        json{{"rewritten", 0}, {"conflicts", 0}, {"shadow_conflicts", 0}, {"forced_writes", 3}, {"merges", 0},
+             {"shadow_merges", 0}});
   CHECK(body["counters"].size() == static_cast<unsigned>(occ::stats::Counter::count_));
   CHECK(body["counters"]["rules_reload_failed"] ==
         before.counters[static_cast<unsigned>(occ::stats::Counter::rules_reload_failed)]);
@@ -136,7 +137,9 @@ TEST_CASE("/rules shows the rules in force with defaults applied", "[http]") {
                 {"conflict_sqlstate", "40001"},
                 {"read_ttl", "90s"},
                 {"force", {{"allowed_roles", {"dba"}}}},
-                {"redact", {"card"}}}}}});
+                {"redact", {"card"}},
+                {"on_conflict", "reject"},
+                {"track_writer", false}}}}});
 }
 
 TEST_CASE("/rules before any rules are loaded", "[http]") {

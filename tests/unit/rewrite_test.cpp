@@ -47,6 +47,9 @@ const std::map<std::string, std::string> variants = {
     {"redact", "  app_managed_version: enforce\n  redact: [notes, '\"Card\"']\n"},
     {"unknown-reject", "  on_unknown_version: reject\n"},
     {"uuid-passthrough", "  version_kind: uuid\n"},
+    {"merge", "  on_conflict: merge\n"},
+    {"merge-shadow", "  on_conflict: merge\n  mode: shadow\n"},
+    {"merge-proxy", "  on_conflict: merge\n  version_bump: proxy\n"},
 };
 
 occ::Rules rules_for(const std::string& variant) {
@@ -747,7 +750,11 @@ const ReadRow read_rows[] = {
      "SELECT other.*, %S:subscriptions% FROM subscriptions JOIN other USING (id)", "public.subscriptions/2", ""},
     // Not the table, or not its rows.
     {"passthrough", "app", "WITH subscriptions AS (SELECT 1 AS id) SELECT * FROM subscriptions", "", "-", ""},
-    {"passthrough", "app", "SELECT * FROM (subscriptions s JOIN other o USING (id)) AS j", "", "-", ""},
+    // An aliased join hides the names, but the server still tells each column's table: in place.
+    {"passthrough", "app", "SELECT * FROM (subscriptions s JOIN other o USING (id)) AS j", "",
+     "public.subscriptions/in place", ""},
+    {"passthrough", "app", "WITH s AS (SELECT * FROM subscriptions WHERE id = 42) SELECT * FROM s", "",
+     "public.subscriptions/in place", ""},
     {"passthrough", "app", "SELECT * FROM other WHERE id IN (SELECT id FROM subscriptions)", "", "-", ""},
     {"passthrough", "app", "EXPLAIN SELECT * FROM subscriptions", "", "-", ""},
     {"passthrough", "app", "SELECT * FROM invoices", "", "-", ""},
@@ -936,8 +943,26 @@ const ReadRow read_rows[] = {
      "subscriptions.version) THEN true ELSE occ.conflict(subscriptions.version, %V%, "
      "subscriptions.version, to_jsonb(subscriptions.*), @sub.delete+read@) IS NOT NULL END)",
      "-", "public.subscriptions [7]"},
-    // PREPARE runs later, when this read set is gone: only the statement's own version counts.
-    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1", "", "- prepare p", ""},
+    // A prepared write pinned to one key: each EXECUTE supplies the version and values read.
+    {"passthrough", "app", "PREPARE p AS UPDATE subscriptions SET status = 'x' WHERE id = $1",
+     "PREPARE p AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $2::bigint THEN "
+     "subscriptions.version WHEN $2::bigint IS NULL THEN subscriptions.version WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, $2::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, $3::text) END, status = 'x' WHERE id = $1",
+     "- prepare p", ""},
+    {"passthrough", "app",
+     "PREPARE p (text, int) AS UPDATE subscriptions SET status = $1 WHERE id = $2; EXECUTE p('x', 7); EXECUTE p('y', 8)",
+     "PREPARE p (text, int) AS UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $3::bigint THEN "
+     "subscriptions.version WHEN $3::bigint IS NULL THEN subscriptions.version WHEN "
+     "occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE "
+     "occ.conflict(subscriptions.version, $3::bigint, subscriptions.version, to_jsonb(subscriptions.*), "
+     "@sub.update@, $4::text) END, status = $1 WHERE id = $2; EXECUTE p('x', 7, E'3', E'{\"status\":\"a\"}'); "
+     "EXECUTE p('y', 8, NULL, NULL)",
+     "- prepare p; public.subscriptions writes [7] read at 3 execute p; public.subscriptions writes execute p",
+     "public.subscriptions [7]; public.subscriptions [8]"},
+    // A write that can touch several rows: only the version the statement names itself counts.
+    {"passthrough", "app", "PREPARE q AS UPDATE subscriptions SET status = 'x' WHERE plan = $1", "", "- prepare q", ""},
     // Unsupported: forwarded as it is, nothing appended.
     {"passthrough", "app", "DELETE FROM subscriptions WHERE CURRENT OF c", "", "-", "public.subscriptions"},
     // Session commands, one effect per statement.
@@ -986,6 +1011,81 @@ TEST_CASE("reads carry key and version, writes check each row against the read s
     CHECK(r.untracked_reads == 0);
     if (parses(row.sql)) CHECK(parses(sent(r, row.sql)));
   }
+}
+
+namespace {
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("on_conflict: merge sends a stale UPDATE to occ.merge and keeps the other writer's columns", "[rewrite]") {
+  struct MergeRow {
+    const char* variant;
+    const char* sql;
+    bool extended;
+    std::size_t merges;  // occ.merge calls: one per checked UPDATE of a merge table
+    std::size_t kept;    // columns wrapped with occ.theirs_changed (enforce only)
+    bool tag_notes;      // the command tag alone tells the new version (never after a merge)
+  };
+  const MergeRow rows[] = {
+      {"merge", "UPDATE subscriptions SET notes = 'x' WHERE id = 7", false, 1, 1, false},
+      {"merge", "UPDATE subscriptions SET notes = 'x', status = 'y', plan_id = 2 WHERE id = 7", false, 1, 3, false},
+      {"merge", "UPDATE subscriptions SET notes = $1 WHERE id = $2", true, 1, 1, false},
+      {"merge", "UPDATE subscriptions SET notes = 'x' WHERE id IN (7, 8)", false, 1, 1, false},
+      {"merge", "UPDATE subscriptions SET notes = $1 WHERE status = $2", true, 1, 1, false},
+      {"merge-proxy", "UPDATE subscriptions SET notes = 'x' WHERE id = 7", false, 1, 1, false},
+      // shadow: the would-be merge is reported, the write goes as sent.
+      {"merge-shadow", "UPDATE subscriptions SET notes = 'x' WHERE id = 7", false, 1, 0, false},
+      // The statement's own version assignment is not a column to keep.
+      {"merge", "UPDATE subscriptions SET notes = 'x', version = version + 1 WHERE id = 7", false, 1, 1, false},
+      // Whole-row check: DELETE, an upsert, a row-wise or subscripted SET, a forced write.
+      {"merge", "DELETE FROM subscriptions WHERE id = 7", false, 0, 0, true},
+      {"merge", "INSERT INTO subscriptions (id, notes) VALUES (7, 'x') ON CONFLICT (id) DO UPDATE SET notes = 'x'",
+       false, 0, 0, false},
+      {"merge", "UPDATE subscriptions SET (notes, status) = ('x', 'y') WHERE id = 7", false, 0, 0, true},
+      {"merge", "UPDATE subscriptions SET tags[1] = 'x' WHERE id = 7", false, 0, 0, true},
+      {"merge", "/*occ:force*/ UPDATE subscriptions SET notes = 'x' WHERE id = 7", false, 0, 0, false},
+      // reject: today's check.
+      {"passthrough", "UPDATE subscriptions SET notes = 'x' WHERE id = 7", false, 0, 0, true},
+  };
+  for (const MergeRow& row : rows) {
+    INFO(row.variant << ": " << row.sql);
+    FakeReads reads;
+    Session s(row.variant);
+    s.user = "dba";
+    s.reads = &reads;
+    const occ::Rewrite r = s.rewrite(row.sql, row.extended);
+    REQUIRE(r.action == occ::Rewrite::Action::rewrite);
+    CHECK(occurrences(r.sql, "occ.merge(") == row.merges);
+    CHECK(occurrences(r.sql, "occ.theirs_changed(") == row.kept);
+    CHECK((!r.effects.empty() && r.effects[0].row_write.has_value()) == row.tag_notes);
+    if (!row.extended) CHECK(parses(r.sql));
+  }
+
+  // One statement exactly: the version's CASE sends a stale row to occ.merge with the read and the
+  // values written (typed as their columns); the column keeps the current value where the other
+  // writer changed it.
+  FakeReads reads;
+  Session s("merge");
+  s.reads = &reads;
+  const std::string meta = R"($occ${"schema":"public","table":"subscriptions","key":["id"],"version_column":"version",)"
+                           R"("sqlstate":"40001","mode":"enforce","op":"update","base":{"status":"a"}}$occ$)";
+  const std::string base = R"($occ${"status":"a"}$occ$::text)";
+  CHECK(s.rewrite("UPDATE subscriptions SET notes = 'x' WHERE id = 7").sql ==
+        "UPDATE subscriptions SET version = CASE WHEN subscriptions.version = '3'::bigint THEN subscriptions.version "
+        "WHEN occ.written_here(subscriptions.xmin, subscriptions.version) THEN subscriptions.version ELSE occ.merge(subscriptions.version, '3'::bigint, subscriptions.version, to_jsonb(subscriptions.*), " +
+            meta + ", " + base +
+            ", (jsonb_build_object('notes', CASE WHEN false THEN subscriptions.notes ELSE ('x') END))) END, notes = "
+            "CASE WHEN CASE WHEN subscriptions.version = '3'::bigint OR '3'::bigint IS NULL THEN false WHEN "
+            "occ.written_here(subscriptions.xmin, subscriptions.version) THEN false ELSE occ.theirs_changed(to_jsonb(subscriptions.*), " +
+            base + ", 'notes', " + meta +
+            ") END THEN subscriptions.notes ELSE ('x') END WHERE id = 7 RETURNING (subscriptions.id)::text, "
+            "(subscriptions.version)::text");
 }
 
 TEST_CASE("a prepared SELECT that names its columns is not tracked: EXECUTE may feed CREATE TABLE AS", "[rewrite]") {

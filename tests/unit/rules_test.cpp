@@ -73,6 +73,8 @@ tables:
   CHECK(s.read_ttl == 60s);
   CHECK(s.force_roles == Strings{"dba"});
   CHECK(s.redact.empty());
+  CHECK(s.on_conflict == occ::OnConflict::reject);
+  CHECK_FALSE(s.track_writer);
   CHECK(r.tables[1].qualified_name() == "public.invoices");
   CHECK(r.tables[2].qualified_name() == "billing.plans");
   CHECK(r.tables[2].version_kind == occ::VersionKind::uuid);
@@ -96,6 +98,8 @@ tables:
     version_bump: proxy
     on_unsupported: reject
     conflict_sqlstate: P0001
+    on_conflict: merge
+    track_writer: true
     read_ttl: 500ms
     force:
       allowed_roles: []
@@ -123,8 +127,12 @@ tables:
   CHECK(a.redact == Strings{"ssn", "card_no", "Notes"});
   CHECK(a.is_redacted("Notes"));
   CHECK_FALSE(a.is_redacted("notes"));
+  CHECK(a.on_conflict == occ::OnConflict::merge);
+  CHECK(a.track_writer);
 
   const auto& l = r.tables[1];
+  CHECK(l.on_conflict == occ::OnConflict::reject);
+  CHECK_FALSE(l.track_writer);
   CHECK(l.force_roles == Strings{"dba", "ops"});
   CHECK(l.may_force("ops"));
   CHECK_FALSE(l.may_force("Ops"));
@@ -184,12 +192,17 @@ TEST_CASE("rules errors name file, line and key", "[rules]") {
       {"defaults:\n  table: t\n",
        "rules.yaml:2: defaults.table: unknown key; expected one of: version_column, version_kind, on_unknown_version, "
        "app_managed_version, check_deletes, mode, version_bump, on_unsupported, conflict_sqlstate, read_ttl, force, "
-       "redact"},
+       "redact, on_conflict, track_writer"},
       {"defaults: []\n", "rules.yaml:1: defaults: expected a mapping of keys, got a list"},
       {"tables:\n  - table: t\n    key: [id]\n    colour: red\n",
        "rules.yaml:4: tables[0].colour: unknown key; expected one of: table, key, version_column, version_kind, "
        "on_unknown_version, app_managed_version, check_deletes, mode, version_bump, on_unsupported, conflict_sqlstate, "
-       "read_ttl, force, redact"},
+       "read_ttl, force, redact, on_conflict, track_writer"},
+      {"tables:\n  - table: t\n    key: [id]\n    on_conflict: resolve\n",
+       "rules.yaml:4: tables[0].on_conflict: expected reject or merge, got \"resolve\""},
+      {"defaults:\n  track_writer: sometimes\n", "rules.yaml:2: defaults.track_writer: expected true or false, got \"sometimes\""},
+      {"tables:\n  - table: t\n    key: [occ_modified_by]\n    track_writer: true\n",
+       "rules.yaml:3: tables[0].key: occ_modified_by is kept by track_writer and cannot be the version or a key column"},
       {"tables:\n  - table: t\n    key: [id]\n    mode: shadow\n    mode: enforce\n",
        "rules.yaml:5: tables[0].mode: given twice (first on line 4)"},
       {"tables:\n  - t\n", "rules.yaml:2: tables[0]: expected a mapping of keys, got a value"},
@@ -302,6 +315,8 @@ TEST_CASE("enum names", "[rules]") {
   CHECK(std::string(occ::to_string(occ::EnforceMode::shadow)) == "shadow");
   CHECK(std::string(occ::to_string(occ::VersionBump::trigger)) == "trigger");
   CHECK(std::string(occ::to_string(occ::VersionBump::proxy)) == "proxy");
+  CHECK(std::string(occ::to_string(occ::OnConflict::reject)) == "reject");
+  CHECK(std::string(occ::to_string(occ::OnConflict::merge)) == "merge");
 }
 
 TEST_CASE("the rules in force are swapped whole", "[rules]") {

@@ -241,9 +241,25 @@ TEST_CASE("a top-level SELECT reports its protected tables and where its target 
   }
   for (const char* sql :
        {"SELECT 1", "SELECT * FROM other", "WITH subscriptions AS (SELECT 1) SELECT * FROM subscriptions",
-        "COPY (SELECT * FROM subscriptions) TO STDOUT", "SELECT * FROM (SELECT * FROM subscriptions) x"}) {
+        "COPY (SELECT * FROM subscriptions) TO STDOUT", "SELECT * FROM other WHERE id IN (SELECT id FROM subscriptions)",
+        "SELECT * FROM (SELECT * FROM subscriptions) x JOIN (SELECT * FROM subscriptions) y USING (id)",
+        "WITH s AS (SELECT * FROM subscriptions) SELECT a.id, b.version FROM s a JOIN s b USING (id)",
+        "WITH RECURSIVE s AS (SELECT * FROM subscriptions) SELECT * FROM s",
+        "SELECT * FROM (WITH s AS (SELECT * FROM subscriptions) SELECT * FROM s) x",
+        "WITH u AS (UPDATE subscriptions SET status = 'x' RETURNING *) SELECT * FROM u"}) {
     INFO(sql);
     CHECK_FALSE(occ::analyze_sql(sql, protected_tables()).statements.at(0).read);
+  }
+  // Through CTEs and subqueries in FROM that read one protected table once: traced, nothing appended.
+  for (const char* sql : {"SELECT * FROM (SELECT * FROM subscriptions) x",
+                          "WITH s AS (SELECT id, notes, version FROM subscriptions WHERE id = 42) SELECT * FROM s",
+                          "SELECT q.notes FROM (SELECT * FROM public.subscriptions WHERE id = 1) q JOIN other o USING (id)"}) {
+    INFO(sql);
+    const auto read = occ::analyze_sql(sql, protected_tables()).statements.at(0).read;
+    REQUIRE(read);
+    CHECK(read->traced);
+    CHECK(read->tables.size() == 1);
+    CHECK(read->tables.front().name == "subscriptions");
   }
 }
 

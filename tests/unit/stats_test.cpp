@@ -259,8 +259,8 @@ TEST_CASE("metrics text follows the Prometheus 0.0.4 format", "[stats][metrics]"
   CHECK(m.samples.at("occproxy_added_latency_seconds_bucket{le=\"+Inf\"}") == "4");
   CHECK(m.samples.at("occproxy_added_latency_seconds_sum") == "0.5");
   CHECK(m.samples.at("occproxy_added_latency_seconds_count") == "4");
-  // Every counter, the gauge, 4 per-table counters x 2 tables, 4 buckets, sum and count.
-  CHECK(m.samples.size() == static_cast<unsigned>(Counter::count_) + 1 + 8 + 4 + 2);
+  // Every counter, the gauge, 6 per-table counters x 2 tables, 4 buckets, sum and count.
+  CHECK(m.samples.size() == static_cast<unsigned>(Counter::count_) + 1 + 12 + 4 + 2);
 
   CHECK(text.find("# HELP occproxy_conflicts_total Writes refused with a version conflict.\n"
                   "# TYPE occproxy_conflicts_total counter\n"
@@ -325,7 +325,27 @@ TEST_CASE("conflicts page shows each record with its diff, escaped", "[stats][ht
                   "<td class=\"theirs\"><span class=\"null\">NULL</span></td></tr>") !=
         std::string::npos);
   // Newest first, as given.
-  CHECK(page.find("billing.plans") < page.find("public.subscriptions"));
+  CHECK(page.find("<h3>Forced write") < page.find("<h3>Conflict"));
+  // Per table, what the checks did (the snapshot's tables, above the records).
+  CHECK(page.find("<tr><td>public.subscriptions</td><td>2</td><td>0</td>") < page.find("<h3>"));
+}
+
+TEST_CASE("conflicts page shows merges, the writer and the columns changed on both sides", "[stats][html]") {
+  const nlohmann::json merged = {{"id", "00000000000000aa"}, {"kind", "merged"}, {"table", "public.subscriptions"},
+                                 {"key", {{"id", 42}}}};
+  const nlohmann::json conflict = {{"id", "00000000000000bb"},
+                                   {"kind", "conflict"},
+                                   {"table", "public.subscriptions"},
+                                   {"key", {{"id", 42}}},
+                                   {"writer", {{"by", "postgres (billing)"}, {"at", "2024-05-01T12:00:00.000Z"}}},
+                                   {"both_changed", {"notes", "status"}}};
+  const std::string page = conflicts_page({merged, conflict}, sample_snapshot());
+  CHECK(page.find("<h3>Merged (stale write applied column by column) on public.subscriptions (id)=(42)</h3>") !=
+        std::string::npos);
+  CHECK(page.find("<dt>Id</dt><dd>00000000000000aa</dd>") != std::string::npos);
+  CHECK(page.find("<dt>Conflicting change by</dt><dd>postgres (billing) at 2024-05-01T12:00:00.000Z</dd>"
+                  "<dt>Changed on both sides</dt><dd>notes, status</dd>") != std::string::npos);
+  CHECK(page.find("&middot; merges: 0 &middot; shadow merges: 0 &middot;") != std::string::npos);
 }
 
 TEST_CASE("conflicts page copes with odd records and none at all", "[stats][html]") {
