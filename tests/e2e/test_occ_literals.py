@@ -6,7 +6,7 @@ import psycopg2
 import pytest
 
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
-    CONFLICT_HINT,
+    conflict_error,
     connect,
     occ_proxy_fixture,
     only_audit_line,
@@ -121,15 +121,9 @@ def test_stale_write_of_a_tricky_text_key_conflicts(pg, db, occ_proxy, name, set
         "SELECT 2", [(KEY, "old", 1), (DECOY, "decoy3", 3)])
     assert run(other, "UPDATE notes SET body = 'theirs' WHERE k = %s", (KEY,)) == ("UPDATE 1", None)
 
-    assert write_fails(mine, form, BODY, KEY) == {
-        "sqlstate": "40001",
-        "message": f"occ: version conflict on public.notes (k)=({KEY}): expected version 1, current version 2",
-        "detail": read_detail(2, ["body"]),
-        "hint": CONFLICT_HINT,
-        "schema": "public",
-        "table": "notes",
-        "constraint": "occ_version",
-    }
+    expected = conflict_error(KEY, 1, 2, read_detail(2, ["body"]), table="notes")
+    expected["message"] = f"occ: version conflict on public.notes (k)=({KEY}): expected version 1, current version 2"
+    assert write_fails(mine, form, BODY, KEY) == expected
     assert notes(pg, db) == [[KEY, "theirs", "2"], [DECOY, "decoy3", "3"]]
 
     line = only_audit_line(proxy)
