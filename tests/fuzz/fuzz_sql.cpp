@@ -106,7 +106,7 @@ void run(const uint8_t* data, std::size_t size) {
   const std::vector<std::string> path = (flags & 4) ? std::vector<std::string>{"billing", "public"}
                                                     : std::vector<std::string>{"public", "billing"};
   const occ::SessionView view{user, path, fixture.rules, fixture.relations, (flags & 8) ? nullptr : &fixture.reads,
-                              (flags >> 4) & 3, occ::StringSyntax{(flags & 64) == 0, true}};
+                              (flags >> 4) & 3, nullptr, occ::StringSyntax{(flags & 64) == 0, true}};
 
   const bool candidate = occ::may_need_rewrite(sql, fixture.rules, view.syntax.standard_conforming_strings);
   const occ::Rewrite first = occ::rewrite_sql(sql, extended, view, fixture.cache);
