@@ -121,9 +121,9 @@ std::optional<std::string> param_text(const pg::Bind& bind, std::size_t i) {
   return hex;
 }
 
-// The value a write tried to set, as the audit shows it: a bound parameter's value, a string
-// literal without its quotes, or the SQL text of any other expression.
-nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal) {
+// The value a write tried to set, as the audit shows it: a bound parameter's value, a constant's
+// value as the server read it, or the SQL text of any other expression.
+nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal, StringSyntax syntax) {
   if (portal && sql_text.size() > 1 && sql_text[0] == '$') {
     std::size_t n = 0;
     for (std::size_t i = 1; i < sql_text.size() && std::isdigit(static_cast<unsigned char>(sql_text[i])); ++i)
@@ -133,14 +133,7 @@ nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal)
       return p ? nlohmann::json(*p) : nlohmann::json(nullptr);
     }
   }
-  if (sql_text.size() >= 2 && sql_text.front() == '\'' && sql_text.back() == '\'') {
-    std::string s;
-    for (std::size_t i = 1; i + 1 < sql_text.size(); ++i) {
-      s.push_back(sql_text[i]);
-      if (sql_text[i] == '\'' && sql_text[i + 1] == '\'') ++i;
-    }
-    return s;
-  }
+  if (auto value = constant_value(sql_text, syntax)) return *value;
   if (sql_text == "NULL" || sql_text == "null") return nullptr;
   return sql_text;
 }
@@ -627,9 +620,10 @@ bool Session::on_client_frame(const Frame& frame) {
 
 std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int declared_params) {
   const Policy& p = policy();
-  if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules)) return std::nullopt;
+  if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules, syntax_.standard_conforming_strings))
+    return std::nullopt;
   const auto started = std::chrono::steady_clock::now();
-  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_};
+  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_, syntax_};
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
   if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
   for (const auto& effect : rw.effects)
@@ -924,7 +918,14 @@ void Session::on_server_frame(const Frame& frame) {
       break;
     case pg::be::kParameterStatus: {
       auto status = pg::decode_parameter_status(frame.body);
-      if (status.name == "application_name") application_name_ = status.value;
+      if (status.name == "application_name") {
+        application_name_ = status.value;
+      } else if (status.name == "standard_conforming_strings") {
+        syntax_.standard_conforming_strings = status.value != "off";
+      } else if (status.name == "client_encoding" || status.name == "server_encoding") {
+        (status.name == "client_encoding" ? client_utf8_ : server_utf8_) = status.value == "UTF8";
+        syntax_.utf8 = client_utf8_ && server_utf8_;
+      }
       break;
     }
     case pg::be::kAuthentication:
@@ -1332,7 +1333,7 @@ void Session::audit_event(const nlohmann::json& event) {
   if (write) {
     for (const auto& [column, value_sql] : write->assigned) {
       nlohmann::json entry = {
-          {"mine", redacted(column, mine_value(value_sql, current->portal.get()))},
+          {"mine", redacted(column, mine_value(value_sql, current->portal.get(), syntax_))},
           {"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))},
       };
       if (base.contains(column)) entry["base"] = redacted(column, base[column]);

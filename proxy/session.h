@@ -30,6 +30,7 @@
 #include "proxy/read_set.h"
 #include "proxy/result_tracker.h"
 #include "proxy/scram.h"
+#include "rules/literal.h"
 #include "rules/rewrite.h"
 
 namespace occ {
@@ -173,6 +174,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string database_;
   std::string application_name_;
   std::vector<std::string> search_path_;
+  // How the server reads string constants, as its ParameterStatus messages report the settings.
+  StringSyntax syntax_;
+  bool client_utf8_ = true;
+  bool server_utf8_ = true;
   std::atomic<int32_t> backend_pid_{0};
   std::atomic<int32_t> backend_key_{0};
   // Requests sent to the server whose replies have not all arrived (in_flight_ not empty), as the

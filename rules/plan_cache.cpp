@@ -4,40 +4,28 @@
 #include <optional>
 #include <stdexcept>
 
+#include "rules/literal.h"
 #include "rules/sql_lexer.h"
 
 namespace occ {
 
 namespace {
 
-// A constant as key_value() spells it, read from the text at its token: a '...' string without a
-// prefix, or an unsigned integer of at most 9 digits (always an int4 constant). Nullopt for any
-// other token.
+// A constant as key_value() spells it, read from the text at its token. Texts are shared by shape
+// only where their reading does not depend on the session's string syntax, so the default one.
 std::optional<std::string> plain_constant(std::string_view sql, int token) {
-  const std::size_t n = sql.size();
-  if (token < 0 || static_cast<std::size_t>(token) >= n) return std::nullopt;
-  const auto at = static_cast<std::size_t>(token);
-  if (sql_digit(sql[at])) {
-    std::size_t j = at;
-    while (j < n && sql_digit(sql[j])) ++j;
-    if (j - at > 9 || (j < n && (sql[j] == '.' || sql_ident_char(sql[j])))) return std::nullopt;
-    return std::to_string(std::stol(std::string(sql.substr(at, j - at))));
-  }
-  // A string continued on the next line is not one token: the caller's comparison with the parsed
-  // value finds that.
-  if (sql[at] != '\'' || sql_string_prefixed(sql, at)) return std::nullopt;
-  std::string value;
-  for (std::size_t j = at + 1; j < n; ++j) {
-    if (sql[j] != '\'') {
-      value += sql[j];
-    } else if (j + 1 < n && sql[j + 1] == '\'') {
-      value += '\'';
-      ++j;
-    } else {
-      return value;
-    }
-  }
-  return std::nullopt;
+  if (token < 0 || static_cast<std::size_t>(token) >= sql.size()) return std::nullopt;
+  auto constant = read_constant(sql, static_cast<std::size_t>(token));
+  if (!constant) return std::nullopt;
+  return std::move(constant->value);
+}
+
+// Whether how `sql` reads depends on `syntax` being other than the default: a backslash (an escape
+// with standard_conforming_strings off, or a \u escape whose bytes depend on the encoding) or an
+// ampersand (U&'', refused with the setting off, its escapes encoding-dependent).
+bool reads_by_syntax(std::string_view sql, StringSyntax syntax) {
+  if (syntax == StringSyntax{}) return false;
+  return sql.find_first_of("\\&") != std::string_view::npos;
 }
 
 // Every piece of `analysis` that comes from a constant of `sql`, with `change` applied: it
@@ -157,23 +145,33 @@ void PlanCache::clear() {
   bytes_ = 0;
 }
 
-std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, const Rules& rules) {
+std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, const Rules& rules, StringSyntax syntax) {
   // A reload allocates a new Rules; its load time tells it apart even if the address is reused.
   if (&rules != rules_ || rules.loaded_at != rules_loaded_at_) {
     clear();
     rules_ = &rules;
     rules_loaded_at_ = rules.loaded_at;
   }
-  if (auto it = index_.find(sql); it != index_.end()) {
+  // A text that reads differently under `syntax` is kept under its own key: two NULs (which no
+  // SQL text and no literal_shape starts with), the syntax, then the text; it is never shared by
+  // shape.
+  std::string own_key;
+  if (reads_by_syntax(sql, syntax)) {
+    own_key.assign(2, '\0');
+    own_key += static_cast<char>('0' + (syntax.standard_conforming_strings ? 1 : 0) + (syntax.utf8 ? 2 : 0));
+    own_key.append(sql);
+  }
+  const std::string_view key = own_key.empty() ? sql : std::string_view(own_key);
+  if (auto it = index_.find(key); it != index_.end()) {
     ++hits_;
     entries_.splice(entries_.begin(), entries_, it->second);
     return it->second->analysis;
   }
-  if (sql.size() > max_bytes_ / 64) {
+  if (sql.size() > max_bytes_ / 64 || sql.find('\0') != std::string_view::npos) {
     ++misses_;
-    return std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules));
+    return std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules, syntax));
   }
-  std::string shape = literal_shape(sql);
+  std::string shape = own_key.empty() ? literal_shape(sql) : std::string();
   if (!shape.empty()) {
     if (auto it = index_.find(shape); it != index_.end()) {
       if (auto analysis = rebased(it->second->analysis, sql)) {
@@ -184,15 +182,15 @@ std::shared_ptr<const SqlAnalysis> PlanCache::analysis(std::string_view sql, con
     }
   }
   ++misses_;
-  auto analysis = std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules));
-  std::string key = !shape.empty() && shareable(*analysis, sql) ? std::move(shape) : std::string(sql);
-  while (!entries_.empty() && (entries_.size() >= capacity_ || bytes_ + key.size() > max_bytes_)) {
+  auto analysis = std::make_shared<const SqlAnalysis>(analyze_sql(sql, rules, syntax));
+  std::string stored = !shape.empty() && shareable(*analysis, sql) ? std::move(shape) : std::string(key);
+  while (!entries_.empty() && (entries_.size() >= capacity_ || bytes_ + stored.size() > max_bytes_)) {
     bytes_ -= entries_.back().sql.size();
     index_.erase(entries_.back().sql);
     entries_.pop_back();
   }
-  bytes_ += key.size();
-  entries_.push_front(Entry{std::move(key), analysis});
+  bytes_ += stored.size();
+  entries_.push_front(Entry{std::move(stored), analysis});
   index_.emplace(entries_.front().sql, entries_.begin());
   return analysis;
 }

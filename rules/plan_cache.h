@@ -25,13 +25,16 @@ std::string literal_shape(std::string_view sql);
 // on which names are protected, so the cache empties itself when it sees other rules. An analysis
 // whose pieces taken from constants can be read again at the same offsets of another text (key
 // pins, version conditions, SET values; not SET search_path) is kept under the text's
-// literal_shape, so the simple protocol's `... WHERE id = 42`, `... = 43` parse once. Bounded in entries and in bytes of SQL text; a text above max_bytes / 64 is analysed but
-// not kept (a bulk statement is rarely repeated verbatim).
+// literal_shape, so the simple protocol's `... WHERE id = 42`, `... = 43` parse once; a text that
+// reads differently under the session's string syntax is kept per syntax and never shared. Bounded
+// in entries and in bytes of SQL text; a text above max_bytes / 64 (or holding a NUL) is analysed
+// but not kept (a bulk statement is rarely repeated verbatim).
 class PlanCache {
  public:
   explicit PlanCache(std::size_t capacity = 4096, std::size_t max_bytes = 32u << 20);
 
-  std::shared_ptr<const SqlAnalysis> analysis(std::string_view sql, const Rules& rules);
+  // The analysis of `sql` as a session with `syntax` reads it.
+  std::shared_ptr<const SqlAnalysis> analysis(std::string_view sql, const Rules& rules, StringSyntax syntax = {});
 
   std::size_t size() const { return entries_.size(); }
   std::uint64_t hits() const { return hits_; }

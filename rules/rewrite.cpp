@@ -708,7 +708,7 @@ void track_insert(const InsertSite& site, const std::vector<std::string>& path, 
 
 }  // namespace
 
-bool may_need_rewrite(std::string_view sql, const Rules& rules) {
+bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_conforming_strings) {
   auto lower = [](char ch) { return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch; };
   auto same_word = [&](std::string_view word, std::string_view name, bool fold) {
     if (word.size() != name.size()) return false;
@@ -730,8 +730,7 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
     return false;
   };
   // Bare words anywhere in `text`. Literals and comments are searched too: a false "maybe" costs
-  // one parse, while misreading where a literal ends (standard_conforming_strings = off) must not
-  // hide a name.
+  // one parse, while a name must never hide in a misread literal.
   auto any_bare_word = [&](std::string_view text) {
     for (std::size_t i = 0; i < text.size();) {
       if (!sql_ident_char(text[i])) {
@@ -775,7 +774,7 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules) {
         break;
     }
     return !maybe;
-  });
+  }, standard_conforming_strings);
   return maybe;
 }
 
@@ -836,7 +835,7 @@ void execute_prepared_write(const StatementAnalysis& st, const SessionView& sess
 
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session, PlanCache& cache) {
   Rewrite out;
-  const std::shared_ptr<const SqlAnalysis> analysis = cache.analysis(sql, session.rules);
+  const std::shared_ptr<const SqlAnalysis> analysis = cache.analysis(sql, session.rules, session.syntax);
   if (analysis->parse_failed) {
     out.parse_failed = true;
     return out;

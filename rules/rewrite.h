@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "rules/catalog.h"
+#include "rules/literal.h"
 #include "rules/rules.h"
 #include "rules/sql_analysis.h"  // SessionCommand
 
@@ -47,6 +48,7 @@ struct SessionView {
   const ReadSetLookup* reads = nullptr;         // null: no read tracking
   int declared_param_count = 0;                 // extended protocol: types the Parse declared
   const PreparedWrites* prepared = nullptr;     // for EXECUTE of a checked prepared write
+  StringSyntax syntax{};                        // how the server reads this session's string constants
 };
 
 // How the session notes key and version of every row a statement returns. Usually from columns
@@ -193,8 +195,9 @@ struct Rewrite {
 };
 
 // Cheap pre-filter: false when `sql` cannot touch a protected table nor change search_path,
-// so the caller forwards it without parsing.
-bool may_need_rewrite(std::string_view sql, const Rules& rules);
+// so the caller forwards it without parsing. Literals end where the server ends them under
+// `standard_conforming_strings`.
+bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_conforming_strings = true);
 
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session,
                     PlanCache& cache);

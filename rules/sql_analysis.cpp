@@ -5,10 +5,14 @@
 #include <pg_query/pg_query.pb-c.h>
 
 #include <algorithm>
+#include <climits>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <unordered_map>
+
+#include "rules/literal.h"
+#include "rules/sql_lexer.h"
 
 namespace occ {
 namespace {
@@ -353,9 +357,47 @@ VersionUse version_use(const Cursor& c, int limit, const PgQuery__Node* conditio
   return use;
 }
 
-// A value fixed for the whole statement whose text the read set can be keyed by: a parameter, an
-// integer, a numeric or a string constant, possibly cast. Nullopt for anything else.
-std::optional<KeyValue> key_value(const PgQuery__Node* n) {
+// Reads constants from the client's own text (which libpg_query may have parsed in a masked copy:
+// see analyze_sql) under the session's string syntax.
+struct ConstantReader {
+  std::string_view sql;
+  StringSyntax syntax;
+  bool masked = false;  // some string's body was masked for the parse: its parsed value is not its value
+  // Where the text's second statement starts: an earlier one may change standard_conforming_strings
+  // (SET, RESET, ROLLBACK, set_config...) after the proxy read the text, so from here on a plain
+  // string holding a backslash has no proven value.
+  int doubtful_from = INT_MAX;
+
+  std::optional<std::string> at(int location) const {
+    if (location < 0) return std::nullopt;
+    const auto from = static_cast<std::size_t>(location);
+    auto constant = read_constant(sql, from, syntax);
+    if (!constant) return std::nullopt;
+    if (location >= doubtful_from && (sql[from] == '\'' || sql[from] == 'n' || sql[from] == 'N') &&
+        sql.substr(from, constant->end - from).find('\\') != std::string_view::npos)
+      return std::nullopt;
+    return std::move(constant->value);
+  }
+};
+
+// A cast that keeps a key constant's value as the key column reads it: to a type without a
+// modifier (which would truncate, pad or round) whose input takes the constant's text as it is.
+bool key_keeping_cast(const PgQuery__TypeName* t) {
+  if (t == nullptr || t->n_typmods != 0 || t->n_array_bounds != 0 || t->setof || t->pct_type || t->n_names == 0 ||
+      t->n_names > 2)
+    return false;
+  if (t->n_names == 2 && string_value(t->names[0]) != "pg_catalog") return false;
+  const std::string_view name = string_value(t->names[t->n_names - 1]);
+  for (std::string_view kept : {"int2", "int4", "int8", "text", "varchar", "uuid", "numeric"})
+    if (name == kept) return true;
+  return false;
+}
+
+// A value fixed for the whole statement whose text the read set can be keyed by: a parameter, or a
+// constant (at most once cast, see key_keeping_cast) read as the server reads it. Nullopt for
+// anything else, and for a constant whose reading cannot be proven: then the row is not pinned,
+// and the check looks it up by the key the server itself prints.
+std::optional<KeyValue> key_value(const PgQuery__Node* n, const ConstantReader& reader, bool cast = false) {
   if (n == nullptr) return std::nullopt;
   switch (n->node_case) {
     case PG_QUERY__NODE__NODE_PARAM_REF:
@@ -363,17 +405,21 @@ std::optional<KeyValue> key_value(const PgQuery__Node* n) {
     case PG_QUERY__NODE__NODE_A_CONST: {
       const PgQuery__AConst* k = n->a_const;
       if (k->isnull) return std::nullopt;
-      if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL) return KeyValue{0, std::to_string(k->ival->ival), k->location};
-      if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL) return KeyValue{0, k->fval->fval, -1};
-      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL) return KeyValue{0, k->sval->sval, k->location};
-      return std::nullopt;
+      std::optional<std::string> value = reader.at(k->location);
+      if (!value) return std::nullopt;
+      // Where libpg_query read the same text, both readings must agree.
+      if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL && *value != std::to_string(k->ival->ival)) return std::nullopt;
+      if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL && !reader.masked && *value != k->sval->sval) return std::nullopt;
+      if (k->val_case == PG_QUERY__A__CONST__VAL_BOOLVAL) return std::nullopt;
+      return KeyValue{0, std::move(*value), k->location};
     }
     case PG_QUERY__NODE__NODE_TYPE_CAST: {
       // A cast may change a numeric's text (`1.0::int` is 1); a string's or an integer's it keeps.
       const PgQuery__Node* arg = n->type_cast->arg;
       const bool numeric = arg != nullptr && arg->node_case == PG_QUERY__NODE__NODE_A_CONST &&
                            arg->a_const->val_case == PG_QUERY__A__CONST__VAL_FVAL;
-      return numeric ? std::nullopt : key_value(arg);
+      if (cast || numeric || !key_keeping_cast(n->type_cast->type_name)) return std::nullopt;
+      return key_value(arg, reader, true);
     }
     default:
       return std::nullopt;
@@ -391,7 +437,8 @@ std::string_view target_column(const PgQuery__Node* n, std::string_view refname)
 
 // Adds the pins of a condition's top-level conjuncts; a column pinned twice keeps its first pin
 // (every row written satisfies both, so either is a superset of the rows written).
-void collect_pins(const PgQuery__Node* condition, std::string_view refname, std::vector<KeyPin>& pins) {
+void collect_pins(const PgQuery__Node* condition, std::string_view refname, const ConstantReader& reader,
+                  std::vector<KeyPin>& pins) {
   if (condition == nullptr) return;
   std::vector<const PgQuery__Node*> conjuncts;
   collect_conjuncts(condition, conjuncts);
@@ -401,10 +448,10 @@ void collect_pins(const PgQuery__Node* condition, std::string_view refname, std:
     KeyPin pin;
     if (e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP && is_operator(e, "=")) {
       std::optional<KeyValue> value;
-      if (pin.column = target_column(e->lexpr, refname); !pin.column.empty()) value = key_value(e->rexpr);
+      if (pin.column = target_column(e->lexpr, refname); !pin.column.empty()) value = key_value(e->rexpr, reader);
       if (!value) {
         pin.column = target_column(e->rexpr, refname);
-        if (!pin.column.empty()) value = key_value(e->lexpr);
+        if (!pin.column.empty()) value = key_value(e->lexpr, reader);
       }
       if (!value) continue;
       pin.values.push_back(std::move(*value));
@@ -414,7 +461,7 @@ void collect_pins(const PgQuery__Node* condition, std::string_view refname, std:
       if (pin.column.empty()) continue;
       const PgQuery__List* list = e->rexpr->list;
       for (std::size_t i = 0; i < list->n_items; ++i) {
-        std::optional<KeyValue> value = key_value(list->items[i]);
+        std::optional<KeyValue> value = key_value(list->items[i], reader);
         if (!value) break;
         pin.values.push_back(std::move(*value));
       }
@@ -620,7 +667,8 @@ void each_message(const ProtobufCMessage* m, const Fn& fn) {
 
 class Analyzer {
  public:
-  Analyzer(const Cursor& cursor, const Rules& rules) : c_(cursor), rules_(rules) {}
+  Analyzer(const Cursor& cursor, const Rules& rules, const ConstantReader& reader)
+      : c_(cursor), rules_(rules), reader_(reader) {}
 
   void statement(const PgQuery__Node* node, int limit, StatementAnalysis& out) {
     limit_ = limit;
@@ -708,7 +756,7 @@ class Analyzer {
   }
 
   void execute_args(const PgQuery__ExecuteStmt* e) {
-    for (std::size_t i = 0; i < e->n_params; ++i) out_->execute_args.push_back(key_value(e->params[i]));
+    for (std::size_t i = 0; i < e->n_params; ++i) out_->execute_args.push_back(key_value(e->params[i], reader_));
     if (limit_ <= 0) return;
     const Token& last = c_[limit_ - 1];
     out_->execute_has_args = e->n_params > 0;
@@ -955,7 +1003,7 @@ class Analyzer {
     if (u->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), u->where_clause, *site);
       note_condition_versions(*site, u->where_clause);
-      collect_pins(u->where_clause, site->refname, site->pins);
+      collect_pins(u->where_clause, site->refname, reader_, site->pins);
     }
   }
 
@@ -967,7 +1015,7 @@ class Analyzer {
     if (d->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(relation, PG_QUERY__TOKEN__WHERE), d->where_clause, *site);
       note_condition_versions(*site, d->where_clause);
-      collect_pins(d->where_clause, site->refname, site->pins);
+      collect_pins(d->where_clause, site->refname, reader_, site->pins);
       return;
     }
     const int end = c_.find(relation + 1, limit_, [this](int k) {
@@ -990,7 +1038,7 @@ class Analyzer {
     if (oc->where_clause != nullptr) {
       analyze_condition(c_, limit_, find_keyword(set_keyword, PG_QUERY__TOKEN__WHERE), oc->where_clause, *site);
       note_condition_versions(*site, oc->where_clause);
-      collect_pins(oc->where_clause, site->refname, site->pins);
+      collect_pins(oc->where_clause, site->refname, reader_, site->pins);
     }
     inserted_keys(ins, *site);
   }
@@ -1005,7 +1053,7 @@ class Analyzer {
   }
 
   // The columns ON CONFLICT names, and the values each VALUES row gives the inserted columns.
-  static void inserted_keys(const PgQuery__InsertStmt* ins, WriteSite& site) {
+  void inserted_keys(const PgQuery__InsertStmt* ins, WriteSite& site) const {
     const PgQuery__InferClause* infer = ins->on_conflict_clause->infer;
     if (infer == nullptr) return;
     for (std::size_t i = 0; i < infer->n_index_elems; ++i) {
@@ -1025,7 +1073,7 @@ class Analyzer {
       for (std::size_t row = 0; row < values->n_values_lists; ++row) {
         const PgQuery__Node* list = values->values_lists[row];
         if (list->node_case != PG_QUERY__NODE__NODE_LIST || list->list->n_items != ins->n_cols) return;
-        std::optional<KeyValue> value = key_value(list->list->items[col]);
+        std::optional<KeyValue> value = key_value(list->list->items[col], reader_);
         if (!value) break;
         pin.values.push_back(std::move(*value));
       }
@@ -1058,8 +1106,8 @@ class Analyzer {
       WriteSite* site = site_for(m->relation, kind, relation_token);
       for (VersionFacts& f : site->versions)
         f.in_join_condition = m->join_condition != nullptr && mentions(m->join_condition, f.column, site->refname);
-      collect_pins(clause->condition, site->refname, site->pins);
-      collect_pins(m->join_condition, site->refname, site->pins);
+      collect_pins(clause->condition, site->refname, reader_, site->pins);
+      collect_pins(m->join_condition, site->refname, reader_, site->pins);
       if (whens.size() != m->n_merge_when_clauses || !c_.is(whens[k] + 1, PG_QUERY__TOKEN__MATCHED)) {
         site->unlocatable = "the WHEN MATCHED clause";
         continue;
@@ -1099,7 +1147,7 @@ class Analyzer {
       if (arg->node_case != PG_QUERY__NODE__NODE_A_CONST) continue;
       const PgQuery__AConst* k = arg->a_const;
       if (k->val_case == PG_QUERY__A__CONST__VAL_SVAL)
-        path.emplace_back(k->sval->sval);
+        path.emplace_back(reader_.at(k->location).value_or(k->sval->sval));
       else if (k->val_case == PG_QUERY__A__CONST__VAL_IVAL)
         path.push_back(std::to_string(k->ival->ival));
       else if (k->val_case == PG_QUERY__A__CONST__VAL_FVAL)
@@ -1110,6 +1158,7 @@ class Analyzer {
 
   const Cursor& c_;
   const Rules& rules_;
+  const ConstantReader& reader_;
   int limit_ = 0;
   StatementAnalysis* out_ = nullptr;
   bool nested_ = false;
@@ -1145,6 +1194,26 @@ std::string fingerprint(std::string_view statement) {
   return out;
 }
 
+// libpg_query always reads strings with standard_conforming_strings on. With it off, a plain
+// '...' string holding a backslash may end elsewhere than libpg_query thinks ('\'' is one quote):
+// it parses a copy where such a string's body is masked to letters of the same length, so the tree
+// has the session's shape and every offset is the client's; values are read from the client's text.
+std::string parse_text(std::string_view sql, StringSyntax syntax, bool& masked) {
+  std::string text(sql);
+  if (syntax.standard_conforming_strings || sql.find('\\') == std::string_view::npos) return text;
+  lex_sql(
+      sql,
+      [&](const Lexeme& lx) {
+        if (lx.kind != Lexeme::Kind::string || !lx.by_setting) return true;
+        if (sql.substr(lx.body_begin, lx.body_end - lx.body_begin).find('\\') == std::string_view::npos) return true;
+        masked = true;
+        for (std::size_t k = lx.body_begin; k < lx.body_end; ++k) text[k] = 'x';
+        return true;
+      },
+      false);
+  return text;
+}
+
 }  // namespace
 
 std::string statement_fingerprint(std::string_view statement) { return fingerprint(statement); }
@@ -1161,14 +1230,15 @@ const SetItem* WriteSite::assignment(std::string_view column) const {
   return nullptr;
 }
 
-SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
+SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules, StringSyntax syntax) {
   SqlAnalysis analysis;
   // A protocol string cannot hold NUL; one that does is not ours to interpret.
   if (sql.find('\0') != std::string_view::npos) {
     analysis.parse_failed = true;
     return analysis;
   }
-  const std::string text(sql);
+  ConstantReader reader{sql, syntax};
+  const std::string text = parse_text(sql, syntax, reader.masked);
   PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(text.c_str());
   PgQuery__ParseResult* tree = nullptr;
   ScanOutput scanned;
@@ -1179,7 +1249,8 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
     analysis.parse_failed = true;
   } else {
     const Cursor cursor(sql, scanned.tokens);
-    Analyzer analyzer(cursor, rules);
+    if (tree->n_stmts > 1) reader.doubtful_from = tree->stmts[1]->stmt_location;
+    Analyzer analyzer(cursor, rules, reader);
     for (std::size_t i = 0; i < tree->n_stmts; ++i) {
       const PgQuery__RawStmt* raw = tree->stmts[i];
       StatementAnalysis info;
@@ -1193,7 +1264,7 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules) {
       analysis.max_param = std::max(analysis.max_param, info.max_param);
       if (!info.writes.empty()) {
         info.force_hint = has_force_hint(sql, scanned.comments, info.range);
-        info.fingerprint = fingerprint(sql.substr(static_cast<std::size_t>(info.range.begin),
+        info.fingerprint = fingerprint(std::string_view(text).substr(static_cast<std::size_t>(info.range.begin),
                                                   static_cast<std::size_t>(info.range.end - info.range.begin)));
       }
       analysis.statements.push_back(std::move(info));

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rules/literal.h"
 #include "rules/rules.h"
 
 namespace occ {
@@ -61,8 +62,8 @@ enum class WriteKind {
 // A value a statement pins a key column to: a constant or a parameter.
 struct KeyValue {
   int param_number = 0;  // 1-based $n, or 0 for a constant
-  std::string literal;   // a constant's text as PostgreSQL prints it (`'42'` and `42` are both "42")
-  int token = -1;        // a constant's offset in the text (-1: a numeric, which has no token of its own here)
+  std::string literal;   // a constant's value as PostgreSQL prints it (`'42'` and `42` are both "42"), see read_constant
+  int token = -1;        // where the constant starts in the text
 };
 
 // A column of the target that every written row has one of `values` in.
@@ -184,9 +185,9 @@ struct SqlAnalysis {
   std::vector<StatementAnalysis> statements;
 };
 
-// Parses `sql` (one Query string or one Parse statement). Writes are reported only for tables
-// whose name is protected in some schema of `rules`.
-SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules);
+// Parses `sql` (one Query string or one Parse statement) as a session with `syntax` reads it.
+// Writes are reported only for tables whose name is protected in some schema of `rules`.
+SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules, StringSyntax syntax = {});
 
 // libpg_query's fingerprint of one statement's text; empty when it does not parse.
 std::string statement_fingerprint(std::string_view statement);

@@ -106,9 +106,9 @@ void run(const uint8_t* data, std::size_t size) {
   const std::vector<std::string> path = (flags & 4) ? std::vector<std::string>{"billing", "public"}
                                                     : std::vector<std::string>{"public", "billing"};
   const occ::SessionView view{user, path, fixture.rules, fixture.relations, (flags & 8) ? nullptr : &fixture.reads,
-                              (flags >> 4) & 3};
+                              (flags >> 4) & 3, nullptr, occ::StringSyntax{(flags & 64) == 0, true}};
 
-  const bool candidate = occ::may_need_rewrite(sql, fixture.rules);
+  const bool candidate = occ::may_need_rewrite(sql, fixture.rules, view.syntax.standard_conforming_strings);
   const occ::Rewrite first = occ::rewrite_sql(sql, extended, view, fixture.cache);
   // The session skips rewrite_sql when the pre-filter says no: the filter must never miss a write.
   if (!candidate) {
@@ -118,11 +118,17 @@ void run(const uint8_t* data, std::size_t size) {
   }
   if (first.parse_failed) {
     check(first.action == occ::Rewrite::Action::forward, "unparsable SQL was not forwarded unchanged", sql);
-    check(!parses(sql), "parse_failed on SQL that libpg_query parses", sql);
+    // With standard_conforming_strings off the text is parsed as that session's server reads it.
+    if (view.syntax.standard_conforming_strings)
+      check(!parses(sql), "parse_failed on SQL that libpg_query parses", sql);
   }
   if (first.action == occ::Rewrite::Action::rewrite) {
     check(!first.parse_failed, "a rewrite of SQL that did not parse", sql);
-    check(parses(first.sql), "the rewritten SQL does not parse", sql + "\n--- rewritten ---\n" + first.sql);
+    // Parsed as the session's server reads it (with standard_conforming_strings off, not as is).
+    const bool rewritten_parses = view.syntax.standard_conforming_strings
+                                      ? parses(first.sql)
+                                      : !occ::analyze_sql(first.sql, fixture.rules, view.syntax).parse_failed;
+    check(rewritten_parses, "the rewritten SQL does not parse", sql + "\n--- rewritten ---\n" + first.sql);
   }
   if (first.action == occ::Rewrite::Action::reject) {
     check(extended && first.rejection && !first.rejection->sqlstate.empty() && !first.rejection->message.empty(),
