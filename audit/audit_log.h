@@ -24,6 +24,9 @@ inline constexpr std::size_t kQueueCapacity = 10000;
 // config.audit_table. Safe to call once at start-up.
 void start(const Config& config);
 void stop();
+// Opens log.audit_file again by name (SIGHUP, after logrotate); returns why it could not, empty on
+// success or without an audit file. Lines queued meanwhile are not lost.
+std::string reopen_file();
 
 // Queue one record (kind: "conflict", "shadow_conflict", "forced_write"); returns at once.
 // `event` must be a JSON object; it gets a "ts" field when it has none. Records queued before
