@@ -36,6 +36,7 @@ struct alignas(kCacheLine) Shard {
 
 struct alignas(kCacheLine) TableShard {
   std::array<std::atomic<uint64_t>, kTableCounters> counters{};
+  std::atomic<uint64_t> unchecked_writes{0};
 };
 
 struct TableSlot {
@@ -159,6 +160,12 @@ void table_add(std::string_view qualified_table, TableCounter c, uint64_t n) {
       n, std::memory_order_relaxed);
 }
 
+void unchecked_write(std::string_view qualified_table, uint64_t n) {
+  table_slot(qualified_table).shards[my_shard()].unchecked_writes.fetch_add(n, std::memory_order_relaxed);
+}
+
+void register_table(std::string_view qualified_table) { table_slot(qualified_table); }
+
 void observe_added_latency(std::chrono::nanoseconds d) noexcept {
   unsigned bucket = 0;
   while (bucket < kLatencyBounds.size() && d > kLatencyBounds[bucket]) ++bucket;
@@ -199,9 +206,11 @@ Snapshot snapshot() {
   for (const auto& [table_name, slot] : r.tables) {
     Snapshot::Table& t = snap.tables.emplace_back();
     t.name = table_name;
-    for (const TableShard& s : slot->shards)
+    for (const TableShard& s : slot->shards) {
       for (unsigned i = 0; i < kTableCounters; ++i)
         t.counters[i] += s.counters[i].load(std::memory_order_relaxed);
+      t.unchecked_writes += s.unchecked_writes.load(std::memory_order_relaxed);
+    }
   }
   return snap;
 }

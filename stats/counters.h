@@ -47,6 +47,11 @@ enum class TableCounter : unsigned { rewritten, conflicts, shadow_conflicts, for
 void add(Counter c, uint64_t n = 1) noexcept;
 void gauge_add(Gauge g, int64_t delta) noexcept;
 void table_add(std::string_view qualified_table, TableCounter c, uint64_t n = 1);
+// A write on a protected table that reached the server without a version check.
+void unchecked_write(std::string_view qualified_table, uint64_t n = 1);
+// Makes a protected table's per-table series exist (at zero) before anything is counted on it,
+// so alerts and dashboards see every protected table from the start.
+void register_table(std::string_view qualified_table);
 // Time the proxy itself spent on one statement (analysis, rewriting, stripping).
 void observe_added_latency(std::chrono::nanoseconds d) noexcept;
 
@@ -56,6 +61,7 @@ struct Snapshot {
   struct Table {
     std::string name;
     std::array<uint64_t, static_cast<unsigned>(TableCounter::count_)> counters{};
+    uint64_t unchecked_writes = 0;  // exported as occproxy_unchecked_writes_total{table}
   };
   std::vector<Table> tables;  // sorted by name
   std::vector<double> latency_bucket_bounds_seconds;  // upper bounds, ascending
