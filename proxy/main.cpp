@@ -148,7 +148,13 @@ int run_proxy(const occ::Config& config) {
   occ::PolicyStore store;
   store.set(std::make_shared<const occ::Policy>(std::move(initial)));
 
-  occ::audit::start(config);
+  try {
+    occ::audit::start(config);
+  } catch (const std::runtime_error& e) {
+    spdlog::critical("{}", e.what());
+    occ::invariants::stop();
+    return kExitProblem;
+  }
   occ::stats::HttpServerOptions http_options{config.stats.listen, config.stats.token,
                                              occ::stats::upstream_probe(config.upstream)};
   http_options.max_client_connections = config.max_client_connections;
