@@ -37,7 +37,8 @@ def run(*argv, check=True, **kwargs):
 @pytest.fixture(scope="module")
 def deb(occproxy_bin, tmp_path_factory):
     """The package, built by cpack from the tree that built the binary under test."""
-    require(not os.environ.get("OCCPROXY_SANITIZED"), "the package is built from the release build, not ASan's")
+    if os.environ.get("OCCPROXY_SANITIZED"):
+        pytest.skip("the package is built from the release build; the sanitized rerun does not rebuild it")
     require(shutil.which("cpack") and shutil.which("dpkg-shlibdeps"), "cpack or dpkg-dev is missing")
     build = pathlib.Path(occproxy_bin).parent
     out = tmp_path_factory.mktemp("deb")
