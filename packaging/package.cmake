@@ -9,7 +9,7 @@ file(MAKE_DIRECTORY "${packaging_out}")
 
 install(TARGETS occproxy RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY migrations/ DESTINATION ${CMAKE_INSTALL_DATADIR}/occproxy/migrations FILES_MATCHING PATTERN "*.sql")
-install(DIRECTORY contrib/ DESTINATION ${CMAKE_INSTALL_DATADIR}/occproxy/contrib)
+install(DIRECTORY contrib/ DESTINATION ${CMAKE_INSTALL_DATADIR}/occproxy/contrib PATTERN "*.test.yml" EXCLUDE)
 install(FILES config/occproxy.yaml config/rules.yaml DESTINATION ${OCCPROXY_SYSCONF_DIR})
 install(FILES packaging/occproxy.logrotate DESTINATION /etc/logrotate.d RENAME occproxy)
 install(FILES packaging/occproxy.service DESTINATION ${OCCPROXY_SYSTEMD_DIR})

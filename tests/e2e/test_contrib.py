@@ -19,6 +19,7 @@ from test_stats_endpoint import http_get
 pytestmark = requires_proxy
 
 RULES_FILE = REPO / "contrib" / "prometheus" / "occproxy.rules.yml"
+RULES_TESTS = REPO / "contrib" / "prometheus" / "occproxy.rules.test.yml"
 DASHBOARD = REPO / "contrib" / "grafana" / "occproxy.json"
 # Metrics of Prometheus itself, not of the proxy.
 NOT_OURS = {"up"}
@@ -48,6 +49,15 @@ def test_alerting_rules_pass_promtool():
         "OccproxyDown", "OccproxyRulesReloadFailing", "OccproxyConnectionsNearLimit", "OccproxyConnectionsRefused",
         "OccproxyInvariantViolated", "OccproxyInvariantFailing",
     ]
+
+
+def test_alerts_fire_as_their_unit_tests_expect():
+    promtool = shutil.which("promtool")
+    require(promtool, "promtool is missing: scripts/install-deps.sh installs it (Debian package prometheus)")
+    tested = subprocess.run([promtool, "test", "rules", RULES_TESTS.name], capture_output=True, text=True,
+                            timeout=60, cwd=RULES_TESTS.parent)
+    assert (tested.returncode, tested.stdout, tested.stderr) == (
+        0, f"Unit Testing:  {RULES_TESTS.name}\n  SUCCESS\n\n", "")
 
 
 def test_every_metric_of_the_alerts_and_the_dashboard_is_served(pg, db, occ_proxy):
