@@ -78,7 +78,7 @@ void configure_main_log(const Config& config) {
     file = std::make_shared<ReopenableFileSink>(config.log_file, "log file");
     sink = file;
   } else {
-    sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    sink = std::make_shared<spdlog::sinks::stdout_color_sink_mt>();
   }
   auto logger = std::make_shared<spdlog::logger>("occproxy", sink);
   if (config.log_json)

@@ -43,7 +43,7 @@ class JsonLineFormatter final : public spdlog::formatter {
   std::unique_ptr<spdlog::formatter> clone() const override;
 };
 
-// Makes the default logger write to log.file (else stderr) in log.format at log.level.
+// Makes the default logger write to log.file (else standard output, as before) in log.format at log.level.
 // Throws std::runtime_error when log.file cannot be opened.
 void configure_main_log(const Config& config);
 // The console logger of the one-shot commands (check, migrate) at log.level.

@@ -44,7 +44,7 @@ def test_sighup_reopens_the_rotated_log_files_and_loses_no_line(pg, db, occ_prox
     log_file, audit_file = tmp_path / "occproxy.log", tmp_path / "audit.jsonl"
     proxy = occ_proxy(rules_yaml(), config={"log": {"file": str(log_file), "format": "json",
                                                     "audit_file": str(audit_file), "level": "info"}})
-    # Everything goes to log.file: nothing reaches standard error.
+    # Everything goes to log.file: nothing reaches standard output or error.
     assert proxy.log_text() == ""
     started = json_lines(log_file)
     assert any(r["msg"].startswith("listening on 127.0.0.1:") and r["level"] == "info" for r in started), started
