@@ -11,10 +11,10 @@
 #include <stdexcept>
 #include <thread>
 
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "proxy/config.h"
+#include "proxy/log_file.h"
 #include "rules/pg_connection.h"
 #include "stats/counters.h"
 
@@ -108,6 +108,7 @@ struct State {
   std::deque<json> queue;
   std::deque<json> recent;  // newest first
   bool stopping = false;
+  std::shared_ptr<ReopenableFileSink> file;  // log.audit_file, when set
   std::thread writer;
 };
 
@@ -151,13 +152,10 @@ void writer_loop(std::shared_ptr<spdlog::logger> file_logger,
 
 void start(const Config& config) {
   std::shared_ptr<spdlog::logger> file_logger;
+  std::shared_ptr<ReopenableFileSink> sink;
   if (!config.audit_file.empty()) {
-    try {
-      auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.audit_file);
-      file_logger = std::make_shared<spdlog::logger>("audit", std::move(sink));
-    } catch (const spdlog::spdlog_ex& e) {
-      throw std::runtime_error("cannot open audit file " + config.audit_file + ": " + e.what());
-    }
+    sink = std::make_shared<ReopenableFileSink>(config.audit_file, "audit file");
+    file_logger = std::make_shared<spdlog::logger>("audit", sink);
     file_logger->set_pattern("%v");
     file_logger->set_level(spdlog::level::info);
   }
@@ -167,10 +165,21 @@ void start(const Config& config) {
   std::lock_guard lock(s.mutex);
   if (s.writer.joinable()) throw std::logic_error("audit::start called twice without stop()");
   s.stopping = false;
+  s.file = std::move(sink);
   s.writer = std::thread(writer_loop, std::move(file_logger), std::move(table));
 }
 
 void stop() { state().stop_writer(); }
+
+std::string reopen_file() {
+  State& s = state();
+  std::shared_ptr<ReopenableFileSink> file;
+  {
+    std::lock_guard lock(s.mutex);
+    file = s.file;
+  }
+  return file ? file->reopen() : std::string();
+}
 
 void record(json event) {
   if (!event.is_object())

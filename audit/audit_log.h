@@ -25,6 +25,9 @@ inline constexpr std::size_t kQueueCapacity = 10000;
 // config.audit_table. Safe to call once at start-up.
 void start(const Config& config);
 void stop();
+// Opens log.audit_file again by name (SIGHUP, after logrotate); returns why it could not, empty on
+// success or without an audit file. Lines queued meanwhile are not lost.
+std::string reopen_file();
 
 // Queue one record (kind: "conflict", "shadow_conflict", "merged", "shadow_merged", "forced_write");
 // returns at once.

@@ -155,9 +155,13 @@ class ConfigParser {
   }
 
   void log(const YamlReader::Entry& section) {
-    for (const auto& e : yaml_.entries(section.value, section.path, {"level", "audit_file"})) {
+    for (const auto& e : yaml_.entries(section.value, section.path, {"level", "file", "format", "audit_file"})) {
       if (e.key == "level") {
         config_.log_level = yaml_.choice(e, {"trace", "debug", "info", "warn", "error", "off"});
+      } else if (e.key == "file") {
+        config_.log_file = path(e);
+      } else if (e.key == "format") {
+        config_.log_json = yaml_.choice(e, {"text", "json"}) == "json";
       } else {
         config_.audit_file = path(e);
       }

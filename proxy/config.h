@@ -68,6 +68,8 @@ struct Config {
   std::string admin_dsn;
   StatsConfig stats;
   std::string log_level = "info";
+  std::string log_file;      // the main log; empty: stderr
+  bool log_json = false;     // `log.format: json`: one JSON object per line
   std::string audit_file;    // JSON lines; empty: audit lines go to the main log
   bool audit_table = false;  // `audit.table`: also insert into occ.conflict_log
   std::string rules_path;    // relative paths are resolved against the config file's folder

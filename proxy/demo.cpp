@@ -193,7 +193,7 @@ int run_demo(const std::function<int(const Config&)>& run_proxy) {
   config.stats.listen = {"127.0.0.1", free_port(9187)};
   config.rules_path = (dir / "rules.yaml").string();
   config.audit_file = (dir / "audit.jsonl").string();
-  auto migrated = run_migrations(config, load_rules(config.rules_path), OCCPROXY_MIGRATIONS_DIR);
+  auto migrated = run_migrations(config, load_rules(config.rules_path), migrations_dir());
   if (!migrated.ok) {
     std::cerr << "occproxy demo: migrate failed: " << migrated.error << "\n";
     stop_postgres();

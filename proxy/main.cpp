@@ -9,10 +9,12 @@
 #include <spdlog/spdlog.h>
 
 #include "audit/audit_log.h"
+#include "audit/invariants.h"
 #include "proxy/auth_lookup.h"
 #include "proxy/config.h"
 #include "proxy/demo.h"
 #include "proxy/listener.h"
+#include "proxy/log_file.h"
 #include "proxy/policy_store.h"
 #include "proxy/tls_context.h"
 #include "rules/catalog.h"
@@ -37,13 +39,9 @@ Usage:
   occproxy check --config FILE      validate config and rules against the live catalog
   occproxy --help | --version
 
-Signals: SIGHUP reloads the rules, SIGTERM shuts down gracefully, SIGINT at once.
+Signals: SIGHUP reloads the rules and reopens the log files, SIGTERM shuts down
+gracefully, SIGINT at once.
 )";
-
-void set_log_level(const std::string& level) {
-  spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-}
 
 bool tls_configured(const occ::Config& config) {
   return config.tls.client_mode != occ::ClientTlsMode::disable || config.tls.upstream_mode != occ::UpstreamTlsMode::disable;
@@ -51,15 +49,24 @@ bool tls_configured(const occ::Config& config) {
 
 // The rules file named by the config: nullopt, with the mistake reported, when it is bad.
 std::optional<occ::Rules> read_rules(const occ::Config& config, bool to_stderr) {
+  std::string problem;
   try {
-    return occ::load_rules(config.rules_path);
+    occ::Rules rules = occ::load_rules(config.rules_path);
+    if (rules.invariants.empty() || !config.admin_dsn.empty()) return rules;
+    problem = config.rules_path + ": invariants: they run on admin_dsn, which " + config.path + " does not set";
   } catch (const occ::RulesError& e) {
-    if (to_stderr)
-      std::cerr << e.what() << "\n";
-    else
-      spdlog::error("rules not loaded: {}", e.what());
-    return std::nullopt;
+    problem = e.what();
   }
+  if (to_stderr)
+    std::cerr << problem << "\n";
+  else
+    spdlog::error("rules not loaded: {}", problem);
+  return std::nullopt;
+}
+
+// Makes every protected table's per-table series exist before anything is counted on it.
+void register_tables(const occ::Rules& rules) {
+  for (const occ::TablePolicy& t : rules.tables) occ::stats::register_table(t.qualified_name());
 }
 
 // With TLS on both hops a relayed SCRAM exchange cannot use channel binding (README, TLS and authentication).
@@ -95,7 +102,12 @@ std::optional<occ::Policy> checked_policy(const occ::Config& config, occ::Rules 
 }
 
 int run_proxy(const occ::Config& config) {
-  set_log_level(config.log_level);
+  try {
+    occ::configure_main_log(config);
+  } catch (const std::runtime_error& e) {
+    std::cerr << config.path << ": log.file: " << e.what() << "\n";
+    return kExitProblem;
+  }
   occ::Policy initial;
   if (!config.rules_path.empty()) {
     auto rules = read_rules(config, true);
@@ -128,23 +140,40 @@ int run_proxy(const occ::Config& config) {
       spdlog::warn("TLS on both hops with auth.mode: passthrough: clients that use SCRAM channel binding "
                    "(libpq's default over TLS) are refused with a clear error; they need channel_binding=disable");
   }
+  if (initial.rules) register_tables(*initial.rules);
+  if (!config.admin_dsn.empty()) {
+    occ::invariants::start(config.admin_dsn);
+    if (initial.rules) occ::invariants::set(initial.rules->invariants);
+  }
   occ::PolicyStore store;
   store.set(std::make_shared<const occ::Policy>(std::move(initial)));
 
-  occ::audit::start(config);
-  occ::stats::HttpServer http(occ::stats::HttpServerOptions{
-      config.stats.listen, config.stats.token, occ::stats::upstream_probe(config.upstream)});
+  try {
+    occ::audit::start(config);
+  } catch (const std::runtime_error& e) {
+    spdlog::critical("{}", e.what());
+    occ::invariants::stop();
+    return kExitProblem;
+  }
+  occ::stats::HttpServerOptions http_options{config.stats.listen, config.stats.token,
+                                             occ::stats::upstream_probe(config.upstream)};
+  http_options.max_client_connections = config.max_client_connections;
+  occ::stats::HttpServer http(std::move(http_options));
   try {
     http.start();
   } catch (const std::exception& e) {
     spdlog::critical("cannot start the stats endpoint on {}:{}: {}", config.stats.listen.host,
                      config.stats.listen.port, e.what());
     occ::audit::stop();
+    occ::invariants::stop();
     return kExitProblem;
   }
 
   // Rules and certificates are reloaded independently: a part that fails keeps its old version.
+  // The log files are reopened first, so that what the reload logs lands in the new files.
   auto reload = [&config, &store] {
+    for (const std::string& problem : {occ::reopen_main_log(), occ::audit::reopen_file()})
+      if (!problem.empty()) spdlog::error("SIGHUP: {}; still writing to the file open before", problem);
     occ::Policy next = *store.get();
     bool ok = true;
     if (!config.rules_path.empty()) {
@@ -153,6 +182,8 @@ int run_proxy(const occ::Config& config) {
       if (checked) {
         next.rules = std::move(checked->rules);
         next.relations = std::move(checked->relations);
+        register_tables(*next.rules);
+        occ::invariants::set(next.rules->invariants);
         spdlog::info("SIGHUP: rules reloaded from {}", config.rules_path);
       } else {
         ok = false;
@@ -174,19 +205,20 @@ int run_proxy(const occ::Config& config) {
   };
   int status = occ::run_listener(config, store, reload);
   http.stop();
+  occ::invariants::stop();
   occ::audit::stop();
   return status;
 }
 
 int run_migrate(const occ::Config& config) {
-  set_log_level(config.log_level);
+  occ::configure_console_log(config.log_level);
   if (config.rules_path.empty()) {
     std::cerr << config.path << ": `rules` is required for migrate\n";
     return kExitUsage;
   }
   auto rules = read_rules(config, true);
   if (!rules) return kExitUsage;
-  auto result = occ::run_migrations(config, *rules, OCCPROXY_MIGRATIONS_DIR);
+  auto result = occ::run_migrations(config, *rules, occ::migrations_dir());
   if (!result.ok) {
     std::cerr << "migrate failed: " << result.error << "\n";
     return kExitProblem;
@@ -206,6 +238,16 @@ int run_check(const occ::Config& config) {
     auto report = occ::check_catalog(config, *rules);
     std::cout << report.text();
     ok = report.ok;
+    // A query that fails is a mistake in the rules; rows that violate an invariant are the data's.
+    for (const occ::Invariant& inv : rules->invariants) {
+      const auto status = occ::invariants::run_now(config.admin_dsn, inv);
+      if (!status.last_error.empty()) {
+        std::cout << "invariant " << inv.name << ": query failed: " << status.last_error << "\n";
+        ok = false;
+      } else {
+        std::cout << "invariant " << inv.name << ": ok, " << status.violations << " violating rows\n";
+      }
+    }
   }
   if (tls_configured(config)) {
     auto tls = occ::load_tls(config.tls);

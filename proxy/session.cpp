@@ -1275,8 +1275,7 @@ void Session::on_notice(const Frame& frame) {
   }
   if (kind == "unchecked_write") {
     const std::string table = event.value("schema", "") + "." + event.value("table", "");
-    stats::add(Counter::unchecked_writes);
-    stats::table_add(table, stats::TableCounter::unchecked_writes);
+    stats::unchecked_write(table);
     spdlog::warn("{}: unchecked write of {} from inside a function, procedure, DO block or trigger (statement {})",
                  peer_, table, statement_fingerprint(event.value("statement", "")));
     return;

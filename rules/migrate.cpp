@@ -16,6 +16,14 @@
 
 namespace occ {
 
+std::string migrations_dir() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec || exe.parent_path() == fs::path(OCCPROXY_BUILD_DIR)) return OCCPROXY_MIGRATIONS_DIR;
+  return (exe.parent_path() / OCCPROXY_DATADIR_FROM_BINDIR / "occproxy" / "migrations").lexically_normal().string();
+}
+
 bool version_type_fits(VersionKind kind, std::string_view type_name) {
   switch (kind) {
     case VersionKind::counter: return type_name == "int8" || type_name == "int4" || type_name == "int2";

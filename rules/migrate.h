@@ -21,6 +21,10 @@ struct MigrateResult {
 
 MigrateResult run_migrations(const Config& config, const Rules& rules, const std::string& migrations_dir);
 
+// Where this binary's migrations are: the source tree's for a binary in its build tree, else
+// share/occproxy/migrations beside the bin folder it runs from (/usr/share/... when packaged).
+std::string migrations_dir();
+
 // What migrate installs, so that `check` verifies exactly that.
 
 // Base type names (pg_type.typname) a version column of this kind may have.

@@ -49,6 +49,10 @@ PgResult PgConnection::query(const std::string& sql, const std::vector<std::stri
                               nullptr, nullptr, 0));
 }
 
+std::shared_ptr<PGcancel> PgConnection::cancel_handle() {
+  return std::shared_ptr<PGcancel>(PQgetCancel(conn_.get()), &PQfreeCancel);
+}
+
 std::string PgConnection::identifier(std::string_view name) {
   std::unique_ptr<char, decltype(&PQfreemem)> q(PQescapeIdentifier(conn_.get(), name.data(), name.size()), &PQfreemem);
   if (!q) throw PgError(trimmed(PQerrorMessage(conn_.get())));

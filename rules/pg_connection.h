@@ -22,6 +22,7 @@ class PgResult {
   explicit PgResult(PGresult* r) : result_(r, &PQclear) {}
   int rows() const { return PQntuples(result_.get()); }
   int columns() const { return PQnfields(result_.get()); }
+  std::string column_name(int column) const { return PQfname(result_.get(), column); }
   std::string text(int row, int column) const { return PQgetvalue(result_.get(), row, column); }
   std::optional<std::string> nullable(int row, int column) const;
   bool flag(int row, int column) const { return text(row, column) == "t"; }
@@ -41,6 +42,11 @@ class PgConnection {
   PgResult exec(const std::string& sql);
   // One statement with text parameters; throws PgError.
   PgResult query(const std::string& sql, const std::vector<std::string>& params);
+
+  // Whether the connection survived the last error (a failed statement) or is gone (server restart).
+  bool usable() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+  // A handle another thread may use to cancel the statement running now (PQcancel).
+  std::shared_ptr<PGcancel> cancel_handle();
 
   // "name" with quotes doubled, for splicing an identifier into DDL.
   std::string identifier(std::string_view name);

@@ -210,15 +210,75 @@ std::vector<std::string_view> table_keys() {
   return keys;
 }
 
+// Without a timeout, a query may run until its next run is due, and at most this long.
+constexpr std::chrono::milliseconds kDefaultInvariantTimeout{30'000};
+
+// Names become Prometheus label values and log words: keep them plain.
+bool plain_name(std::string_view name) {
+  return !name.empty() && name.size() <= 100 && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
+}
+
+std::vector<Invariant> parse_invariants(const YamlReader& yaml, const YamlReader::Entry& section) {
+  std::vector<Invariant> out;
+  std::map<std::string, int> first_line;
+  const YAML::Node& items = yaml.list(section);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const YAML::Node item = items[i];
+    const std::string path = "invariants[" + std::to_string(i) + "]";
+    Invariant inv;
+    bool have_interval = false;
+    bool have_timeout = false;
+    YAML::Node name_at, timeout_at;
+    for (const auto& e : yaml.entries(item, path, {"name", "query", "interval", "timeout"})) {
+      if (e.key == "name") {
+        name_at = e.key_node;
+        inv.name = yaml.string(e);
+        if (!plain_name(inv.name))
+          yaml.fail(e.key_node, e.path, "use letters, digits, '_', '-' and '.' only (at most 100), got " + quoted(inv.name));
+      } else if (e.key == "query") {
+        inv.query = yaml.string(e);
+        if (inv.query.find_first_not_of(" \t\r\n") == std::string::npos)
+          yaml.fail(e.key_node, e.path, "is empty; give a SELECT that returns the rows violating the invariant");
+      } else if (e.key == "interval") {
+        inv.interval = yaml.duration(e, false);
+        have_interval = true;
+      } else {
+        timeout_at = e.key_node;
+        inv.timeout = yaml.duration(e, false);
+        have_timeout = true;
+      }
+    }
+    if (inv.name.empty()) yaml.fail(item, path, "missing required key `name`");
+    if (inv.query.empty()) yaml.fail(item, path, "missing required key `query` (a SELECT returning the violating rows)");
+    if (!have_interval) yaml.fail(item, path, "missing required key `interval` (how often to run it, e.g. 1m)");
+    if (!have_timeout) inv.timeout = std::min(inv.interval, kDefaultInvariantTimeout);
+    if (inv.timeout > inv.interval)
+      yaml.fail(timeout_at, path + ".timeout", "is longer than the interval; a run must end before the next is due");
+    const int line = name_at.Mark().line + 1;
+    auto [seen, inserted] = first_line.emplace(inv.name, line);
+    if (!inserted)
+      yaml.fail(name_at, path + ".name",
+                inv.name + " is listed twice (first on line " + std::to_string(seen->second) + ")");
+    out.push_back(std::move(inv));
+  }
+  return out;
+}
+
 Rules parse(const YamlReader& yaml) {
   const PolicyReader reader{yaml};
   TablePolicy defaults;
   std::optional<YAML::Node> tables;
-  for (const auto& e : yaml.entries(yaml.root(), "", {"defaults", "tables"})) {
+  std::vector<Invariant> invariants;
+  for (const auto& e : yaml.entries(yaml.root(), "", {"defaults", "tables", "invariants"})) {
     if (e.key == "defaults") {
       for (const auto& d : yaml.entries(e.value, e.path, policy_keys)) reader.apply(defaults, d);
-    } else {
+    } else if (e.key == "tables") {
       tables.emplace(yaml.list(e));
+    } else {
+      invariants = parse_invariants(yaml, e);
     }
   }
 
@@ -273,6 +333,7 @@ Rules parse(const YamlReader& yaml) {
     }
     rules.tables.push_back(std::move(policy));
   }
+  rules.invariants = std::move(invariants);
   return rules;
 }
 

@@ -40,10 +40,22 @@ struct TablePolicy {
   bool is_redacted(std::string_view column) const;
 };
 
+// A reconciliation check (SPEC 7): `query` returns the rows that violate it; run on admin_dsn
+// every `interval`, cancelled by the server after `timeout`.
+struct Invariant {
+  std::string name;
+  std::string query;
+  std::chrono::milliseconds interval{60'000};
+  std::chrono::milliseconds timeout{30'000};
+
+  bool operator==(const Invariant&) const = default;
+};
+
 struct Rules {
   std::string path;
   std::chrono::system_clock::time_point loaded_at;
   std::vector<TablePolicy> tables;
+  std::vector<Invariant> invariants;
 
   // Exact catalog spelling; nullptr when the table is not protected.
   const TablePolicy* find(std::string_view schema, std::string_view name) const;

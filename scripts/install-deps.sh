@@ -10,6 +10,7 @@ packages=(
   postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer curl bzip2 xz-utils
   python3 python3-pytest python3-psycopg2 python3-psycopg python3-asyncpg python3-yaml python3-pytest-timeout
   libpostgresql-jdbc-java chromium prometheus
+  dpkg-dev go-md2man lintian systemd logrotate
 )
 
 # Some images bring Node.js or a JDK from elsewhere (a vendor repository, /usr/lib/jvm): a Debian

@@ -1,6 +1,8 @@
 // Renders audit records as a plain HTML page: no scripts, every value escaped.
 #include "stats/conflicts_page.h"
 
+#include "audit/audit_log.h"
+
 namespace occ::stats {
 namespace {
 
@@ -128,6 +130,31 @@ void tables_html(std::string& out, const Snapshot& snap) {
   out += "</tbody></table>";
 }
 
+// One row per invariant; its violating rows (the first ones) below it.
+void invariants_section(std::string& out, const std::vector<invariants::Status>& checks) {
+  out += "<h2>Invariants</h2><table><thead><tr><th>Name</th><th>Violations</th><th>Last run</th>"
+         "<th>Last error</th></tr></thead><tbody>";
+  for (const invariants::Status& st : checks) {
+    out += "<tr><td>" + html_escape(st.invariant.name) + "</td><td>" + std::to_string(st.violations) + "</td><td>" +
+           (st.ran ? html_escape(audit::format_timestamp(st.last_run)) : std::string("not yet")) + "</td><td>" +
+           html_escape(st.last_error) + "</td></tr>";
+  }
+  out += "</tbody></table>";
+  for (const invariants::Status& st : checks) {
+    if (st.rows.empty()) continue;
+    out += "<section><h3>Invariant " + html_escape(st.invariant.name) + ": " + std::to_string(st.violations) +
+           " violating rows</h3><table><thead><tr>";
+    for (const auto& [column, value] : st.rows.front().items()) out += "<th>" + html_escape(column) + "</th>";
+    out += "</tr></thead><tbody>";
+    for (const json& row : st.rows) {
+      out += "<tr>";
+      for (const auto& [column, value] : row.items()) out += "<td>" + value_html(value) + "</td>";
+      out += "</tr>";
+    }
+    out += "</tbody></table></section>";
+  }
+}
+
 }  // namespace
 
 std::string html_escape(std::string_view text) {
@@ -146,7 +173,8 @@ std::string html_escape(std::string_view text) {
   return out;
 }
 
-std::string conflicts_page(const std::vector<json>& records, const Snapshot& snap) {
+std::string conflicts_page(const std::vector<json>& records, const Snapshot& snap,
+                           const std::vector<invariants::Status>& checks) {
   const auto counter = [&](Counter c) {
     return std::to_string(snap.counters[static_cast<unsigned>(c)]);
   };
@@ -168,6 +196,7 @@ std::string conflicts_page(const std::vector<json>& records, const Snapshot& sna
   out += "<h2>Recent conflicts, merges and forced writes</h2>";
   if (records.empty()) out += "<p>None since the proxy started.</p>";
   for (const json& record : records) record_section(out, record);
+  if (!checks.empty()) invariants_section(out, checks);
   out += "</body></html>\n";
   return out;
 }

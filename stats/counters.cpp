@@ -36,6 +36,7 @@ struct alignas(kCacheLine) Shard {
 
 struct alignas(kCacheLine) TableShard {
   std::array<std::atomic<uint64_t>, kTableCounters> counters{};
+  std::atomic<uint64_t> unchecked_writes{0};
 };
 
 struct TableSlot {
@@ -108,7 +109,6 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"forced_writes", "Writes that overrode the version check with /*occ:force*/."},
     {"force_refused", "Force hints refused because the role is not allowed."},
     {"unknown_version_rejected", "Writes refused because the expected version was unknown."},
-    {"unchecked_writes", "Writes of protected tables from inside functions, procedures, DO blocks or triggers, which the proxy cannot check."},
     {"parse_failures_passed", "Statements libpg_query could not parse, forwarded unchanged."},
     {"unsupported_passed", "Unsupported write forms on protected tables, forwarded unchanged."},
     {"unsupported_rejected", "Unsupported write forms on protected tables, refused."},
@@ -136,7 +136,6 @@ constexpr std::array<Described, kTableCounters> kTableCounterInfo{{
     {"forced_writes", "Forced writes on this table."},
     {"merges", "Stale writes on this table merged column by column (on_conflict: merge)."},
     {"shadow_merges", "Stale writes on this table that would have been merged, detected in shadow mode."},
-    {"unchecked_writes", "Writes of this table from inside functions, procedures, DO blocks or triggers, unchecked."},
 }};
 
 // A missing row would leave a null name at the end: catch it when an enum grows.
@@ -164,6 +163,12 @@ void table_add(std::string_view qualified_table, TableCounter c, uint64_t n) {
   table_slot(qualified_table).shards[my_shard()].counters[static_cast<unsigned>(c)].fetch_add(
       n, std::memory_order_relaxed);
 }
+
+void unchecked_write(std::string_view qualified_table, uint64_t n) {
+  table_slot(qualified_table).shards[my_shard()].unchecked_writes.fetch_add(n, std::memory_order_relaxed);
+}
+
+void register_table(std::string_view qualified_table) { table_slot(qualified_table); }
 
 void observe_added_latency(std::chrono::nanoseconds d) noexcept {
   unsigned bucket = 0;
@@ -205,9 +210,11 @@ Snapshot snapshot() {
   for (const auto& [table_name, slot] : r.tables) {
     Snapshot::Table& t = snap.tables.emplace_back();
     t.name = table_name;
-    for (const TableShard& s : slot->shards)
+    for (const TableShard& s : slot->shards) {
       for (unsigned i = 0; i < kTableCounters; ++i)
         t.counters[i] += s.counters[i].load(std::memory_order_relaxed);
+      t.unchecked_writes += s.unchecked_writes.load(std::memory_order_relaxed);
+    }
   }
   return snap;
 }

@@ -24,7 +24,6 @@ enum class Counter : unsigned {
   forced_writes,
   force_refused,
   unknown_version_rejected,
-  unchecked_writes,  // writes from inside functions, procedures, DO blocks, triggers (the version trigger reports them)
   parse_failures_passed,
   unsupported_passed,
   unsupported_rejected,
@@ -52,13 +51,18 @@ enum class TableCounter : unsigned {
   forced_writes,
   merges,
   shadow_merges,
-  unchecked_writes,
   count_
 };
 
 void add(Counter c, uint64_t n = 1) noexcept;
 void gauge_add(Gauge g, int64_t delta) noexcept;
 void table_add(std::string_view qualified_table, TableCounter c, uint64_t n = 1);
+// A write on a protected table from inside a function, procedure, DO block or trigger, which
+// the proxy cannot check (the version trigger reports it).
+void unchecked_write(std::string_view qualified_table, uint64_t n = 1);
+// Makes a protected table's per-table series exist (at zero) before anything is counted on it,
+// so alerts and dashboards see every protected table from the start.
+void register_table(std::string_view qualified_table);
 // Time the proxy itself spent on one statement (analysis, rewriting, stripping).
 void observe_added_latency(std::chrono::nanoseconds d) noexcept;
 
@@ -68,6 +72,7 @@ struct Snapshot {
   struct Table {
     std::string name;
     std::array<uint64_t, static_cast<unsigned>(TableCounter::count_)> counters{};
+    uint64_t unchecked_writes = 0;  // exported as occproxy_unchecked_writes_total{table}
   };
   std::vector<Table> tables;  // sorted by name
   std::vector<double> latency_bucket_bounds_seconds;  // upper bounds, ascending

@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "audit/audit_log.h"
+#include "audit/invariants.h"
 #include "rules/rules.h"
 #include "stats/conflicts_page.h"
 #include "stats/counters.h"
@@ -79,6 +80,7 @@ Response stats_json(const HttpServerOptions&) {
     json& row = tables[t.name];
     for (unsigned i = 0; i < t.counters.size(); ++i)
       row[name(static_cast<TableCounter>(i))] = t.counters[i];
+    row["unchecked_writes"] = t.unchecked_writes;
   }
   json buckets = json::array();
   for (std::size_t i = 0; i < snap.latency_bucket_counts.size(); ++i) {
@@ -96,8 +98,21 @@ Response stats_json(const HttpServerOptions&) {
                                {"sum", snap.latency_sum_seconds}}}});
 }
 
-Response metrics(const HttpServerOptions&) {
-  return {200, kMetricsContentType, metrics_text(snapshot()), {}};
+// The counters, what only this endpoint knows (the upstream probe, the connection limit), and the invariants.
+Response metrics(const HttpServerOptions& options) {
+  std::string text = metrics_text(snapshot());
+  if (options.upstream_up) {
+    text += "# HELP occproxy_upstream_up 1 when the upstream server accepts TCP connections, else 0.\n"
+            "# TYPE occproxy_upstream_up gauge\n";
+    text += options.upstream_up() ? "occproxy_upstream_up 1\n" : "occproxy_upstream_up 0\n";
+  }
+  if (options.max_client_connections > 0) {
+    text += "# HELP occproxy_client_connections_limit max_client_connections: more clients are refused.\n"
+            "# TYPE occproxy_client_connections_limit gauge\n"
+            "occproxy_client_connections_limit " + std::to_string(options.max_client_connections) + "\n";
+  }
+  text += invariant_metrics_text(invariants::report());
+  return {200, kMetricsContentType, std::move(text), {}};
 }
 
 // The largest unit that divides the value, as a rules file would spell it.
@@ -141,12 +156,30 @@ Response rules_json(const HttpServerOptions&) {
                              {"tables", std::move(tables)}});
 }
 
+// Each invariant in force with what its last run found; a failed run keeps the last rows found.
+Response invariants_json(const HttpServerOptions&) {
+  json out = json::array();
+  for (const invariants::Status& st : invariants::report()) {
+    out.push_back({{"name", st.invariant.name},
+                   {"query", st.invariant.query},
+                   {"interval", format_duration(st.invariant.interval)},
+                   {"timeout", format_duration(st.invariant.timeout)},
+                   {"last_run", st.ran ? json(audit::format_timestamp(st.last_run)) : json(nullptr)},
+                   {"last_duration_ms", st.last_duration.count()},
+                   {"last_error", st.last_error.empty() ? json(nullptr) : json(st.last_error)},
+                   {"errors", st.errors},
+                   {"violations", st.violations},
+                   {"rows", st.rows}});
+  }
+  return json_response(200, out);
+}
+
 Response conflicts_json(const HttpServerOptions&) {
   return json_response(200, json(audit::recent(audit::kRecentCapacity)));
 }
 
 Response index_page(const HttpServerOptions&) {
-  return {200, kHtml, conflicts_page(audit::recent(audit::kRecentCapacity), snapshot()), {}};
+  return {200, kHtml, conflicts_page(audit::recent(audit::kRecentCapacity), snapshot(), invariants::report()), {}};
 }
 
 struct Route {
@@ -156,13 +189,14 @@ struct Route {
 
 constexpr std::string_view kConflictPrefix = "/conflicts/";
 
-constexpr std::array<Route, 6> kRoutes{{
+constexpr std::array<Route, 7> kRoutes{{
     {"/", index_page},
     {"/health", health},
     {"/stats", stats_json},
     {"/metrics", metrics},
     {"/rules", rules_json},
     {"/conflicts", conflicts_json},
+    {"/invariants", invariants_json},
 }};
 
 // Compares every byte whatever the first mismatch, so response time does not leak the token.

@@ -1,7 +1,8 @@
-// The stats endpoint (SPEC 4): /health, /stats, /metrics, /rules, /conflicts and an HTML page at /.
+// The stats endpoint (SPEC 4): /health, /stats, /metrics, /rules, /conflicts, /invariants and an HTML page at /.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,6 +20,8 @@ struct HttpServerOptions {
   std::function<bool()> upstream_up;  // for /health; unset: the upstream is reported "unknown"
   // Longest a connection may take to send one request (idle keep-alive included) or read a reply.
   std::chrono::milliseconds timeout{10'000};
+  // Exported as occproxy_client_connections_limit, so an alert can compare the open ones with it; 0: not exported.
+  std::size_t max_client_connections = 0;
 };
 
 // What handle_request looks at, so endpoints are testable without sockets or Beast.

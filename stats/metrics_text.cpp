@@ -2,6 +2,8 @@
 #include "stats/metrics_text.h"
 
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <string_view>
 
 namespace occ::stats {
@@ -82,6 +84,13 @@ std::string metrics_text(const Snapshot& snap) {
       sample(out, family + "{table=\"" + escape_label_value(t.name) + "\"}", t.counters[i]);
   }
 
+  // Not a table_ family: its name is what the alerting rules in contrib/ select on.
+  const std::string unchecked = std::string(kPrefix) + "unchecked_writes_total";
+  family_header(out, unchecked, "Writes on this protected table from inside functions, procedures, DO blocks or triggers, which the proxy cannot check.",
+                "counter");
+  for (const Snapshot::Table& t : snap.tables)
+    sample(out, unchecked + "{table=\"" + escape_label_value(t.name) + "\"}", t.unchecked_writes);
+
   const std::string latency = std::string(kPrefix) + "added_latency_seconds";
   family_header(out, latency, "Time the proxy itself added to each statement.", "histogram");
   for (std::size_t i = 0; i < snap.latency_bucket_counts.size(); ++i) {
@@ -92,6 +101,37 @@ std::string metrics_text(const Snapshot& snap) {
   }
   out += latency + "_sum " + format_double(snap.latency_sum_seconds) + "\n";
   sample(out, latency + "_count", snap.latency_count);
+  return out;
+}
+
+std::string invariant_metrics_text(const std::vector<invariants::Status>& statuses) {
+  if (statuses.empty()) return {};
+  std::string out;
+  const auto family = [&](const char* suffix, const char* help, const char* type, auto value_of) {
+    const std::string name = std::string(kPrefix) + suffix;
+    family_header(out, name, help, type);
+    for (const invariants::Status& st : statuses)
+      out += name + "{name=\"" + escape_label_value(st.invariant.name) + "\"} " + value_of(st) + "\n";
+  };
+  family("invariant_violations", "Rows the invariant's query returned in its last successful run.", "gauge",
+         [](const invariants::Status& st) { return std::to_string(st.violations); });
+  family("invariant_last_run_timestamp_seconds", "When the invariant's last run started (Unix time; 0: not yet).",
+         "gauge", [](const invariants::Status& st) {
+           if (!st.ran) return std::string("0");
+           // Fixed, to the millisecond: %g style would print 1.7145669e+09.
+           const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(st.last_run.time_since_epoch()).count();
+           char buf[32];
+           std::snprintf(buf, sizeof buf, "%lld.%03lld", static_cast<long long>(ms / 1000), static_cast<long long>(ms % 1000));
+           return std::string(buf);
+         });
+  family("invariant_last_run_duration_seconds", "How long the invariant's last run took.", "gauge",
+         [](const invariants::Status& st) {
+           return format_double(std::chrono::duration<double>(st.last_duration).count());
+         });
+  family("invariant_last_run_failed", "1 when the invariant's last run failed (error or timeout), else 0.", "gauge",
+         [](const invariants::Status& st) { return std::string(st.last_error.empty() ? "0" : "1"); });
+  family("invariant_errors_total", "Runs of the invariant that failed (error or timeout).", "counter",
+         [](const invariants::Status& st) { return std::to_string(st.errors); });
   return out;
 }
 

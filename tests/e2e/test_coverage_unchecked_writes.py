@@ -3,6 +3,7 @@
 # write with a log line naming the statement's fingerprint, and under on_unsupported: reject is
 # refused by the server with nothing written. Direct sessions see none of it.
 import re
+import urllib.request
 
 import psycopg2
 import pytest
@@ -26,8 +27,11 @@ CREATE PROCEDURE settle(k int) LANGUAGE plpgsql AS $$ BEGIN UPDATE subscriptions
 
 
 def unchecked(proxy):
-    snapshot = stats(proxy)
-    return snapshot["counters"]["unchecked_writes"], snapshot["tables"]["public.subscriptions"]["unchecked_writes"]
+    """The table's unchecked writes, in /stats and in /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.stats_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    [exported] = re.findall(r'^occproxy_unchecked_writes_total\{table="public\.subscriptions"\} (\d+)$', metrics, re.M)
+    return stats(proxy)["tables"]["public.subscriptions"]["unchecked_writes"], int(exported)
 
 
 def test_writes_inside_functions_procedures_and_do_blocks_are_counted(pg, db, occ_proxy):

@@ -122,6 +122,8 @@ stats:
   token: s3cret
 log:
   level: debug
+  file: ../log/occproxy.log
+  format: json
   audit_file: ../audit/audit.jsonl
 audit:
   table: true
@@ -147,6 +149,8 @@ auth:
   CHECK(c.stats.listen.port == 9999);
   CHECK(c.stats.token == "s3cret");
   CHECK(c.log_level == "debug");
+  CHECK(c.log_file == "/etc/log/occproxy.log");
+  CHECK(c.log_json);
   CHECK(c.audit_file == "/etc/audit/audit.jsonl");
   CHECK(c.audit_table);
   CHECK(c.threads == 4);
@@ -168,6 +172,8 @@ TEST_CASE("a minimal config keeps the defaults", "[config]") {
   CHECK(c.stats.listen.port == 9187);
   CHECK(c.stats.token.empty());
   CHECK(c.log_level == "info");
+  CHECK(c.log_file.empty());
+  CHECK_FALSE(c.log_json);
   CHECK(c.audit_file.empty());
   CHECK_FALSE(c.audit_table);
   CHECK(c.threads == 0);
@@ -238,8 +244,14 @@ TEST_CASE("config errors name file, line and key", "[config]") {
       {"upstream: db:5432\nstats:\n  token:\n", "/etc/occ/occproxy.yaml:3: stats.token: has no value"},
       {"upstream: db:5432\nlog:\n  level: verbose\n",
        "/etc/occ/occproxy.yaml:3: log.level: expected trace, debug, info, warn, error or off, got \"verbose\""},
-      {"upstream: db:5432\nlog:\n  level: info\n  file: x.log\n",
-       "/etc/occ/occproxy.yaml:4: log.file: unknown key; expected one of: level, audit_file"},
+      {"upstream: db:5432\nlog:\n  level: info\n  files: x.log\n",
+       "/etc/occ/occproxy.yaml:4: log.files: unknown key (did you mean file?)"},
+      {"upstream: db:5432\nlog:\n  output: x.log\n",
+       "/etc/occ/occproxy.yaml:3: log.output: unknown key; expected one of: level, file, format, audit_file"},
+      {"upstream: db:5432\nlog:\n  file: \"\"\n",
+       "/etc/occ/occproxy.yaml:3: log.file: is empty; give a file path or remove the key"},
+      {"upstream: db:5432\nlog:\n  level: info\n  format: logfmt\n",
+       "/etc/occ/occproxy.yaml:4: log.format: expected text or json, got \"logfmt\""},
       {"upstream: db:5432\naudit:\n  table: yes\n", "/etc/occ/occproxy.yaml:3: audit.table: expected true or false, got \"yes\""},
       {"upstream: db:5432\naudit:\n  table: [true]\n", "/etc/occ/occproxy.yaml:3: audit.table: expected true or false, got a list"},
       {"upstream: db:5432\nread_set:\n  max_rows: 0\n",

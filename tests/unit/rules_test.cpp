@@ -183,7 +183,7 @@ TEST_CASE("rules errors name file, line and key", "[rules]") {
       {"tables:\n  - table: t\n    key: [id\n", "rules.yaml:4: invalid YAML: end of sequence flow not found"},
       {"- table: t\n", "rules.yaml:1: expected a mapping of keys, got a list"},
       {"tabels: []\n", "rules.yaml:1: tabels: unknown key (did you mean tables?)"},
-      {"protect: []\n", "rules.yaml:1: protect: unknown key; expected one of: defaults, tables"},
+      {"protect: []\n", "rules.yaml:1: protect: unknown key; expected one of: defaults, tables, invariants"},
       {"tables:\n  table: t\n", "rules.yaml:1: tables: expected a list, got a mapping"},
       {"tables:\n", "rules.yaml:1: tables: has no value"},
       {"tables: []\ntables: []\n", "rules.yaml:2: tables: given twice (first on line 1)"},
@@ -280,6 +280,61 @@ TEST_CASE("rules errors name file, line and key", "[rules]") {
       {"defaults:\n  version_column: \"\"\n",
        "rules.yaml:2: defaults.version_column: bad name \"\": expected a name starting with a letter or _ (quote other "
        "names: \"Name\")"},
+  };
+  for (const auto& row : rows) {
+    INFO(row.yaml);
+    CHECK(rules_error(row.yaml) == row.message);
+  }
+}
+
+TEST_CASE("invariants: name, query, interval and timeout", "[rules][invariants]") {
+  const auto r = occ::parse_rules(R"(
+invariants:
+  - name: balance_matches_ledger
+    query: |
+      SELECT id FROM accounts WHERE balance < 0
+    interval: 1m
+    timeout: 5s
+  - name: short.one-2
+    query: SELECT 1 WHERE false
+    interval: 2s
+  - name: long
+    query: SELECT 1 WHERE false
+    interval: 5m
+)",
+                                  file);
+  CHECK(r.tables.empty());
+  REQUIRE(r.invariants.size() == 3);
+  CHECK(r.invariants[0] == occ::Invariant{"balance_matches_ledger", "SELECT id FROM accounts WHERE balance < 0\n", 60s, 5s});
+  // Without a timeout a run may take its whole interval, but at most 30 seconds.
+  CHECK(r.invariants[1] == occ::Invariant{"short.one-2", "SELECT 1 WHERE false", 2s, 2s});
+  CHECK(r.invariants[2] == occ::Invariant{"long", "SELECT 1 WHERE false", 300s, 30s});
+}
+
+TEST_CASE("invariant errors name file, line and key", "[rules][invariants]") {
+  struct Row {
+    const char* yaml;
+    const char* message;
+  };
+  const Row rows[] = {
+      {"invariants:\n  name: x\n", "rules.yaml:1: invariants: expected a list, got a mapping"},
+      {"invariants:\n  - name: x\n    query: SELECT 1\n",
+       "rules.yaml:2: invariants[0]: missing required key `interval` (how often to run it, e.g. 1m)"},
+      {"invariants:\n  - query: SELECT 1\n    interval: 1m\n", "rules.yaml:2: invariants[0]: missing required key `name`"},
+      {"invariants:\n  - name: x\n    interval: 1m\n",
+       "rules.yaml:2: invariants[0]: missing required key `query` (a SELECT returning the violating rows)"},
+      {"invariants:\n  - name: x\n    query: SELECT 1\n    interval: 1m\n    colour: red\n",
+       "rules.yaml:5: invariants[0].colour: unknown key; expected one of: name, query, interval, timeout"},
+      {"invariants:\n  - name: two words\n    query: SELECT 1\n    interval: 1m\n",
+       "rules.yaml:2: invariants[0].name: use letters, digits, '_', '-' and '.' only (at most 100), got \"two words\""},
+      {"invariants:\n  - name: x\n    query: \" \"\n    interval: 1m\n",
+       "rules.yaml:3: invariants[0].query: is empty; give a SELECT that returns the rows violating the invariant"},
+      {"invariants:\n  - name: x\n    query: SELECT 1\n    interval: 0s\n",
+       "rules.yaml:4: invariants[0].interval: must be longer than zero"},
+      {"invariants:\n  - name: x\n    query: SELECT 1\n    interval: 10s\n    timeout: 1m\n",
+       "rules.yaml:5: invariants[0].timeout: is longer than the interval; a run must end before the next is due"},
+      {"invariants:\n  - name: x\n    query: SELECT 1\n    interval: 1m\n  - name: x\n    query: SELECT 2\n    interval: 1m\n",
+       "rules.yaml:5: invariants[1].name: x is listed twice (first on line 2)"},
   };
   for (const auto& row : rows) {
     INFO(row.yaml);

@@ -223,6 +223,7 @@ Snapshot sample_snapshot() {
   t.name = "public.subscriptions";
   t.counters[static_cast<unsigned>(TableCounter::conflicts)] = 2;
   t.counters[static_cast<unsigned>(TableCounter::rewritten)] = 40;
+  t.unchecked_writes = 6;
   s.tables.push_back(t);
   Snapshot::Table odd;
   odd.name = "we\"ird\\sch.t\nx";
@@ -259,7 +260,11 @@ TEST_CASE("metrics text follows the Prometheus 0.0.4 format", "[stats][metrics]"
   CHECK(m.samples.at("occproxy_added_latency_seconds_bucket{le=\"+Inf\"}") == "4");
   CHECK(m.samples.at("occproxy_added_latency_seconds_sum") == "0.5");
   CHECK(m.samples.at("occproxy_added_latency_seconds_count") == "4");
-  // Every counter, the gauge, 7 per-table counters x 2 tables, 4 buckets, sum and count.
+  CHECK(m.types.at("occproxy_unchecked_writes_total") == "counter");
+  CHECK(m.samples.at("occproxy_unchecked_writes_total{table=\"public.subscriptions\"}") == "6");
+  CHECK(m.samples.at("occproxy_unchecked_writes_total{table=\"we\\\"ird\\\\sch.t\\nx\"}") == "0");
+  // Every counter, the gauge, 6 per-table counters and the unchecked writes x 2 tables, 4 buckets,
+  // sum and count.
   CHECK(m.samples.size() == static_cast<unsigned>(Counter::count_) + 1 + 14 + 4 + 2);
 
   CHECK(text.find("# HELP occproxy_conflicts_total Writes refused with a version conflict.\n"
@@ -273,6 +278,55 @@ TEST_CASE("metrics of the live counters parse too", "[stats][metrics]") {
   const ParsedMetrics m = parse_metrics(metrics_text(snapshot()));
   CHECK(m.samples.at("occproxy_table_shadow_conflicts_total{table=\"public.live_metrics\"}") == "4");
   CHECK(m.samples.count("occproxy_rules_reload_ok_total") == 1);
+}
+
+TEST_CASE("a registered table has its series at zero before anything is counted", "[stats][metrics]") {
+  register_table("public.registered_only");
+  unchecked_write("public.unchecked_live", 2);
+  const ParsedMetrics m = parse_metrics(metrics_text(snapshot()));
+  CHECK(m.samples.at("occproxy_unchecked_writes_total{table=\"public.registered_only\"}") == "0");
+  CHECK(m.samples.at("occproxy_table_conflicts_total{table=\"public.registered_only\"}") == "0");
+  CHECK(m.samples.at("occproxy_unchecked_writes_total{table=\"public.unchecked_live\"}") == "2");
+}
+
+TEST_CASE("invariant metrics: one series per invariant in each family", "[stats][metrics][invariants]") {
+  CHECK(invariant_metrics_text({}).empty());
+  occ::invariants::Status holds;
+  holds.invariant = occ::Invariant{"ledger", "SELECT 1 WHERE false", std::chrono::seconds(60), std::chrono::seconds(5)};
+  holds.ran = true;
+  holds.last_run = std::chrono::system_clock::time_point{std::chrono::milliseconds(1714566896250)};
+  holds.last_duration = std::chrono::milliseconds(12);
+  occ::invariants::Status failing;
+  failing.invariant = occ::Invariant{"odd\"one", "SELECT", std::chrono::seconds(1), std::chrono::seconds(1)};
+  failing.ran = true;
+  failing.last_run = std::chrono::system_clock::time_point{std::chrono::seconds(1714566900)};
+  failing.last_error = "canceling statement due to statement timeout";
+  failing.errors = 3;
+  failing.violations = 2;
+  occ::invariants::Status pending;
+  pending.invariant = occ::Invariant{"later", "SELECT", std::chrono::seconds(1), std::chrono::seconds(1)};
+
+  const ParsedMetrics m = parse_metrics(invariant_metrics_text({holds, failing, pending}));
+  const std::map<std::string, std::string> expected{
+      {"occproxy_invariant_violations{name=\"ledger\"}", "0"},
+      {"occproxy_invariant_violations{name=\"odd\\\"one\"}", "2"},
+      {"occproxy_invariant_violations{name=\"later\"}", "0"},
+      {"occproxy_invariant_last_run_timestamp_seconds{name=\"ledger\"}", "1714566896.250"},
+      {"occproxy_invariant_last_run_timestamp_seconds{name=\"odd\\\"one\"}", "1714566900.000"},
+      {"occproxy_invariant_last_run_timestamp_seconds{name=\"later\"}", "0"},
+      {"occproxy_invariant_last_run_duration_seconds{name=\"ledger\"}", "0.012"},
+      {"occproxy_invariant_last_run_duration_seconds{name=\"odd\\\"one\"}", "0"},
+      {"occproxy_invariant_last_run_duration_seconds{name=\"later\"}", "0"},
+      {"occproxy_invariant_last_run_failed{name=\"ledger\"}", "0"},
+      {"occproxy_invariant_last_run_failed{name=\"odd\\\"one\"}", "1"},
+      {"occproxy_invariant_last_run_failed{name=\"later\"}", "0"},
+      {"occproxy_invariant_errors_total{name=\"ledger\"}", "0"},
+      {"occproxy_invariant_errors_total{name=\"odd\\\"one\"}", "3"},
+      {"occproxy_invariant_errors_total{name=\"later\"}", "0"},
+  };
+  CHECK(std::map<std::string, std::string>(m.samples.begin(), m.samples.end()) == expected);
+  CHECK(m.types.at("occproxy_invariant_violations") == "gauge");
+  CHECK(m.types.at("occproxy_invariant_errors_total") == "counter");
 }
 
 TEST_CASE("latency bounds are printed as the Go client prints them", "[stats][metrics]") {
