@@ -10,11 +10,13 @@ import pytest
 
 from conftest import REPO, require
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
+    mask_ids,
     occ_proxy_fixture,
     read_detail,
     requires_proxy,
     rows,
     rules_yaml,
+    with_id,
 )
 
 pytestmark = requires_proxy
@@ -71,13 +73,14 @@ def test_two_racing_writes_then_the_third_attempt_saves(pg, db, occ_proxy, drive
     argv, env = command(driver, proxy, db)
     status, out, stderr = run_racing(pg, db, argv, env, races=2)
     assert (status, stderr) == (0, ""), out
-    assert out == [
+    # The DETAIL ends with the conflict's id (random: masked), which GET /conflicts/{id} returns.
+    assert mask_ids(out) == [
         "attempt 1",
         "read balance 100",
-        f"conflict: {read_detail(2, ['balance'])}",
+        f"conflict: {with_id(read_detail(2, ['balance']))}",
         "attempt 2",
         "read balance 1100",
-        f"conflict: {read_detail(3, ['balance'])}",
+        f"conflict: {with_id(read_detail(3, ['balance']))}",
         "attempt 3",
         "read balance 2100",
         "saved: balance is now 2110",
@@ -91,12 +94,13 @@ def test_when_retries_run_out_the_user_is_told_nothing_was_saved(pg, db, occ_pro
     proxy = occ_proxy(rules_yaml(["public.accounts"]), schema=ACCOUNTS)
     argv, env = command(driver, proxy, db)
     status, out, stderr = run_racing(pg, db, argv, env, races=3)
-    assert out == [
-        "attempt 1", "read balance 100", f"conflict: {read_detail(2, ['balance'])}",
-        "attempt 2", "read balance 1100", f"conflict: {read_detail(3, ['balance'])}",
-        "attempt 3", "read balance 2100", f"conflict: {read_detail(4, ['balance'])}",
+    assert mask_ids(out) == [
+        "attempt 1", "read balance 100", f"conflict: {with_id(read_detail(2, ['balance']))}",
+        "attempt 2", "read balance 1100", f"conflict: {with_id(read_detail(3, ['balance']))}",
+        "attempt 3", "read balance 2100", f"conflict: {with_id(read_detail(4, ['balance']))}",
     ]
-    assert (status, stderr) == (1, (
+    assert (status, mask_ids(stderr)) == (1, (
         f"Your deposit of {DEPOSIT} to account 1 was not saved: the account was changed by someone else 3 times "
-        f"while we were saving it. {read_detail(4, ['balance'])} Please look at the current balance and try again.\n"))
+        f"while we were saving it. {with_id(read_detail(4, ['balance']))} Please look at the current balance and try "
+        "again.\n"))
     assert rows(pg, db, "SELECT balance, version FROM accounts WHERE id = 1") == [["3100", "4"]]
