@@ -13,8 +13,11 @@ FrameReader::FrameReader(std::size_t max_body_length, std::size_t initial_capaci
     : initial_capacity_(initial_capacity), buf_(initial_capacity), max_body_(max_body_length) {}
 
 std::span<char> FrameReader::write_area(std::size_t min) {
-  // A large frame held whole is gone: its memory goes with it.
-  if (begin_ == end_ && buf_.size() > 4 * initial_capacity_) std::vector<char>(initial_capacity_).swap(buf_);
+  if (begin_ == end_) {
+    begin_ = end_ = 0;  // stream_head() leaves an empty buffer with its offsets where they were
+    // A large frame held whole is gone: its memory goes with it.
+    if (buf_.size() > 4 * initial_capacity_) std::vector<char>(initial_capacity_).swap(buf_);
+  }
   char type;
   std::size_t body;
   if (head_incomplete(type, body)) min = std::max(min, header_size() + body - (end_ - begin_));

@@ -281,6 +281,27 @@ TEST_CASE("random garbage never crashes the reader or the decoders", "[codec][fu
   CHECK(refused > 0);
 }
 
+TEST_CASE("a frame held whole gives its memory back, also when the next one is streamed", "[codec][framing]") {
+  FrameReader reader(1 << 20, 16);
+  // One read: a frame held whole, then the head of a large one that is streamed.
+  const std::string whole = "D"s + "\0\0\x04\x04"s + std::string(1024, 'x');
+  const std::string bytes = whole + "d"s + "\0\0\x10\x04"s + std::string(11, 'y');
+  auto area = reader.write_area(bytes.size());
+  REQUIRE(area.size() >= bytes.size());
+  std::memcpy(area.data(), bytes.data(), bytes.size());
+  reader.commit(bytes.size());
+  Frame f;
+  REQUIRE(reader.next(f) == FrameReader::Status::frame);
+  CHECK(f.raw == whole);
+  REQUIRE(reader.next(f) == FrameReader::Status::need_more);
+  CHECK(reader.stream_head().size() == 16);
+  // Empty now, with its offsets where the streamed head ended: the memory goes, the area is in it.
+  area = reader.write_area(1);
+  CHECK(reader.capacity() == 16);
+  CHECK(area.size() == 16);
+  std::memset(area.data(), 'y', std::min<std::size_t>(area.size(), 16));  // ASan: inside the buffer
+}
+
 TEST_CASE("a large frame can be streamed through in chunks", "[codec][framing]") {
   std::string stream = "d"s + "\0\0\x10\x04"s + std::string(4096, 'x');  // CopyData of 4096 bytes
   FrameReader reader(1 << 20, 16);
