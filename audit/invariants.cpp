@@ -182,7 +182,9 @@ void runner_loop(std::string dsn) {
       continue;
     }
     if (due->next_run > SteadyClock::now()) {
-      s.wake.wait_until(lock, due->next_run, [&] { return s.stopping || s.changed; });
+      // A copy: a reload replaces the entries while this waits, and the wait reads its deadline again.
+      const SteadyClock::time_point deadline = due->next_run;
+      s.wake.wait_until(lock, deadline, [&] { return s.stopping || s.changed; });
       continue;
     }
     const Invariant inv = due->status.invariant;
