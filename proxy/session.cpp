@@ -664,6 +664,13 @@ void Session::on_query(const Frame& frame) {
   in_flight_.push_back(std::move(entry));
 }
 
+void Session::forget_session_state() {
+  cursors_.clear();
+  sql_prepared_.clear();
+  prepared_writes_.forget("");
+  reads_.clear();
+}
+
 void Session::resolve_named(StatementEffect& effect) {
   // A name is taken as declared when the statement is sent: a FETCH pipelined behind its DECLARE
   // must find it. A DECLARE that fails leaves a name nothing can fetch from.
@@ -1120,10 +1127,7 @@ void Session::on_command_complete(const Frame& frame) {
         if (tag == "ROLLBACK") reads_.rollback_to(effect->savepoint);
         break;
       case SessionCommand::discard_all:
-        cursors_.clear();
-        sql_prepared_.clear();
-        prepared_writes_.forget("");
-        reads_.clear();
+        forget_session_state();
         break;
       case SessionCommand::reset_all:
         reads_.clear();
@@ -1138,12 +1142,8 @@ void Session::on_command_complete(const Frame& frame) {
       reads_.commit();
     else if (tag == "ROLLBACK")
       reads_.rollback();
-    else if (tag == "DISCARD ALL") {
-      cursors_.clear();
-      sql_prepared_.clear();
-      prepared_writes_.forget("");
-      reads_.clear();
-    }
+    else if (tag == "DISCARD ALL")
+      forget_session_state();
   }
   if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
     ++in_flight_.front().statement_index;

@@ -148,6 +148,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // result: the session's cursors and SQL-level prepared statements follow, and a FETCH or
   // EXECUTE takes the tracking its name was declared with.
   void resolve_named(StatementEffect& effect);
+  // DISCARD ALL: cursors, prepared statements and the read set are gone on the server.
+  void forget_session_state();
   // The result formats of the portal whose rows are arriving; null for a simple Query.
   const std::vector<int16_t>* current_result_formats() const;
   void pop_front_if(Pending kind);
