@@ -147,10 +147,21 @@ def occ_stats_proxy(pg, db, make_config, run_occproxy, start_proxy):
     return start
 
 
+def wait_for_startup_probe(proxy):
+    """Waits until the proxy has counted and closed start_proxy's probe connection: its connect can
+    succeed in the kernel's backlog before the proxy accepts it."""
+
+    def probe_done():
+        stats = get_json(proxy, "/stats")
+        return stats["counters"]["connections_total"] >= 1 and stats["gauges"]["connections_current"] == 0
+
+    wait_for("the proxy's start-up probe connection to be counted and closed", probe_done)
+
+
 def run_workload(pg, db, proxy):
     """Runs conflict_workload once the proxy is idle; returns (/stats before, /stats after, pid)."""
     idle = lambda: get_json(proxy, "/stats")["gauges"]["connections_current"] == 0  # noqa: E731
-    wait_for("the proxy's start-up probe connection to close", idle)
+    wait_for_startup_probe(proxy)
     before = get_json(proxy, "/stats")
     pid = conflict_workload(pg, db, proxy)
     wait_for("every client connection to close", idle)
@@ -478,6 +489,7 @@ def test_malformed_and_concurrent_requests_while_pgbench_runs(pg, db, start_prox
     # finishes sending and reads the answer instead of getting a reset.
     assert raw_reply(raw_exchange(proxy, huge_header(8 * 1024 * 1024))) == (431, {"error": "request header too large"})
 
+    wait_for_startup_probe(proxy)
     before = get_json(proxy, "/stats")
     bench = subprocess.Popen(
         [str(pg.bindir / "pgbench"), "-c", "4", "-T", "10", "-S", db],
