@@ -8,6 +8,7 @@ cd "$repo"
 
 bash scripts/install-deps.sh
 bash scripts/fetch-pg-regress.sh
+bash scripts/check-layers.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2
 

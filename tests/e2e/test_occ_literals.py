@@ -1,6 +1,6 @@
 # Text keys and values with quotes, backslashes and non-ASCII, written in every string syntax under
 # both settings of standard_conforming_strings: stale writes conflict, own writes do not, and the
-# audit's mine is the value written (SPEC 3.2, 3.9; the one literal reader of rules/literal.cpp).
+# audit's mine is the value written (SPEC 3.2, 3.9; the one literal reader of src/sql/literal.cpp).
 
 import psycopg2
 import pytest

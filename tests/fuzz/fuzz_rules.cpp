@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "rules/rules.h"
+#include "config/rules.h"
 
 namespace {
 

@@ -11,11 +11,11 @@
 
 #include <pg_query.h>
 
-#include "rules/catalog.h"
-#include "rules/json_text.h"
-#include "rules/plan_cache.h"
-#include "rules/rewrite.h"
-#include "rules/rules.h"
+#include "admin/catalog.h"
+#include "sql/json_text.h"
+#include "sql/plan_cache.h"
+#include "sql/rewrite.h"
+#include "config/rules.h"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <string_view>
 
-#include "proxy/frame_reader.h"
-#include "proxy/messages.h"
+#include "wire/frame_reader.h"
+#include "wire/messages.h"
 
 namespace {
 

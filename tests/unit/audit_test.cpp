@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "audit/audit_log.h"
-#include "proxy/config.h"
-#include "rules/migrate.h"
-#include "rules/pg_connection.h"
-#include "rules/rules.h"
+#include "config/config.h"
+#include "admin/migrate.h"
+#include "admin/pg_connection.h"
+#include "config/rules.h"
 #include "stats/counters.h"
 
 using nlohmann::json;

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "proxy/frame_reader.h"
-#include "proxy/messages.h"
-#include "proxy/outbox.h"
+#include "wire/frame_reader.h"
+#include "wire/messages.h"
+#include "wire/outbox.h"
 
 using namespace occ;
 using namespace occ::pg;

@@ -4,8 +4,8 @@
 #include <optional>
 #include <string>
 
-#include "proxy/config.h"
-#include "proxy/duration.h"
+#include "config/config.h"
+#include "config/duration.h"
 
 using namespace std::chrono_literals;
 

@@ -22,9 +22,9 @@
 #include <sys/time.h>
 
 #include "audit/audit_log.h"
-#include "rules/rules.h"
+#include "config/rules.h"
 #include "stats/counters.h"
-#include "stats/http_server.h"
+#include "http/http_server.h"
 
 // GCC 12 wrongly pairs Asio's coroutine frame operator new with the sized operator delete.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"

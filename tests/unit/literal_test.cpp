@@ -8,11 +8,11 @@
 #include <string_view>
 #include <vector>
 
-#include "rules/literal.h"
-#include "rules/plan_cache.h"
-#include "rules/rewrite.h"
-#include "rules/sql_analysis.h"
-#include "rules/sql_lexer.h"
+#include "sql/literal.h"
+#include "sql/plan_cache.h"
+#include "sql/rewrite.h"
+#include "sql/sql_analysis.h"
+#include "sql/sql_lexer.h"
 
 namespace {
 

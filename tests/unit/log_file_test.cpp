@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "proxy/log_file.h"
+#include "audit/log_file.h"
 
 namespace {
 

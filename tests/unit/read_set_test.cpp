@@ -1,7 +1,7 @@
 // The session read set: bound, expiry, transactions and savepoints, the expected-version map.
 #include <catch2/catch.hpp>
 
-#include "proxy/read_set.h"
+#include "session/read_set.h"
 
 using namespace occ;
 using namespace std::chrono_literals;

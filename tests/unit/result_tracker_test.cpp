@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "proxy/result_tracker.h"
+#include "session/result_tracker.h"
 
 using namespace occ;
 using namespace std::chrono_literals;

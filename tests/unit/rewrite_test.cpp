@@ -13,9 +13,9 @@
 #include <nlohmann/json.hpp>
 #include <pg_query.h>
 
-#include "rules/catalog.h"
-#include "rules/plan_cache.h"
-#include "rules/rewrite.h"
+#include "admin/catalog.h"
+#include "sql/plan_cache.h"
+#include "sql/rewrite.h"
 
 namespace {
 

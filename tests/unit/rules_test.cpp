@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "rules/catalog.h"
-#include "rules/migrate.h"
-#include "rules/rules.h"
+#include "admin/catalog.h"
+#include "admin/migrate.h"
+#include "config/rules.h"
 
 using namespace std::chrono_literals;
 

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "proxy/auth_lookup.h"
-#include "proxy/md5_auth.h"
-#include "proxy/scram.h"
+#include "auth/auth_lookup.h"
+#include "auth/md5_auth.h"
+#include "auth/scram.h"
 
 namespace {
 

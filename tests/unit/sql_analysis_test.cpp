@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "rules/plan_cache.h"
-#include "rules/sql_analysis.h"
+#include "sql/plan_cache.h"
+#include "sql/sql_analysis.h"
 
 namespace {
 

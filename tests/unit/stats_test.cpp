@@ -11,9 +11,9 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "stats/conflicts_page.h"
+#include "http/conflicts_page.h"
 #include "stats/counters.h"
-#include "stats/metrics_text.h"
+#include "http/metrics_text.h"
 
 using namespace occ::stats;
 

@@ -16,8 +16,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "proxy/config.h"
-#include "proxy/tls_context.h"
+#include "config/config.h"
+#include "net/tls_context.h"
 
 using namespace std::chrono_literals;
 

@@ -1,0 +1,1368 @@
+// A client session: startup relay, then the two pumps and what they inspect on the way.
+#include "net/session.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <charconv>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "audit/audit_log.h"
+#include "config/config.h"
+#include "net/session_registry.h"
+#include "sql/json_text.h"
+#include "sql/plan_cache.h"
+#include "stats/counters.h"
+
+namespace occ {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using stats::Counter;
+
+namespace {
+
+// Frames longer than this that the proxy need not inspect are streamed through, not buffered.
+constexpr std::size_t kStreamThreshold = 256 * 1024;
+// How long a client that does not read may hold up its session's last message before it is cut.
+constexpr std::chrono::milliseconds kLastWordsTimeout{2000};
+// Added to the startup packet's options: the server session knows it is reached through the proxy.
+constexpr std::string_view kProxiedOption = "-c occ.proxied=on";
+// SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
+constexpr std::string_view kOccEventCode = "OC000";
+constexpr std::string_view kConflictConstraint = "occ_version";
+constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
+constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
+
+std::string endpoint_text(const tcp::socket& s) {
+  boost::system::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// "-c search_path=a,b" or "--search_path=a,b" inside the startup `options` parameter.
+std::optional<std::string> search_path_from_options(std::string_view options) {
+  for (std::string_view prefix : {"search_path=", "search-path="}) {
+    auto pos = options.find(prefix);
+    if (pos == std::string_view::npos) continue;
+    auto start = pos + prefix.size();
+    auto stop = options.find(' ', start);
+    return std::string(options.substr(start, stop == std::string_view::npos ? stop : stop - start));
+  }
+  return std::nullopt;
+}
+
+// Splits a search_path setting ("\"$user\", public") into schema names as the catalog spells them.
+std::vector<std::string> split_search_path(std::string_view text) {
+  std::vector<std::string> out;
+  std::string current;
+  bool quoted = false;
+  bool was_quoted = false;
+  auto flush = [&] {
+    if (!was_quoted) {
+      auto b = current.find_first_not_of(" \t");
+      auto e = current.find_last_not_of(" \t");
+      current = b == std::string::npos ? "" : current.substr(b, e - b + 1);
+      for (auto& c : current) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (!current.empty()) out.push_back(current);
+    current.clear();
+    was_quoted = false;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        current.push_back('"');
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        current.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = was_quoted = true;
+      current.clear();
+    } else if (c == ',') {
+      flush();
+    } else if (!was_quoted) {
+      current.push_back(c);
+    }
+  }
+  flush();
+  return out;
+}
+
+// Bound parameter as the audit shows it: text as is, binary as \x hex.
+std::optional<std::string> param_text(const pg::Bind& bind, std::size_t i) {
+  const auto& v = bind.params[i];
+  if (!v) return std::nullopt;
+  int16_t format = bind.param_formats.empty()        ? 0
+                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
+                                                    : bind.param_formats[i];
+  if (format == 0) return std::string(*v);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex = "\\x";
+  for (unsigned char c : *v) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 15]);
+  }
+  return hex;
+}
+
+// The value a write tried to set, as the audit shows it: a bound parameter's value, a constant's
+// value as the server read it, or the SQL text of any other expression.
+nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal, StringSyntax syntax) {
+  if (portal && sql_text.size() > 1 && sql_text[0] == '$') {
+    std::size_t n = 0;
+    for (std::size_t i = 1; i < sql_text.size() && std::isdigit(static_cast<unsigned char>(sql_text[i])); ++i)
+      n = n * 10 + static_cast<std::size_t>(sql_text[i] - '0');
+    if (n >= 1 && n <= portal->params.size()) {
+      const auto& p = portal->params[n - 1];
+      return p ? nlohmann::json(*p) : nlohmann::json(nullptr);
+    }
+  }
+  if (auto value = constant_value(sql_text, syntax)) return *value;
+  if (sql_text == "NULL" || sql_text == "null") return nullptr;
+  return sql_text;
+}
+
+// A bound key value in the text form the server prints (what the read set is keyed by). Binary
+// integers and uuids are decoded, by the statement's parameter types when the server described
+// them, else by size; NULL, a missing parameter or an undecodable value yields nullopt.
+std::optional<std::string> key_text(const pg::Bind& bind, std::size_t i, const std::vector<int32_t>& types) {
+  if (i >= bind.params.size() || !bind.params[i]) return std::nullopt;
+  int16_t format = bind.param_formats.empty()        ? 0
+                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
+                                                    : bind.param_formats[i];
+  std::string_view v = *bind.params[i];
+  if (format == 0) return std::string(v);
+  const int32_t type = i < types.size() ? types[i] : 0;
+  auto big_endian = [&](std::size_t n) {
+    uint64_t u = 0;
+    for (std::size_t k = 0; k < n; ++k) u = (u << 8) | static_cast<unsigned char>(v[k]);
+    int64_t value = n == 2 ? static_cast<int16_t>(u) : n == 4 ? static_cast<int32_t>(u) : static_cast<int64_t>(u);
+    return std::to_string(value);
+  };
+  constexpr int32_t kInt2 = 21, kInt4 = 23, kInt8 = 20, kUuid = 2950, kText = 25, kVarchar = 1043, kBpchar = 1042;
+  if (type == kText || type == kVarchar || type == kBpchar) return std::string(v);
+  if ((type == kInt2 && v.size() == 2) || (type == kInt4 && v.size() == 4) || (type == kInt8 && v.size() == 8) ||
+      (type == 0 && (v.size() == 2 || v.size() == 4 || v.size() == 8)))
+    return big_endian(v.size());
+  if ((type == kUuid || type == 0) && v.size() == 16) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (std::size_t k = 0; k < 16; ++k) {
+      if (k == 4 || k == 6 || k == 8 || k == 10) out.push_back('-');
+      out.push_back(kHex[static_cast<unsigned char>(v[k]) >> 4]);
+      out.push_back(kHex[static_cast<unsigned char>(v[k]) & 15]);
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Session::Session(tcp::socket client, const Config& config, PolicyStore& policy, SessionRegistry& registry)
+    : client_(std::move(client)),
+      server_(boost::asio::ip::tcp::socket(client_.get_executor())),
+      linger_(client_.get_executor()),
+      config_(config),
+      policy_store_(policy),
+      registry_(registry),
+      peer_(endpoint_text(client_.socket())),
+      client_in_(pg::kMaxStartupPacket),
+      server_in_(std::max<std::size_t>(config.max_message_length, 1u << 30)),
+      reads_(config.read_set_max_rows) {
+  stats::gauge_add(stats::Gauge::connections_current, 1);
+  stats::add(Counter::connections_total);
+}
+
+Session::~Session() {
+  stats::gauge_add(stats::Gauge::connections_current, -1);
+  registry_.remove(this);
+}
+
+const Policy& Session::policy() {
+  auto generation = policy_store_.generation();
+  if (generation != policy_generation_) {
+    policy_ = policy_store_.get();
+    policy_generation_ = generation;
+  }
+  return *policy_;
+}
+
+// ---- startup ----------------------------------------------------------------------------------
+
+awaitable<bool> Session::read_startup() {
+  auto self = shared_from_this();
+  asio::steady_timer deadline(client_.get_executor());
+  deadline.expires_after(config_.startup_timeout);
+  bool timed_out = false;
+  deadline.async_wait([this, self, &timed_out](boost::system::error_code ec) {
+    if (ec) return;
+    timed_out = true;
+    boost::system::error_code ignored;
+    client_.close();
+  });
+
+  client_in_.set_untyped(true);
+  try {
+    // SSLRequest and GSSENCRequest are each answered once before the real startup packet.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      Frame frame;
+      FrameReader::Status status;
+      while ((status = client_in_.next(frame)) == FrameReader::Status::need_more) {
+        auto area = client_in_.write_area(64);
+        std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
+        client_in_.commit(n);
+      }
+      if (status != FrameReader::Status::frame) {
+        spdlog::warn("{}: invalid startup packet length; connection closed", peer_);
+        stats::add(Counter::protocol_errors);
+        co_return false;
+      }
+      pg::BodyReader r(frame.body);
+      const int32_t code = r.i32();
+      if (code == pg::kSslRequestCode || code == pg::kGssEncRequestCode) {
+        if (frame.body.size() != 4) throw pg::MalformedMessage("SSLRequest/GSSENCRequest with a body");
+        const auto& tls = policy().tls;
+        const bool accept = code == pg::kSslRequestCode && tls && tls->for_clients && !client_.is_tls();
+        if (accept && client_in_.buffered() > 0) {
+          // Bytes sent before the handshake would be read as if they came over TLS (CVE-2021-23214).
+          spdlog::warn("{}: unencrypted data after SSLRequest; connection closed", peer_);
+          stats::add(Counter::protocol_errors);
+          co_return false;
+        }
+        const char answer = accept ? 'S' : 'N';
+        co_await client_.write(std::string_view(&answer, 1));
+        if (accept) co_await client_.accept_tls(tls->for_clients);
+        continue;
+      }
+      if (code == pg::kCancelRequestCode) {
+        const auto cancel = pg::decode_cancel(frame.body);
+        deadline.cancel();
+        // A cancel reaches the server later through the proxy than directly. Sent as a statement
+        // ended, it would cancel whatever that session runs next: the proxy knows it is stale.
+        std::shared_ptr<Session> target;
+        registry_.for_each([&](const std::shared_ptr<Session>& s) {
+          if (s.get() != this && s->serves_backend(cancel.process_id, cancel.secret_key)) target = s;
+        });
+        if (target && !target->awaiting_reply()) {
+          stats::add(Counter::cancels_stale);
+          spdlog::debug("{}: cancel request for {} dropped: nothing in flight", peer_, target->peer());
+          co_return false;
+        }
+        startup_packet_.assign(frame.raw);
+        if (co_await connect_upstream()) {
+          co_await server_.write(startup_packet_);
+          spdlog::debug("{}: cancel request forwarded", peer_);
+        }
+        co_return false;
+      }
+      auto startup = pg::decode_startup(frame.body);
+      if (config_.tls.client_mode == ClientTlsMode::require && !client_.is_tls()) {
+        spdlog::info("{}: refused: plaintext client while tls.client_mode is require", peer_);
+        std::string out;
+        pg::encode_error(out, "FATAL", "28000", "occproxy: TLS is required; connect with sslmode=require");
+        client_.write_now(out);
+        co_return false;
+      }
+      if (policy().protects_anything() && startup.protocol >> 16 == 3) {
+        // The version trigger tells this session's writes from inside functions, procedures and DO
+        // blocks (migrations/007) only for sessions through the proxy: it reports them to the proxy.
+        auto marked = startup;
+        auto options = std::find_if(marked.parameters.begin(), marked.parameters.end(),
+                                    [](const auto& p) { return p.first == "options"; });
+        if (options == marked.parameters.end())
+          marked.parameters.emplace_back("options", std::string(kProxiedOption));
+        else
+          options->second += std::string(" ") + std::string(kProxiedOption);
+        startup_packet_.clear();
+        pg::encode_startup(startup_packet_, marked);
+      } else {
+        startup_packet_.assign(frame.raw);
+      }
+      user_ = startup.get("user");
+      database_ = startup.get("database");
+      if (database_.empty()) database_ = user_;
+      application_name_ = startup.get("application_name");
+      std::string path(startup.get("search_path"));
+      if (auto from_options = search_path_from_options(startup.get("options"))) path = *from_options;
+      if (path.empty())
+        apply_search_path(std::nullopt);
+      else
+        apply_search_path(split_search_path(path));
+      deadline.cancel();
+      client_in_.set_untyped(false);
+      client_in_.set_max_body_length(config_.max_message_length);
+      co_return true;
+    }
+    spdlog::warn("{}: too many encryption requests before startup; connection closed", peer_);
+  } catch (const pg::MalformedMessage& e) {
+    spdlog::warn("{}: malformed startup packet ({}); connection closed", peer_, e.what());
+    stats::add(Counter::protocol_errors);
+    std::string out;
+    pg::encode_error(out, "FATAL", "08P01", "invalid startup packet layout");
+    boost::system::error_code ignored;
+    client_.write_now(out);
+  } catch (const boost::system::system_error& e) {
+    if (timed_out)
+      spdlog::warn("{}: no startup packet within {} ms; connection closed", peer_, config_.startup_timeout.count());
+    else
+      spdlog::debug("{}: closed during startup: {}", peer_, e.code().message());
+  }
+  co_return false;
+}
+
+awaitable<bool> Session::connect_upstream() {
+  const auto& up = config_.upstream;
+  try {
+    boost::system::error_code not_numeric;
+    const auto address = asio::ip::make_address(up.host, not_numeric);
+    if (!not_numeric) {
+      // No resolver for an IP address: Asio would start a resolver thread per io_context.
+      co_await server_.socket().async_connect(tcp::endpoint(address, up.port), use_awaitable);
+    } else {
+      tcp::resolver resolver(server_.get_executor());
+      auto endpoints = co_await resolver.async_resolve(up.host, std::to_string(up.port), use_awaitable);
+      co_await asio::async_connect(server_.socket(), endpoints, use_awaitable);
+    }
+    server_.socket().set_option(tcp::no_delay(true));
+  } catch (const boost::system::system_error& e) {
+    stats::add(Counter::upstream_errors);
+    spdlog::error("{}: cannot connect to the database server at {}:{}: {}", peer_, up.host, up.port,
+                  e.code().message());
+    std::string out;
+    pg::encode_error(out, "FATAL", "08006",
+                     "occproxy: cannot connect to the database server at " + up.host + ":" +
+                         std::to_string(up.port) + ": " + e.code().message());
+    client_.write_now(out);
+    co_return false;
+  }
+  std::string failure;
+  try {
+    co_await start_upstream_tls();
+    co_return true;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  stats::add(Counter::upstream_errors);
+  spdlog::error("{}: {}", peer_, failure);
+  std::string out;
+  pg::encode_error(out, "FATAL", "08006", "occproxy: " + failure);
+  client_.write_now(out);
+  co_return false;
+}
+
+// SSLRequest towards the server, as libpq's sslmode does it: prefer falls back to plaintext on
+// 'N', the stricter modes end the session.
+awaitable<void> Session::start_upstream_tls() {
+  const UpstreamTlsMode mode = config_.tls.upstream_mode;
+  const auto& tls = policy().tls;
+  if (!upstream_tls_wanted(mode) || !tls || !tls->for_upstream) co_return;
+  std::string request;
+  pg::encode_ssl_request(request);
+  co_await server_.write(request);
+  char answer = 0;
+  co_await asio::async_read(server_.socket(), asio::buffer(&answer, 1), use_awaitable);
+  if (answer == 'S') {
+    co_await server_.connect_tls(tls->for_upstream, mode, config_.upstream.host);
+  } else if (answer != 'N') {
+    throw std::runtime_error("unexpected answer to SSLRequest from the database server");
+  } else if (upstream_tls_required(mode)) {
+    throw std::runtime_error(std::string("the database server does not support TLS, but tls.upstream_mode is ") +
+                             to_string(mode));
+  }
+}
+
+awaitable<void> Session::run() {
+  boost::system::error_code ignored;
+  client_.socket().set_option(tcp::no_delay(true), ignored);
+  if (!co_await read_startup()) co_return;
+  if (refused_) {
+    std::string out;
+    pg::encode_error(out, "FATAL", "53300", "sorry, too many clients already",
+                     "occproxy's max_client_connections is " + std::to_string(config_.max_client_connections) + ".");
+    co_await client_.try_write(out);
+    client_.close();
+    co_return;
+  }
+  const bool terminating_auth = config_.auth.mode == AuthMode::terminate;
+  // The client proves its password before it costs a server backend.
+  if (terminating_auth && !co_await authenticate_client()) co_return;
+  if (!co_await connect_upstream()) co_return;
+  spdlog::debug("{}: session for user \"{}\" database \"{}\"", peer_, user_, database_);
+  try {
+    co_await server_.write(startup_packet_);
+    std::string().swap(startup_packet_);
+    if (terminating_auth && !co_await log_into_server()) co_return;
+  } catch (const boost::system::system_error& e) {
+    end("connection lost during startup: " + e.code().message(), "08006",
+        "occproxy: the database server closed the connection during startup");
+    co_return;
+  }
+  auto self = shared_from_this();
+  asio::co_spawn(server_.get_executor(), [self]() { return self->pump_server_to_client(); }, asio::detached);
+  co_await pump_client_to_server();
+}
+
+// ---- ending -----------------------------------------------------------------------------------
+
+void Session::end(std::string reason, std::string client_sqlstate, std::string client_message) {
+  if (ended_) return;
+  ended_ = true;
+  end_reason_ = std::move(reason);
+  fatal_for_client_sqlstate_ = std::move(client_sqlstate);
+  fatal_for_client_message_ = std::move(client_message);
+  boost::system::error_code ignored;
+  // The server pump owns writes to the client: it sends the FATAL (if any), then closes it.
+  server_.close();
+  if (fatal_for_client_message_.empty() || !server_pump_running_) {
+    if (!fatal_for_client_message_.empty()) {
+      std::string out;
+      pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+      client_.write_now(out);
+    }
+    client_.close();
+  }
+}
+
+void Session::begin_shutdown() {
+  shutting_down_ = true;
+  if (idle()) terminate();
+}
+
+void Session::terminate() {
+  end("proxy shutting down", "57P01", "terminating connection due to administrator command");
+  // A client that does not read would keep the last words, and the session, forever.
+  close_client_after(kLastWordsTimeout);
+}
+
+void Session::close_client_after(std::chrono::milliseconds delay) {
+  linger_.expires_after(delay);
+  linger_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->client_.close();
+  });
+}
+
+// ---- client -> server -------------------------------------------------------------------------
+
+awaitable<void> Session::pump_client_to_server() {
+  try {
+    // What the client sent along with its login comes first.
+    for (;;) {
+      bool keep_going = true;
+      for (;;) {
+        Frame frame;
+        auto status = client_in_.next(frame);
+        if (status == FrameReader::Status::frame) {
+          if (!on_client_frame(frame)) {
+            keep_going = false;
+            break;
+          }
+          continue;
+        }
+        if (status == FrameReader::Status::chunk) {
+          to_server_.forward(frame.raw);
+          continue;
+        }
+        if (status == FrameReader::Status::need_more) {
+          char type;
+          std::size_t length;
+          if (client_in_.head_incomplete(type, length) && type == pg::fe::kCopyData && length > kStreamThreshold)
+            to_server_.forward(client_in_.stream_head());
+          break;
+        }
+        stats::add(Counter::protocol_errors);
+        const bool too_long = status == FrameReader::Status::too_long;
+        spdlog::warn("{}: {} from client; connection closed", peer_,
+                     too_long ? "message longer than max_message_length" : "invalid message length");
+        to_server_.clear();
+        end(too_long ? "message too long" : "invalid message length", "08P01",
+            too_long ? "occproxy: message exceeds max_message_length" : "invalid message length");
+        co_return;
+      }
+      if (!to_server_.empty()) {
+        co_await server_.write(to_server_.pending());
+        to_server_.clear();
+      }
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
+      if (!keep_going) {
+        end("client terminated the session");
+        co_return;
+      }
+      auto area = client_in_.write_area();
+      std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
+      client_in_.commit(n);
+      stats::add(Counter::bytes_client_to_server, n);
+    }
+  } catch (const pg::MalformedMessage& e) {
+    stats::add(Counter::protocol_errors);
+    spdlog::warn("{}: malformed message from client ({}); connection closed", peer_, e.what());
+    end(std::string("malformed message: ") + e.what(), "08P01", std::string("invalid message: ") + e.what());
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::eof)
+      end("client closed the connection");
+    else if (!ended_)
+      end("client connection error: " + e.code().message());
+  }
+}
+
+bool Session::on_client_frame(const Frame& frame) {
+  switch (frame.type) {
+    case pg::fe::kQuery:
+      on_query(frame);
+      return true;
+    case pg::fe::kParse:
+      on_parse(frame);
+      return true;
+    case pg::fe::kBind:
+      on_bind(frame);
+      return true;
+    case pg::fe::kExecute: {
+      stats::add(Counter::queries_extended);
+      InFlight entry{Pending::execute, nullptr, nullptr};
+      if (!portals_.empty()) {
+        auto execute = pg::decode_execute(frame.body);
+        auto it = portals_.find(std::string(execute.portal));
+        if (it != portals_.end()) {
+          entry.portal = it->second;
+          entry.statement = it->second->statement;
+          const auto& effects = entry.statement->effects;
+          if (execute.max_rows != 0 && !effects.empty() && effects.front().tracking.drop_result) {
+            // The client's statement returns no rows; a row limit on the RETURNING the proxy
+            // added would suspend the portal (no CommandComplete, no row count). Run it through.
+            execute.max_rows = 0;
+            pg::encode_execute(to_server_.edit(), execute);
+            in_flight_.push_back(std::move(entry));
+            return true;
+          }
+        }
+      }
+      in_flight_.push_back(std::move(entry));
+      break;
+    }
+    case pg::fe::kDescribe: {
+      InFlight entry{Pending::describe, nullptr, nullptr};
+      if (!statements_.empty()) {
+        auto target = pg::decode_describe(frame.body);
+        if (target.kind == 'S') {
+          auto it = statements_.find(std::string(target.name));
+          if (it != statements_.end()) entry.statement = it->second;
+          const NamedResult named =
+              entry.statement && !entry.statement->effects.empty() ? entry.statement->effects.front().named
+                                                                   : NamedResult::none;
+          if (named == NamedResult::fetch || named == NamedResult::execute) {
+            auto resolved = std::make_shared<StatementInfo>(*entry.statement);
+            resolve_named(resolved->effects.front());
+            entry.statement = std::move(resolved);
+          }
+        } else {
+          auto it = portals_.find(std::string(target.name));
+          if (it != portals_.end()) entry.statement = it->second->statement;
+        }
+      }
+      in_flight_.push_back(std::move(entry));
+      break;
+    }
+    case pg::fe::kClose:
+      if (!statements_.empty() || !portals_.empty()) {
+        auto target = pg::decode_describe(frame.body);
+        if (target.kind == 'S')
+          statements_.erase(std::string(target.name));
+        else
+          portals_.erase(std::string(target.name));
+      }
+      in_flight_.push_back({Pending::close, nullptr, nullptr});
+      break;
+    case pg::fe::kSync:
+      in_flight_.push_back({Pending::sync, nullptr, nullptr});
+      break;
+    case pg::fe::kFunctionCall:
+      in_flight_.push_back({Pending::function_call, nullptr, nullptr});
+      break;
+    case pg::fe::kTerminate:
+      to_server_.forward(frame.raw);
+      return false;
+    case pg::fe::kPassword:
+      // Only the SASLInitialResponse names a mechanism; later 'p' messages carry raw SASL data.
+      if (std::exchange(sasl_mechanism_next_, false) && client_.is_tls() && server_.is_tls() &&
+          frame.body.substr(0, frame.body.find('\0')) == "SCRAM-SHA-256-PLUS") {
+        // The client binds to the proxy's certificate, the server checks its own: the login
+        // would fail with a cryptic "channel binding check failed". Say what to change instead.
+        stats::add(Counter::upstream_errors);
+        spdlog::warn("{}: SCRAM channel binding cannot pass through TLS on both hops (auth.mode: passthrough)", peer_);
+        end("channel binding refused", "28000",
+            "occproxy: SCRAM channel binding cannot pass through a proxy that terminates TLS; connect with "
+            "channel_binding=disable, or set auth.mode: terminate on the proxy");
+        return false;
+      }
+      break;
+    default:
+      break;
+  }
+  to_server_.forward(frame.raw);
+  return true;
+}
+
+std::optional<Rewrite> Session::analyse(std::string_view sql, bool extended, int declared_params) {
+  const Policy& p = policy();
+  if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules, syntax_.standard_conforming_strings))
+    return std::nullopt;
+  const auto started = std::chrono::steady_clock::now();
+  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_, syntax_};
+  Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
+  if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
+  for (const auto& effect : rw.effects)
+    if (effect.tracking.tracked() && !effect.tracking.drop_result) stats::add(Counter::reads_tracked);
+  if (rw.parse_failed) stats::add(Counter::parse_failures_passed);
+  if (rw.unsupported_passed) stats::add(Counter::unsupported_passed, rw.unsupported_passed);
+  if (rw.action == Rewrite::Action::rewrite) stats::add(Counter::statements_rewritten);
+  for (const auto& w : rw.writes)
+    if (w.table) stats::table_add(w.table->qualified_name(), stats::TableCounter::rewritten);
+  if (rw.rejection) {
+    const auto& code = rw.rejection->sqlstate;
+    stats::add(code == "42501" ? Counter::force_refused : Counter::unsupported_rejected);
+    spdlog::info("{}: refused statement: {}", peer_, rw.rejection->message);
+  }
+  if (rw.search_path_change) apply_search_path(*rw.search_path_change);
+  stats::observe_added_latency(std::chrono::steady_clock::now() - started);
+  return rw;
+}
+
+void Session::on_query(const Frame& frame) {
+  stats::add(Counter::queries_simple);
+  auto query = pg::decode_query(frame.body);
+  InFlight entry{Pending::query, nullptr, nullptr};
+  auto rw = analyse(query.sql, false);
+  if (rw && rw->action == Rewrite::Action::rewrite)
+    pg::encode_query(to_server_.edit(), rw->sql);
+  else
+    to_server_.forward(frame.raw);
+  if (rw && (!rw->writes.empty() || !rw->effects.empty() || !rw->shifts.empty())) {
+    auto info = std::make_shared<StatementInfo>();
+    info->policy = policy_;
+    info->writes = std::move(rw->writes);
+    info->effects = std::move(rw->effects);
+    info->shifts = std::move(rw->shifts);
+    for (auto& effect : info->effects) resolve_named(effect);
+    entry.statement = std::move(info);
+  }
+  in_flight_.push_back(std::move(entry));
+}
+
+void Session::forget_session_state() {
+  cursors_.clear();
+  sql_prepared_.clear();
+  prepared_writes_.forget("");
+  reads_.clear();
+}
+
+void Session::resolve_named(StatementEffect& effect) {
+  // A name is taken as declared when the statement is sent: a FETCH pipelined behind its DECLARE
+  // must find it. A DECLARE that fails leaves a name nothing can fetch from.
+  switch (effect.named) {
+    case NamedResult::none:
+      return;
+    case NamedResult::declare_cursor:
+      cursors_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::prepare:
+      sql_prepared_.declare(effect.result_name, effect.tracking, policy_generation_);
+      effect.tracking = {};
+      return;
+    case NamedResult::fetch:
+      effect.tracking = cursors_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::execute:
+      effect.tracking = sql_prepared_.rows_of(effect.result_name, policy_generation_);
+      return;
+    case NamedResult::close_cursor:
+      cursors_.forget(effect.result_name);
+      return;
+    case NamedResult::deallocate:
+      sql_prepared_.forget(effect.result_name);
+      return;
+  }
+}
+
+void Session::on_parse(const Frame& frame) {
+  auto parse = pg::decode_parse(frame.body);
+  auto rw = analyse(parse.sql, true, static_cast<int>(parse.param_types.size()));
+  StatementInfoPtr info;
+  if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty() ||
+             !rw->shifts.empty())) {
+    info = std::make_shared<StatementInfo>();
+    info->policy = policy_;
+    info->writes = std::move(rw->writes);
+    info->rejection = std::move(rw->rejection);
+    info->effects = std::move(rw->effects);
+    info->expected_params = std::move(rw->expected_params);
+    info->client_param_count = rw->client_param_count;
+    info->shifts = std::move(rw->shifts);
+  }
+  if (rw && rw->action == Rewrite::Action::reject) {
+    // The server must fail this Parse (so it skips to Sync and aborts a transaction block as a
+    // native error would); the server pump swaps the syntax error for the proxy's own.
+    pg::Parse refused{parse.statement, ")", {}};
+    pg::encode_parse(to_server_.edit(), refused);
+  } else if (rw && rw->action == Rewrite::Action::rewrite) {
+    pg::Parse rewritten{parse.statement, rw->sql, parse.param_types};
+    if (info && !info->expected_params.empty()) {
+      // The added parameters are typed (the server parses each once per Bind); the client's own
+      // keep whatever it declared.
+      rewritten.param_types.resize(static_cast<std::size_t>(info->client_param_count), 0);
+      for (const auto& expected : info->expected_params) rewritten.param_types.push_back(expected.type_oid);
+    }
+    pg::encode_parse(to_server_.edit(), rewritten);
+  } else {
+    to_server_.forward(frame.raw);
+  }
+  if (info)
+    statements_[std::string(parse.statement)] = info;
+  else if (!statements_.empty())
+    statements_.erase(std::string(parse.statement));
+  in_flight_.push_back({Pending::parse, std::move(info), nullptr});
+}
+
+void Session::on_bind(const Frame& frame) {
+  if (statements_.empty() && portals_.empty()) {
+    to_server_.forward(frame.raw);
+    in_flight_.push_back({Pending::bind, nullptr, nullptr});
+    return;
+  }
+  auto bind = pg::decode_bind(frame.body);
+  auto it = statements_.find(std::string(bind.statement));
+  if (it == statements_.end()) {
+    portals_.erase(std::string(bind.portal));
+    to_server_.forward(frame.raw);
+    in_flight_.push_back({Pending::bind, nullptr, nullptr});
+    return;
+  }
+  StatementInfoPtr info = it->second;
+  if (!info->effects.empty() && info->effects.front().named != NamedResult::none) {
+    // This execution's own copy: the statement may run again under other names' state.
+    auto resolved = std::make_shared<StatementInfo>(*info);
+    resolve_named(resolved->effects.front());
+    info = std::move(resolved);
+  }
+  auto portal = std::make_shared<PortalInfo>();
+  portal->statement = info;
+  if (info->tracks_results()) portal->result_formats = bind.result_formats;
+  if (!info->writes.empty()) {
+    portal->params.reserve(bind.params.size());
+    for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
+  }
+
+  const std::size_t added_columns = info->effects.empty() ? 0 : info->effects.front().tracking.added_columns;
+  const bool fill_params = !info->expected_params.empty() && bind.params.size() == static_cast<std::size_t>(info->client_param_count);
+  const bool widen_formats = added_columns && bind.result_formats.size() > 1;
+  if (fill_params || widen_formats) {
+    std::vector<std::optional<std::string>> added;
+    if (fill_params) {
+      const int row_write_param = !info->effects.empty() && info->effects.front().row_write
+                                      ? info->effects.front().row_write->version_param
+                                      : 0;
+      AddedValues values = added_values(info->expected_params, row_write_param, reads_, [&](int n) {
+        return key_text(bind, static_cast<std::size_t>(n - 1), info->param_types);
+      });
+      added = std::move(values.values);
+      if (!values.written_key.empty()) {
+        portal->written_key = std::move(values.written_key);
+        portal->written_version = std::move(values.written_version);
+      }
+      // One format code means "all parameters": spell it out so the added ones can be text.
+      if (bind.param_formats.size() == 1) bind.param_formats.assign(bind.params.size(), bind.param_formats[0]);
+      if (!bind.param_formats.empty()) bind.param_formats.insert(bind.param_formats.end(), added.size(), 0);
+      for (const auto& value : added) bind.params.emplace_back(value);
+    }
+    if (widen_formats) bind.result_formats.insert(bind.result_formats.end(), added_columns, 0);
+    pg::encode_bind(to_server_.edit(), bind);
+  } else {
+    to_server_.forward(frame.raw);
+  }
+  portals_[std::string(bind.portal)] = std::move(portal);
+  in_flight_.push_back({Pending::bind, nullptr, nullptr});
+}
+
+void Session::apply_search_path(const std::optional<std::vector<std::string>>& path) {
+  search_path_ = path ? *path : std::vector<std::string>{"$user", "public"};
+  for (auto& schema : search_path_)
+    if (schema == "$user") schema = user_;
+}
+
+// ---- server -> client -------------------------------------------------------------------------
+
+awaitable<void> Session::pump_server_to_client() {
+  server_pump_running_ = true;
+  try {
+    // What the login left in the reader comes first.
+    for (;;) {
+      for (;;) {
+        Frame frame;
+        auto status = server_in_.next(frame);
+        if (status == FrameReader::Status::frame) {
+          on_server_frame(frame);
+          continue;
+        }
+        if (status == FrameReader::Status::chunk) {
+          on_large_row_piece(frame.raw);
+          continue;
+        }
+        if (status == FrameReader::Status::need_more) {
+          char type;
+          std::size_t length;
+          if (server_in_.head_incomplete(type, length) && length > kStreamThreshold) {
+            if (type == pg::be::kCopyData)
+              to_client_.forward(server_in_.stream_head());
+            else if (type == pg::be::kDataRow)
+              on_large_row_head();
+          }
+          break;
+        }
+        throw pg::MalformedMessage("invalid message length from the server");
+      }
+      // Before the client can see the last reply and send a cancel for its next statement.
+      awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
+      if (!to_client_.empty()) {
+        try {
+          co_await client_.write(to_client_.pending());
+        } catch (const boost::system::system_error& e) {
+          // The client went away mid-result: nothing is wrong with the server.
+          if (!ended_) end("client connection lost: " + e.code().message());
+          break;
+        }
+        to_client_.clear();
+      }
+      if (shutting_down_ && idle()) terminate();
+      auto area = server_in_.write_area();
+      std::size_t n = co_await server_.read_some(asio::buffer(area.data(), area.size()));
+      server_in_.commit(n);
+      stats::add(Counter::bytes_server_to_client, n);
+    }
+  } catch (const pg::MalformedMessage& e) {
+    spdlog::error("{}: malformed message from the server ({}); session closed", peer_, e.what());
+    stats::add(Counter::upstream_errors);
+    end(std::string("malformed server message: ") + e.what(), "08P01", "occproxy: malformed message from the database server");
+  } catch (const boost::system::system_error& e) {
+    if (!ended_) {
+      stats::add(Counter::upstream_errors);
+      spdlog::warn("{}: lost the database server connection: {}", peer_, e.code().message());
+      end("server connection lost: " + e.code().message(), server_sent_fatal_ ? "" : "08006",
+          server_sent_fatal_ ? "" : "occproxy: lost the connection to the database server");
+    }
+  }
+  server_pump_running_ = false;
+  close_client_after(kLastWordsTimeout);
+  if (!fatal_for_client_message_.empty()) {
+    std::string out;
+    pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+    co_await client_.try_write(out);
+  }
+  client_.close();
+  linger_.cancel();
+  spdlog::debug("{}: session ended: {}", peer_, end_reason_);
+}
+
+void Session::on_server_frame(const Frame& frame) {
+  switch (frame.type) {
+    case pg::be::kDataRow:
+      on_data_row(frame);
+      return;
+    case pg::be::kRowDescription:
+      on_row_description(frame);
+      return;
+    case pg::be::kCommandComplete:
+      on_command_complete(frame);
+      break;
+    case pg::be::kReadyForQuery:
+      on_ready_for_query(frame);
+      break;
+    case pg::be::kErrorResponse:
+      on_error_response(frame);
+      return;
+    case pg::be::kNoticeResponse:
+      on_notice(frame);
+      return;
+    case pg::be::kParameterDescription:
+      on_parameter_description(frame);
+      return;
+    case pg::be::kParseComplete:
+      pop_front_if(Pending::parse);
+      break;
+    case pg::be::kBindComplete:
+      pop_front_if(Pending::bind);
+      break;
+    case pg::be::kCloseComplete:
+      pop_front_if(Pending::close);
+      break;
+    case pg::be::kNoData:
+      pop_front_if(Pending::describe);
+      break;
+    case pg::be::kEmptyQueryResponse:
+      if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
+        ++in_flight_.front().statement_index;
+        break;
+      }
+      pop_front_if(Pending::execute);
+      break;
+    case pg::be::kPortalSuspended:
+      pop_front_if(Pending::execute);
+      break;
+    case pg::be::kParameterStatus: {
+      auto status = pg::decode_parameter_status(frame.body);
+      if (status.name == "application_name") {
+        application_name_ = status.value;
+      } else if (status.name == "standard_conforming_strings") {
+        syntax_.standard_conforming_strings = status.value != "off";
+      } else if (status.name == "client_encoding" || status.name == "server_encoding") {
+        (status.name == "client_encoding" ? client_utf8_ : server_utf8_) = status.value == "UTF8";
+        syntax_.utf8 = client_utf8_ && server_utf8_;
+      }
+      break;
+    }
+    case pg::be::kAuthentication:
+      if (!authenticated_) {
+        const auto code = pg::decode_authentication(frame.body).code;
+        authenticated_ = code == 0;
+        sasl_mechanism_next_ = code == pg::kAuthSasl;  // the client picks a mechanism next
+        if (code == pg::kAuthSasl && server_.is_tls() && !client_.is_tls()) {
+          // The server offers -PLUS on the proxy's TLS hop; the client's hop is plaintext, where
+          // libpq rightly refuses such an offer. Offer what the server would offer the client.
+          pg::MessageWriter w(to_client_.edit());
+          w.begin(pg::be::kAuthentication);
+          w.i32(pg::kAuthSasl);
+          pg::BodyReader r(frame.body);
+          r.i32();
+          for (auto mechanism = r.cstring(); !mechanism.empty(); mechanism = r.cstring())
+            if (mechanism != "SCRAM-SHA-256-PLUS") w.cstring(mechanism);
+          w.u8(0);
+          w.finish();
+          return;
+        }
+      }
+      break;
+    case pg::be::kBackendKeyData: {
+      const auto key = pg::decode_backend_key_data(frame.body);
+      backend_pid_ = key.process_id;
+      backend_key_ = key.secret_key;
+      spdlog::debug("{}: server backend pid {}", peer_, key.process_id);
+      break;
+    }
+    default:
+      break;
+  }
+  to_client_.forward(frame.raw);
+}
+
+// The effect of the statement whose results are arriving now, if the proxy analysed it.
+const StatementEffect* Session::current_effect() const {
+  if (in_flight_.empty()) return nullptr;
+  const InFlight& e = in_flight_.front();
+  if (!e.statement || e.statement->effects.empty()) return nullptr;
+  if (e.kind == Pending::query)
+    return e.statement_index < e.statement->effects.size() ? &e.statement->effects[e.statement_index] : nullptr;
+  return &e.statement->effects.front();
+}
+
+void Session::on_row_description(const Frame& frame) {
+  const StatementEffect* effect = current_effect();
+  const bool describing = !in_flight_.empty() && in_flight_.front().kind == Pending::describe;
+  if (!effect || !effect->tracking.tracked()) {
+    to_client_.forward(frame.raw);
+    if (describing) in_flight_.pop_front();
+    return;
+  }
+  const ResultTracking& tracking = effect->tracking;
+  auto description = pg::decode_row_description(frame.body);
+  ResultLayout layout = describe_layout(description, tracking, policy().relations);
+  if (tracking.in_place || layout.added == 0) {
+    to_client_.forward(frame.raw);
+  } else if (!tracking.drop_result) {
+    client_row_description(to_client_.edit(), std::move(description), layout);
+  } else if (describing) {
+    to_client_.edit().append("n\0\0\0\4", 5);  // the client's statement returns no rows
+  } else {
+    to_client_.drop();
+  }
+  InFlight& current = in_flight_.front();
+  if (current.kind == Pending::query)
+    current.layout = std::move(layout);
+  else
+    current.statement->layout = std::move(layout);
+  if (describing) in_flight_.pop_front();
+}
+
+const ResultLayout& Session::current_layout() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query ? current.layout : current.statement->layout;
+}
+
+const std::vector<int16_t>* Session::current_result_formats() const {
+  const InFlight& current = in_flight_.front();
+  return current.kind == Pending::query || !current.portal ? nullptr : &current.portal->result_formats;
+}
+
+void Session::on_data_row(const Frame& frame) {
+  const StatementEffect* effect = current_effect();
+  if (!effect || !effect->tracking.tracked()) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  const ResultTracking& tracking = effect->tracking;
+  const ResultLayout& layout = current_layout();
+  auto row = pg::decode_data_row(frame.body);
+  note_row(reads_, row, tracking, layout, current_result_formats());
+  const unsigned added = added_columns(tracking, layout);
+  if (tracking.drop_result)
+    to_client_.drop();
+  else if (tracking.in_place || added == 0)
+    to_client_.forward(frame.raw);
+  else
+    client_data_row(to_client_.edit(), row, frame.body, added);
+}
+
+void Session::on_large_row_head() {
+  const StatementEffect* effect = current_effect();
+  large_row_ = effect ? large_row_passage(&effect->tracking, current_layout()) : RowPassage::stream;
+  // Its length word must change: the reader holds it until it is complete.
+  if (large_row_ == RowPassage::whole) return;
+  const std::string_view head = server_in_.stream_head();
+  if (large_row_ == RowPassage::scan) large_row_scan_.emplace(RowScanner::for_layout(current_layout()));
+  if (large_row_ != RowPassage::drop) to_client_.forward(head.substr(0, 5));
+  on_large_row_piece(head.substr(5));
+}
+
+void Session::on_large_row_piece(std::string_view bytes) {
+  switch (large_row_) {
+    case RowPassage::stream:
+      break;
+    case RowPassage::drop:
+      to_client_.drop();
+      break;
+    case RowPassage::scan:
+      large_row_scan_->feed(bytes);
+      break;
+    case RowPassage::whole:
+      return;
+  }
+  if (large_row_ != RowPassage::drop) to_client_.forward(bytes);
+  if (server_in_.streaming()) return;
+  if (large_row_ == RowPassage::scan) {
+    if (!large_row_scan_->complete()) throw pg::MalformedMessage("a DataRow shorter than its columns");
+    const ResultLayout& layout = current_layout();
+    bool noted_by_whole_values = !large_row_scan_->truncated(static_cast<std::size_t>(layout.version_at));
+    for (int at : layout.key_at) noted_by_whole_values &= !large_row_scan_->truncated(static_cast<std::size_t>(at));
+    if (noted_by_whole_values)
+      note_row(reads_, large_row_scan_->row(), current_effect()->tracking, layout, current_result_formats());
+    large_row_scan_.reset();
+  }
+  large_row_ = RowPassage::stream;
+}
+
+void Session::on_parameter_description(const Frame& frame) {
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  if (!current || current->kind != Pending::describe || !current->statement) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  auto description = pg::decode_parameter_description(frame.body);
+  const std::size_t added = current->statement->expected_params.size();
+  if (description.types.size() >= added) description.types.resize(description.types.size() - added);
+  current->statement->param_types = description.types;
+  if (added == 0) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  pg::encode_parameter_description(to_client_.edit(), description);
+}
+
+void Session::on_command_complete(const Frame& frame) {
+  for (nlohmann::json& merged : held_merges_) {
+    const std::string qualified = merged.value("table", "");
+    const bool shadow = merged.value("kind", "") == "shadow_merged";
+    stats::add(shadow ? Counter::shadow_merges : Counter::merges);
+    stats::table_add(qualified, shadow ? stats::TableCounter::shadow_merges : stats::TableCounter::merges);
+    spdlog::info("{}: occ {} on {} key {}", peer_, shadow ? "would merge" : "merged", qualified, merged["key"].dump());
+    audit::record(std::move(merged));
+  }
+  held_merges_.clear();
+  const StatementEffect* effect = current_effect();
+  // A prepared write's EXECUTE must match the statement the server holds under that name: only
+  // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
+  if (effect && effect->named == NamedResult::prepare && pg::decode_command_complete(frame.body).tag == "PREPARE") {
+    if (effect->prepared_write)
+      prepared_writes_.prepared(effect->result_name, *effect->prepared_write, in_flight_.front().statement->policy);
+    else
+      prepared_writes_.forget(effect->result_name);
+  } else if (effect && effect->named == NamedResult::deallocate) {
+    prepared_writes_.forget(effect->result_name);
+  }
+  if (effect && effect->row_write) {
+    note_checked_write(*effect->row_write, pg::decode_command_complete(frame.body).tag);
+  } else if (effect && effect->command != SessionCommand::none) {
+    const auto tag = pg::decode_command_complete(frame.body).tag;
+    switch (effect->command) {
+      case SessionCommand::savepoint:
+        if (tag == "SAVEPOINT") reads_.savepoint(effect->savepoint);
+        break;
+      case SessionCommand::release:
+        if (tag == "RELEASE") reads_.release(effect->savepoint);
+        break;
+      case SessionCommand::rollback_to:
+        if (tag == "ROLLBACK") reads_.rollback_to(effect->savepoint);
+        break;
+      case SessionCommand::discard_all:
+        forget_session_state();
+        break;
+      case SessionCommand::reset_all:
+        reads_.clear();
+        break;
+      case SessionCommand::none:
+        break;
+    }
+  } else if (frame.body.size() <= 16) {
+    // Transaction ends and DISCARD need no analysis: the command tag says what happened.
+    const auto tag = pg::decode_command_complete(frame.body).tag;
+    if (tag == "COMMIT" || tag == "PREPARE TRANSACTION")
+      reads_.commit();
+    else if (tag == "ROLLBACK")
+      reads_.rollback();
+    else if (tag == "DISCARD ALL")
+      forget_session_state();
+  }
+  if (!in_flight_.empty() && in_flight_.front().kind == Pending::query) {
+    ++in_flight_.front().statement_index;
+    in_flight_.front().layout = {};
+    in_flight_.front().written_over.reset();
+  } else {
+    pop_front_if(Pending::execute);
+  }
+}
+
+void Session::note_checked_write(const CheckedRowWrite& write, std::string_view tag) {
+  if (tag != (write.deletes ? "DELETE 1" : "UPDATE 1")) return;
+  const InFlight& current = in_flight_.front();
+  const PortalInfo* portal = current.kind == Pending::execute ? current.portal.get() : nullptr;
+  const std::vector<std::string>& key = portal ? portal->written_key : write.key;
+  const std::string& read = current.written_over ? *current.written_over
+                            : portal             ? portal->written_version
+                                                 : write.version;
+  if (key.empty()) return;  // a row the session never read: its version stays unknown
+  if (write.deletes) {
+    reads_.forget(*write.table, key);
+    return;
+  }
+  int64_t version = 0;
+  const auto [end, error] = std::from_chars(read.data(), read.data() + read.size(), version);
+  if (error != std::errc{} || end != read.data() + read.size() || version == INT64_MAX) return;
+  reads_.note(*write.table, key, {std::to_string(version + 1), "{}", ReadSet::Clock::now()});
+}
+
+void Session::pop_front_if(Pending kind) {
+  if (!in_flight_.empty() && in_flight_.front().kind == kind) in_flight_.pop_front();
+}
+
+void Session::pop_until_sync() {
+  while (!in_flight_.empty() && in_flight_.front().kind != Pending::sync &&
+         in_flight_.front().kind != Pending::query)
+    in_flight_.pop_front();
+}
+
+void Session::on_ready_for_query(const Frame& frame) {
+  tx_status_ = pg::decode_ready_for_query(frame.body).status;
+  // Back to idle: an implicit transaction ended, rolled back if anything in it failed.
+  if (tx_status_ == 'I') {
+    if (error_since_ready_)
+      reads_.rollback();
+    else
+      reads_.commit();
+  }
+  error_since_ready_ = false;
+  while (!in_flight_.empty()) {
+    auto kind = in_flight_.front().kind;
+    in_flight_.pop_front();
+    if (kind == Pending::sync || kind == Pending::query || kind == Pending::function_call) break;
+  }
+}
+
+void Session::on_error_response(const Frame& frame) {
+  error_since_ready_ = true;
+  held_merges_.clear();
+  auto fields = pg::decode_error_fields(frame.body);
+  auto severity = fields.get('V');
+  if (severity.empty()) severity = fields.get('S');
+  if (severity == "FATAL" || severity == "PANIC") server_sent_fatal_ = true;
+
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  if (current && current->kind == Pending::parse && current->statement && current->statement->rejection) {
+    const auto& r = *current->statement->rejection;
+    pg::ErrorFields swapped;
+    swapped.set('S', "ERROR");
+    swapped.set('V', "ERROR");
+    swapped.set('C', r.sqlstate);
+    swapped.set('M', r.message);
+    if (!r.detail.empty()) swapped.set('D', r.detail);
+    if (!r.hint.empty()) swapped.set('H', r.hint);
+    if (!r.schema.empty()) swapped.set('s', r.schema);
+    if (!r.table.empty()) swapped.set('t', r.table);
+    pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, swapped);
+  } else {
+    if (fields.get('n') == kConflictConstraint) {
+      stats::add(Counter::conflicts);
+      stats::table_add(std::string(fields.get('s')) + "." + std::string(fields.get('t')),
+                       stats::TableCounter::conflicts);
+    }
+    const std::string_view context = fields.get('W');
+    if (context.starts_with(kUnknownVersionContext)) stats::add(Counter::unknown_version_rejected);
+    bool edited = false;
+    // An error raised by an occ helper function is the proxy's own: its PL/pgSQL CONTEXT line
+    // would only tell the client about the rewriting.
+    if (context.starts_with(kOccContextPrefix)) {
+      std::erase_if(fields.fields, [](const auto& field) { return field.first == 'W'; });
+      edited = true;
+    }
+    // psql and drivers put the caret under the position: it must count in the client's text.
+    const std::string_view position = fields.get('P');
+    int rewritten_position = 0;
+    if (!position.empty() && current && current->statement && !current->statement->shifts.empty() &&
+        std::from_chars(position.data(), position.data() + position.size(), rewritten_position).ec == std::errc()) {
+      fields.set('P', std::to_string(original_position(current->statement->shifts, rewritten_position)));
+      edited = true;
+    }
+    if (edited)
+      pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
+    else
+      to_client_.forward(frame.raw);
+  }
+  // After an error in the extended protocol the server skips everything up to Sync.
+  if (current && current->kind != Pending::query && current->kind != Pending::function_call) {
+    in_flight_.pop_front();
+    pop_until_sync();
+  }
+}
+
+void Session::on_notice(const Frame& frame) {
+  auto fields = pg::decode_error_fields(frame.body);
+  if (fields.get('C') != kOccEventCode) {
+    to_client_.forward(frame.raw);
+    return;
+  }
+  to_client_.drop();
+  auto event = nlohmann::json::parse(fields.get('M'), nullptr, false);
+  if (event.is_discarded()) {
+    spdlog::warn("{}: unreadable occ event: {}", peer_, fields.get('M'));
+    return;
+  }
+  const std::string kind = event.value("event", "");
+  if (kind == "own_write") {
+    if (!in_flight_.empty()) in_flight_.front().written_over = event.value("current", "");
+    return;
+  }
+  if (kind == "unchecked_write") {
+    const std::string table = event.value("schema", "") + "." + event.value("table", "");
+    stats::unchecked_write(table);
+    spdlog::warn("{}: unchecked write of {} from inside a function, procedure, DO block or trigger (statement {})",
+                 peer_, table, statement_fingerprint(event.value("statement", "")));
+    return;
+  }
+  audit_event(event);
+}
+
+void Session::audit_event(const nlohmann::json& event) {
+  const std::string kind = event.value("event", "");
+  const std::string schema = event.value("schema", "");
+  const std::string table = event.value("table", "");
+  const std::string qualified = schema + "." + table;
+  if (kind == "shadow_conflict") {
+    stats::add(Counter::shadow_conflicts);
+    stats::table_add(qualified, stats::TableCounter::shadow_conflicts);
+  } else if (kind == "forced_write") {
+    stats::add(Counter::forced_writes);
+    stats::table_add(qualified, stats::TableCounter::forced_writes);
+  }
+
+  const Policy& p = policy();
+  const TablePolicy* table_policy = p.rules ? p.rules->find(schema, table) : nullptr;
+  const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  const WriteInfo* write = nullptr;
+  if (current && current->statement)
+    for (const auto& w : current->statement->writes)
+      if (w.table && w.table->schema == schema && w.table->name == table) {
+        write = &w;
+        break;
+      }
+
+  auto redacted = [&](const std::string& column, nlohmann::json value) {
+    return table_policy && table_policy->is_redacted(column) ? nlohmann::json("<redacted>") : value;
+  };
+  const auto& theirs = event.contains("current_row") ? event["current_row"] : nlohmann::json::object();
+  const auto& base = event.contains("base") && event["base"].is_object() ? event["base"] : nlohmann::json::object();
+
+  const auto id = event.find("id");
+  nlohmann::json record = {
+      {"id", id != event.end() && id->is_string() ? id->get<std::string>() : audit::new_id()},
+      {"kind", kind},
+      {"table", qualified},
+      {"key", event.value("key", nlohmann::json::object())},
+      {"expected", event.value("expected", nlohmann::json(nullptr))},
+      {"current", event.value("current", nlohmann::json(nullptr))},
+      {"user", user_},
+      {"database", database_},
+      {"application_name", application_name_},
+      {"client_addr", peer_},
+      {"backend_pid", backend_pid_.load()},
+      {"fingerprint", write ? write->fingerprint : ""},
+  };
+  nlohmann::json diff = nlohmann::json::object();
+  if (write) {
+    for (const auto& [column, value_sql] : write->assigned) {
+      nlohmann::json entry = {
+          {"mine", redacted(column, mine_value(value_sql, current->portal.get(), syntax_))},
+          {"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))},
+      };
+      if (base.contains(column)) entry["base"] = redacted(column, base[column]);
+      diff[column] = std::move(entry);
+    }
+  }
+  // Every column changed since the read, so whoever resolves it sees what the other writer did.
+  const auto changed = event.find("changed");
+  if (changed != event.end() && changed->is_array()) {
+    for (const auto& name : *changed) {
+      if (!name.is_string()) continue;
+      const std::string column = name.get<std::string>();
+      if (diff.contains(column)) continue;
+      nlohmann::json entry = {{"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))}};
+      if (base.contains(column)) entry["base"] = redacted(column, base[column]);
+      diff[column] = std::move(entry);
+    }
+  }
+  record["diff"] = std::move(diff);
+  if (const auto both = event.find("both_changed"); both != event.end() && both->is_array())
+    record["both_changed"] = *both;
+  if (const auto writer = event.find("writer"); writer != event.end() && writer->is_object())
+    record["writer"] = *writer;
+  if (kind == "forced_write") record["overwritten_version"] = record["current"];
+  if (kind == "merged" || kind == "shadow_merged") {
+    held_merges_.push_back(std::move(record));
+    return;
+  }
+  spdlog::info("{}: occ {} on {} key {}", peer_, kind, qualified, record["key"].dump());
+  audit::record(std::move(record));
+}
+
+}  // namespace occ
