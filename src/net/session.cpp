@@ -18,6 +18,8 @@
 #include "audit/audit_log.h"
 #include "config/config.h"
 #include "net/session_registry.h"
+#include "session/bind_values.h"
+#include "sql/helper_contract.h"
 #include "sql/json_text.h"
 #include "sql/plan_cache.h"
 #include "stats/counters.h"
@@ -36,13 +38,6 @@ namespace {
 constexpr std::size_t kStreamThreshold = 256 * 1024;
 // How long a client that does not read may hold up its session's last message before it is cut.
 constexpr std::chrono::milliseconds kLastWordsTimeout{2000};
-// Added to the startup packet's options: the server session knows it is reached through the proxy.
-constexpr std::string_view kProxiedOption = "-c occ.proxied=on";
-// SQLSTATE of the notices the occ helper functions emit for the proxy (never shown to clients).
-constexpr std::string_view kOccEventCode = "OC000";
-constexpr std::string_view kConflictConstraint = "occ_version";
-constexpr std::string_view kOccContextPrefix = "PL/pgSQL function occ.";
-constexpr std::string_view kUnknownVersionContext = "PL/pgSQL function occ.unknown_version(";
 
 std::string endpoint_text(const tcp::socket& s) {
   boost::system::error_code ec;
@@ -102,75 +97,6 @@ std::vector<std::string> split_search_path(std::string_view text) {
   }
   flush();
   return out;
-}
-
-// Bound parameter as the audit shows it: text as is, binary as \x hex.
-std::optional<std::string> param_text(const pg::Bind& bind, std::size_t i) {
-  const auto& v = bind.params[i];
-  if (!v) return std::nullopt;
-  int16_t format = bind.param_formats.empty()        ? 0
-                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
-                                                    : bind.param_formats[i];
-  if (format == 0) return std::string(*v);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex = "\\x";
-  for (unsigned char c : *v) {
-    hex.push_back(kHex[c >> 4]);
-    hex.push_back(kHex[c & 15]);
-  }
-  return hex;
-}
-
-// The value a write tried to set, as the audit shows it: a bound parameter's value, a constant's
-// value as the server read it, or the SQL text of any other expression.
-nlohmann::json mine_value(const std::string& sql_text, const PortalInfo* portal, StringSyntax syntax) {
-  if (portal && sql_text.size() > 1 && sql_text[0] == '$') {
-    std::size_t n = 0;
-    for (std::size_t i = 1; i < sql_text.size() && std::isdigit(static_cast<unsigned char>(sql_text[i])); ++i)
-      n = n * 10 + static_cast<std::size_t>(sql_text[i] - '0');
-    if (n >= 1 && n <= portal->params.size()) {
-      const auto& p = portal->params[n - 1];
-      return p ? nlohmann::json(*p) : nlohmann::json(nullptr);
-    }
-  }
-  if (auto value = constant_value(sql_text, syntax)) return *value;
-  if (sql_text == "NULL" || sql_text == "null") return nullptr;
-  return sql_text;
-}
-
-// A bound key value in the text form the server prints (what the read set is keyed by). Binary
-// integers and uuids are decoded, by the statement's parameter types when the server described
-// them, else by size; NULL, a missing parameter or an undecodable value yields nullopt.
-std::optional<std::string> key_text(const pg::Bind& bind, std::size_t i, const std::vector<int32_t>& types) {
-  if (i >= bind.params.size() || !bind.params[i]) return std::nullopt;
-  int16_t format = bind.param_formats.empty()        ? 0
-                   : bind.param_formats.size() == 1 ? bind.param_formats[0]
-                                                    : bind.param_formats[i];
-  std::string_view v = *bind.params[i];
-  if (format == 0) return std::string(v);
-  const int32_t type = i < types.size() ? types[i] : 0;
-  auto big_endian = [&](std::size_t n) {
-    uint64_t u = 0;
-    for (std::size_t k = 0; k < n; ++k) u = (u << 8) | static_cast<unsigned char>(v[k]);
-    int64_t value = n == 2 ? static_cast<int16_t>(u) : n == 4 ? static_cast<int32_t>(u) : static_cast<int64_t>(u);
-    return std::to_string(value);
-  };
-  constexpr int32_t kInt2 = 21, kInt4 = 23, kInt8 = 20, kUuid = 2950, kText = 25, kVarchar = 1043, kBpchar = 1042;
-  if (type == kText || type == kVarchar || type == kBpchar) return std::string(v);
-  if ((type == kInt2 && v.size() == 2) || (type == kInt4 && v.size() == 4) || (type == kInt8 && v.size() == 8) ||
-      (type == 0 && (v.size() == 2 || v.size() == 4 || v.size() == 8)))
-    return big_endian(v.size());
-  if ((type == kUuid || type == 0) && v.size() == 16) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (std::size_t k = 0; k < 16; ++k) {
-      if (k == 4 || k == 6 || k == 8 || k == 10) out.push_back('-');
-      out.push_back(kHex[static_cast<unsigned char>(v[k]) >> 4]);
-      out.push_back(kHex[static_cast<unsigned char>(v[k]) & 15]);
-    }
-    return out;
-  }
-  return std::nullopt;
 }
 
 }  // namespace
@@ -287,9 +213,9 @@ awaitable<bool> Session::read_startup() {
         auto options = std::find_if(marked.parameters.begin(), marked.parameters.end(),
                                     [](const auto& p) { return p.first == "options"; });
         if (options == marked.parameters.end())
-          marked.parameters.emplace_back("options", std::string(kProxiedOption));
+          marked.parameters.emplace_back("options", std::string(helpers::kProxiedOption));
         else
-          options->second += std::string(" ") + std::string(kProxiedOption);
+          options->second += std::string(" ") + std::string(helpers::kProxiedOption);
         startup_packet_.clear();
         pg::encode_startup(startup_packet_, marked);
       } else {
@@ -765,7 +691,7 @@ void Session::on_bind(const Frame& frame) {
   if (info->tracks_results()) portal->result_formats = bind.result_formats;
   if (!info->writes.empty()) {
     portal->params.reserve(bind.params.size());
-    for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(param_text(bind, i));
+    for (std::size_t i = 0; i < bind.params.size(); ++i) portal->params.push_back(audit_param_text(bind, i));
   }
 
   const std::size_t added_columns = info->effects.empty() ? 0 : info->effects.front().tracking.added_columns;
@@ -799,10 +725,8 @@ void Session::on_bind(const Frame& frame) {
   in_flight_.push_back({Pending::bind, nullptr, nullptr});
 }
 
-void Session::apply_search_path(const std::optional<std::vector<std::string>>& path) {
-  search_path_ = path ? *path : std::vector<std::string>{"$user", "public"};
-  for (auto& schema : search_path_)
-    if (schema == "$user") schema = user_;
+void Session::apply_search_path(const SearchPathChange& path) {
+  search_path_ = effective_search_path(path, user_);
 }
 
 // ---- server -> client -------------------------------------------------------------------------
@@ -1222,17 +1146,17 @@ void Session::on_error_response(const Frame& frame) {
     if (!r.table.empty()) swapped.set('t', r.table);
     pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, swapped);
   } else {
-    if (fields.get('n') == kConflictConstraint) {
+    if (fields.get('n') == helpers::kConflictConstraint) {
       stats::add(Counter::conflicts);
       stats::table_add(std::string(fields.get('s')) + "." + std::string(fields.get('t')),
                        stats::TableCounter::conflicts);
     }
     const std::string_view context = fields.get('W');
-    if (context.starts_with(kUnknownVersionContext)) stats::add(Counter::unknown_version_rejected);
+    if (context.starts_with(helpers::kUnknownVersionContext)) stats::add(Counter::unknown_version_rejected);
     bool edited = false;
     // An error raised by an occ helper function is the proxy's own: its PL/pgSQL CONTEXT line
     // would only tell the client about the rewriting.
-    if (context.starts_with(kOccContextPrefix)) {
+    if (context.starts_with(helpers::kContextPrefix)) {
       std::erase_if(fields.fields, [](const auto& field) { return field.first == 'W'; });
       edited = true;
     }
@@ -1258,7 +1182,7 @@ void Session::on_error_response(const Frame& frame) {
 
 void Session::on_notice(const Frame& frame) {
   auto fields = pg::decode_error_fields(frame.body);
-  if (fields.get('C') != kOccEventCode) {
+  if (fields.get('C') != helpers::kEventSqlstate) {
     to_client_.forward(frame.raw);
     return;
   }
@@ -1332,7 +1256,7 @@ void Session::audit_event(const nlohmann::json& event) {
   if (write) {
     for (const auto& [column, value_sql] : write->assigned) {
       nlohmann::json entry = {
-          {"mine", redacted(column, mine_value(value_sql, current->portal.get(), syntax_))},
+          {"mine", redacted(column, mine_value(value_sql, current->portal ? &current->portal->params : nullptr, syntax_))},
           {"theirs", redacted(column, theirs.contains(column) ? theirs[column] : nlohmann::json(nullptr))},
       };
       if (base.contains(column)) entry["base"] = redacted(column, base[column]);

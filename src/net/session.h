@@ -156,7 +156,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   const Policy& policy();
   std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
-  void apply_search_path(const std::optional<std::vector<std::string>>& path);
+  void apply_search_path(const SearchPathChange& path);
   void audit_event(const nlohmann::json& event);
   void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
   void close_client_after(std::chrono::milliseconds delay);

@@ -5,14 +5,13 @@
 #include <arpa/inet.h>
 #include <cstring>
 
+#include "sql/helper_contract.h"
 #include "sql/json_text.h"
 
 namespace occ {
 
 bool text_format(const std::vector<int16_t>& formats, std::size_t column) {
-  if (formats.empty()) return true;
-  if (formats.size() == 1) return formats[0] == 0;
-  return column >= formats.size() || formats[column] == 0;
+  return pg::format_code(formats, column) == 0;
 }
 
 namespace {
@@ -21,7 +20,7 @@ namespace {
 unsigned named_added_columns(const pg::RowDescription& description) {
   unsigned n = 0;
   for (auto it = description.fields.rbegin(); it != description.fields.rend(); ++it, ++n)
-    if (it->name != "occ:key" && it->name != "occ:version") break;
+    if (it->name != helpers::kKeyColumn && it->name != helpers::kVersionColumn) break;
   return n;
 }
 

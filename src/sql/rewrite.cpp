@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "sql/helper_contract.h"
 #include "sql/json_text.h"
 #include "sql/plan_cache.h"
 #include "sql/sql_analysis.h"
@@ -202,8 +203,9 @@ std::string tracked_columns(const TablePolicy& p, const std::string& ref, bool n
   if (!named) return key_text(p, ref) + ", (" + ref + "." + quote_identifier(p.version_column) + ")::text";
   std::string out;
   for (const std::string& column : p.key)
-    out += "(" + ref + "." + quote_identifier(column) + R"()::text AS "occ:key", )";
-  return out + "(" + ref + "." + quote_identifier(p.version_column) + R"()::text AS "occ:version")";
+    out += "(" + ref + "." + quote_identifier(column) + ")::text AS " + quote_identifier(helpers::kKeyColumn) + ", ";
+  return out + "(" + ref + "." + quote_identifier(p.version_column) + ")::text AS " +
+         quote_identifier(helpers::kVersionColumn);
 }
 
 ResultTracking tracking_of(std::vector<const TablePolicy*> tables) {
@@ -344,23 +346,23 @@ class SitePlanner {
 
     const std::string meta = dollar_quoted(meta_json(p_, deletes, read));
     const std::string row = "to_jsonb(" + ref + ".*)";
-    const std::string forced_call = "occ.forced(" + version_ref + ", " + row + ", " + meta;
+    const std::string forced_call = std::string(helpers::kForced) + "(" + version_ref + ", " + row + ", " + meta;
     const std::string matches = version_ref + " = " + expected;
     // The session's own earlier write of this row in the same transaction (a batch, a function):
     // not a conflict, whatever version the proxy expected (migrations/005_own_writes.sql).
-    const std::string written_here = "occ.written_here(" + ref + ".xmin, " + version_ref + ")";
+    const std::string written_here = std::string(helpers::kWrittenHere) + "(" + ref + ".xmin, " + version_ref + ")";
     // MERGE's WHEN conditions cannot read system columns: its DELETE keeps the plain check.
     const bool sees_writer = site_.kind != WriteKind::merge_delete;
     // The read is merged into the meta only when there is a conflict: the common path stays cheap.
     auto conflict_call = [&](const std::string& next) {
-      return "occ.conflict(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta +
+      return std::string(helpers::kConflict) + "(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta +
              (base.empty() ? "" : ", " + base) + ")";
     };
     // A row the session never read (on_unknown_version): written as usual, or refused unless the
     // session's own transaction wrote it.
     auto unknown = [&](const std::string& next) {
       if (!p_.reject_unknown_version) return next;
-      const std::string refusal = "occ.unknown_version(" + version_ref + ", " + next + ", " + row + ", " + meta + ")";
+      const std::string refusal = std::string(helpers::kUnknownVersion) + "(" + version_ref + ", " + next + ", " + row + ", " + meta + ")";
       return sees_writer ? "CASE WHEN " + written_here + " THEN " + next + " ELSE " + refusal + " END" : refusal;
     };
 
@@ -482,7 +484,7 @@ class SitePlanner {
               item.value + ") END";
     }
     mine = mine.empty() ? "'{}'::jsonb" : "(" + mine + "))";
-    return "occ.merge(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ", " + merge_base +
+    return std::string(helpers::kMerge) + "(" + version_ref + ", " + expected + ", " + next + ", " + row + ", " + meta + ", " + merge_base +
            ", " + mine + ")";
   }
 
@@ -612,15 +614,6 @@ class SitePlanner {
   std::optional<CheckedRowWrite> row_write_;
 };
 
-// The search_path in force after `SET search_path`, as the session would substitute it.
-std::vector<std::string> effective_path(const SearchPathChange& change, std::string_view user) {
-  // RESET and DEFAULT: the server's default, "$user", public.
-  std::vector<std::string> path = change ? *change : std::vector<std::string>{"$user", "public"};
-  for (std::string& schema : path)
-    if (schema == "$user") schema = std::string(user);
-  return path;
-}
-
 // The table a statement's name stands for under the session's search_path, if protected.
 const TablePolicy* protected_table(const std::string& schema, const std::string& name,
                                    const std::vector<std::string>& path, const SessionView& session) {
@@ -707,6 +700,14 @@ void track_insert(const InsertSite& site, const std::vector<std::string>& path, 
 }
 
 }  // namespace
+
+std::vector<std::string> effective_search_path(const SearchPathChange& change, std::string_view user) {
+  // RESET and DEFAULT: the server's default, "$user", public.
+  std::vector<std::string> path = change ? *change : std::vector<std::string>{"$user", "public"};
+  for (std::string& schema : path)
+    if (schema == "$user") schema = std::string(user);
+  return path;
+}
 
 bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_conforming_strings) {
   auto lower = [](char ch) { return ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch; };
@@ -936,7 +937,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;
-      path_in_text = effective_path(*st.search_path_change, session.user);
+      path_in_text = effective_search_path(*st.search_path_change, session.user);
     }
   }
   if (any_effect) out.effects = std::move(effects);

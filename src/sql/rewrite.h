@@ -252,4 +252,8 @@ AddedValues added_values(const std::vector<ExpectedParam>& params, int row_write
   return out;
 }
 
+// The schemas a search_path setting names, "$user" replaced by the session's user; no setting
+// (RESET, DEFAULT, the server's default) is "$user", public.
+std::vector<std::string> effective_search_path(const SearchPathChange& change, std::string_view user);
+
 }  // namespace occ

@@ -135,6 +135,13 @@ struct Bind {
   std::vector<int16_t> result_formats;
 };
 Bind decode_bind(std::string_view body);
+// The format (0 text, 1 binary) of value i under a Bind's list of format codes, which has none (all
+// text), one (for all) or one per value.
+inline int16_t format_code(const std::vector<int16_t>& codes, std::size_t i) {
+  if (codes.empty()) return 0;
+  if (codes.size() == 1) return codes[0];
+  return i < codes.size() ? codes[i] : 0;
+}
 void encode_bind(std::string& out, const Bind& m);
 
 struct Describe {

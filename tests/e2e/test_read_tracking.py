@@ -405,12 +405,12 @@ CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
 INSERT INTO big SELECT g, 'payload ' || g FROM generate_series(1, {BIG_ROWS}) g;
 """
 # The read set keeps read_set.max_rows (100000 by default) rows per session, whatever it reads, and
-# what a transaction keeps to undo itself is bounded the same way. Measured: about 75 MiB of growth
+# what a transaction keeps to undo itself is bounded the same way. Measured: 34 to 37 MiB of growth
 # for the 100000 rows kept; before the undo lists were bounded, 257 MiB (one undo record per row read).
-RSS_GROWTH_BOUND_KIB = 128 * 1024
-# Under ASan (scripts/test.sh's sanitized run) shadow memory and the free quarantine swamp the
-# figure: the behaviour is still checked, the bound is not.
+# Under ASan (scripts/test.sh's sanitized run) redzones, shadow memory and the free quarantine
+# (256 MiB) inflate the figure: measured 487 MiB, so the bound there is 768 MiB.
 SANITIZED = os.environ.get("OCCPROXY_SANITIZED") == "1"
+RSS_GROWTH_BOUND_KIB = (768 if SANITIZED else 128) * 1024
 
 
 def rss_kib(proxy):
@@ -442,12 +442,12 @@ def test_reading_a_million_rows_keeps_the_proxy_bounded(pg, db, occ_proxy, trans
     after = rss_kib(proxy)
     report = (f"{request.node.name}: proxy VmRSS {before} KiB before, {after} KiB after reading {BIG_ROWS} "
               f"rows in {elapsed:.1f} s (growth {after - before} KiB, "
-              + ("sanitizer build: not bounded)" if SANITIZED else f"bound {RSS_GROWTH_BOUND_KIB} KiB)"))
+              + f"bound {RSS_GROWTH_BOUND_KIB} KiB" + (", sanitizer build)" if SANITIZED else ")"))
     print(report)
     OUTPUT.mkdir(exist_ok=True)
     with open(OUTPUT / "read_tracking_memory.txt", "a") as out:
         out.write(report + "\n")
-    assert SANITIZED or after - before < RSS_GROWTH_BOUND_KIB
+    assert after - before < RSS_GROWTH_BOUND_KIB
 
     # The session still works, and the last rows it read are tracked: a stale write is refused.
     assert run(direct, "UPDATE big SET payload = 'changed' WHERE id = %s", (BIG_ROWS,)) == ("UPDATE 1", None)
