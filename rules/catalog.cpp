@@ -46,7 +46,7 @@ std::optional<std::string> RelationIndex::resolve(std::string_view name, const s
     }
   }
   for (const auto& schema : search_path) {
-    if (rules.find(schema, name)) return schema;
+    if (rules.find(schema, name) || rules.find_view(schema, name)) return schema;
   }
   return std::nullopt;
 }

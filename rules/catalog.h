@@ -37,7 +37,7 @@ struct RelationIndex {
 
   // The schema an unqualified `name` resolves to under `search_path` (already without "$user"
   // placeholders), or nullopt. Without a loaded catalog, the first search_path schema that has a
-  // protected table of that name.
+  // protected table or view of that name.
   std::optional<std::string> resolve(std::string_view name, const std::vector<std::string>& search_path,
                                      const Rules& rules) const;
 };
