@@ -288,3 +288,50 @@ def test_a_write_through_a_view_that_hides_the_version_follows_on_unsupported(pg
     c = counters(proxy)
     assert (c["unsupported_rejected"], c["unsupported_passed"]) == (1, 1)
     assert "a write through view public.invoice_notes" in proxy.log_text()
+
+
+def test_a_role_with_rights_on_the_view_only_reads_and_writes_through_it(pg, db, occ_proxy):
+    proxy = start(occ_proxy)
+    pg.psql("""
+        DO $$ BEGIN CREATE ROLE view_clerk LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+        ALTER ROLE view_clerk LOGIN PASSWORD 'view_clerk';
+    """)
+    pg.psql("GRANT SELECT, UPDATE ON current_subscriptions TO view_clerk", dbname=db)
+    clerk = connect(proxy.dsn(db, user="view_clerk", password="view_clerk"), autocommit=False)
+    # The rewrite names the view, never the table, whose rights the clerk lacks.
+    assert run(clerk, "SELECT notes FROM current_subscriptions WHERE id = 42") == ("SELECT 1", [("old",)])
+    clerk.commit()
+    with psycopg.connect(proxy.dsn(db, user="view_clerk", password="view_clerk")) as batch:
+        batch.execute("SELECT * FROM current_subscriptions WHERE id = 42").fetchall()
+        with batch.cursor() as cur:
+            cur.executemany("UPDATE current_subscriptions SET notes = %s WHERE id = %s", [("a", 42), ("b", 42)])
+        batch.commit()
+    assert rows(pg, db, ROW_42) == [["active", "b", "3"]]
+    billing(pg, db)
+    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
+        run(clerk, "UPDATE current_subscriptions SET notes = 'clerk' WHERE id = 42")
+    assert pg_error(caught.value) == conflict_error(42, 1, 4, read_detail(4, ["notes"]))
+    clerk.rollback()
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        run(clerk, "SELECT notes FROM subscriptions WHERE id = 42")
+    clerk.close()
+    assert rows(pg, db, ROW_42) == [["cancelled", "b", "4"]]
+
+
+def test_occproxy_check_names_each_view_it_follows_and_why_not_the_others(pg, db, make_config, run_occproxy):
+    rules = rules_yaml()
+    pg.psql(SUBSCRIPTIONS + VIEWS, dbname=db)
+    config = make_config(db, rules=rules)
+    assert run_occproxy("migrate", "--config", config).returncode == 0
+    check = run_occproxy("check", "--config", config)
+    assert check.returncode == 0, check.output
+    views = [line for line in check.output.splitlines() if line.startswith("ok: view ")]
+    assert views == [
+        "ok: view public.current_subscriptions shows rows of public.subscriptions: reads through it are tracked, "
+        "writes checked",
+        "ok: view public.plan_sizes reads public.subscriptions but its reads are not tracked nor its writes checked: "
+        "GROUP BY",
+        "ok: view public.subscription_notes reads public.subscriptions but its reads are not tracked nor its writes "
+        "checked: it does not show the version column version under its own name",
+        "ok: view public.vip shows rows of public.subscriptions: reads through it are tracked, writes checked",
+    ]
