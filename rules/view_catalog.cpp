@@ -37,7 +37,8 @@ std::string oid_array(const std::vector<std::string>& oids) {
   return out + "}";
 }
 
-// Why reads through a view of `source` whose columns are `columns` cannot be tracked; empty if they can.
+// Why reads through a view of `table` that shows the table columns `columns` cannot be tracked;
+// empty if they can.
 std::string hidden_row_columns(const TablePolicy& table, const std::vector<std::optional<std::string>>& columns) {
   auto shown = [&](const std::string& column) { return std::find(columns.begin(), columns.end(), column) != columns.end(); };
   for (const auto& key : table.key)
