@@ -8,12 +8,24 @@
 #include "config/config.h"
 #include "admin/migrate.h"
 #include "admin/pg_connection.h"
+#include "admin/view_catalog.h"
 
 namespace occ {
 
 const RelationIndex::TableIdentity* RelationIndex::table(const std::string& qualified_name) const {
   auto it = tables.find(qualified_name);
   return it == tables.end() ? nullptr : &it->second;
+}
+
+const std::string* RelationIndex::TableIdentity::column(uint32_t relation_oid, int attnum) const {
+  const std::unordered_map<int, std::string>* columns = &column_by_attnum;
+  if (relation_oid != oid) {
+    auto view = view_column_by_attnum.find(relation_oid);
+    if (view == view_column_by_attnum.end()) return nullptr;
+    columns = &view->second;
+  }
+  auto it = columns->find(attnum);
+  return it == columns->end() ? nullptr : &it->second;
 }
 
 std::optional<std::string> RelationIndex::resolve(std::string_view name, const std::vector<std::string>& search_path,
@@ -34,7 +46,7 @@ std::optional<std::string> RelationIndex::resolve(std::string_view name, const s
     }
   }
   for (const auto& schema : search_path) {
-    if (rules.find(schema, name)) return schema;
+    if (rules.find(schema, name) || rules.find_view(schema, name)) return schema;
   }
   return std::nullopt;
 }
@@ -104,6 +116,7 @@ class Checker {
     }
     if (config_.audit_table) check_audit_table();
     for (const auto& table : rules_.tables) check_table(table);
+    if (report_.problems.empty()) find_protected_views(db_, rules_, report_);
     index_relations();
   }
 
@@ -124,6 +137,7 @@ class Checker {
                                  "occ.merge(anycompatible, anycompatible, anycompatible, jsonb, text, text, jsonb)",
                                  "occ.theirs_changed(jsonb, text, text, text)",
                                  "occ.written_here(xid, anyelement)",
+                                 "occ.written_here_in(regclass, jsonb, anyelement)",
                                  "occ.reject(text, text, text, text, text, text)"}) {
       if (!db_.query("SELECT to_regprocedure($1) IS NOT NULL", {function}).flag(0, 0)) {
         problem("function " + std::string(function) + " is missing; " + migrate_fix_);
@@ -211,6 +225,7 @@ class Checker {
   void index_relations() {
     std::set<std::string> names;
     for (const auto& t : rules_.tables) names.insert(t.name);
+    for (const auto& v : report_.views) names.insert(v.name);
     auto r = db_.query(
         "SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.relname = ANY ($1::text[]) ORDER BY 1, 2",

@@ -26,13 +26,18 @@ struct RelationIndex {
   struct TableIdentity {
     uint32_t oid = 0;
     std::unordered_map<int, std::string> column_by_attnum;
+    // By view OID, for the views that show the table's rows (Rules::views): the table column each
+    // of their columns shows, where it shows one under its own name.
+    std::unordered_map<uint32_t, std::unordered_map<int, std::string>> view_column_by_attnum;
+    // The table column that column `attnum` of `relation_oid` (the table or one of those views) is.
+    const std::string* column(uint32_t relation_oid, int attnum) const;
   };
   std::unordered_map<std::string, TableIdentity> tables;
   const TableIdentity* table(const std::string& qualified_name) const;
 
   // The schema an unqualified `name` resolves to under `search_path` (already without "$user"
   // placeholders), or nullopt. Without a loaded catalog, the first search_path schema that has a
-  // protected table of that name.
+  // protected table or view of that name.
   std::optional<std::string> resolve(std::string_view name, const std::vector<std::string>& search_path,
                                      const Rules& rules) const;
 };
@@ -42,6 +47,7 @@ struct CatalogReport {
   std::vector<std::string> problems;  // one readable line each
   std::vector<std::string> notes;     // what was checked and found fine
   RelationIndex relations;
+  std::vector<ProtectedView> views;  // for Rules::views
   std::string text() const;           // the report `occproxy check` prints
 };
 

@@ -95,6 +95,7 @@ std::optional<occ::Policy> checked_policy(const occ::Config& config, occ::Rules 
     spdlog::error("rules not loaded, the catalog check failed:\n{}", report.text());
     return std::nullopt;
   }
+  rules.views = std::move(report.views);
   occ::Policy policy;
   policy.rules = std::make_shared<const occ::Rules>(std::move(rules));
   policy.relations = std::move(report.relations);

@@ -25,8 +25,15 @@ const TablePolicy* Rules::find(std::string_view schema, std::string_view name) c
   return nullptr;
 }
 
+const ProtectedView* Rules::find_view(std::string_view schema, std::string_view name) const {
+  auto it = std::find_if(views.begin(), views.end(),
+                         [&](const ProtectedView& v) { return v.name == name && v.schema == schema; });
+  return it == views.end() ? nullptr : &*it;
+}
+
 bool Rules::has_table_named(std::string_view name) const {
-  return std::any_of(tables.begin(), tables.end(), [&](const TablePolicy& t) { return t.name == name; });
+  return std::any_of(tables.begin(), tables.end(), [&](const TablePolicy& t) { return t.name == name; }) ||
+         std::any_of(views.begin(), views.end(), [&](const ProtectedView& v) { return v.name == name; });
 }
 
 const char* to_string(VersionKind k) {

@@ -51,15 +51,33 @@ struct Invariant {
   bool operator==(const Invariant&) const = default;
 };
 
+// A view whose rows come from a protected table (SPEC 3.9), found in the catalog at start and at
+// reload, not in the rules file: reads through it are tracked and writes checked as the table's.
+struct ProtectedView {
+  std::string schema;  // catalog spelling
+  std::string name;
+  std::string table_schema;  // the protected table its rows are rows of
+  std::string table_name;
+  // Empty when each of its rows is one table row with the key and version columns under their own
+  // names (the rewrite then names them through the view); else why not, for the log and refusals.
+  std::string unsupported;
+  std::string unsupported_write;  // writes only: why they cannot be checked (an INSTEAD OF trigger)
+
+  std::string qualified_name() const { return schema + "." + name; }
+};
+
 struct Rules {
   std::string path;
   std::chrono::system_clock::time_point loaded_at;
   std::vector<TablePolicy> tables;
   std::vector<Invariant> invariants;
+  std::vector<ProtectedView> views;  // from the catalog (check_catalog), not the rules file
 
   // Exact catalog spelling; nullptr when the table is not protected.
   const TablePolicy* find(std::string_view schema, std::string_view name) const;
-  // Any protected table with this name, in any schema (for search_path resolution).
+  const ProtectedView* find_view(std::string_view schema, std::string_view name) const;
+  // Any protected table or view over one with this name, in any schema: the names the SQL
+  // analysis reports and search_path resolution looks up.
   bool has_table_named(std::string_view name) const;
 };
 

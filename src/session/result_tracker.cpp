@@ -57,12 +57,12 @@ ResultLayout describe_layout(const pg::RowDescription& description, const Result
     if (!identity) continue;
     for (unsigned i = 0; i < layout.client_columns; ++i) {
       const auto& field = description.fields[i];
-      if (field.format != 0 || static_cast<uint32_t>(field.table_oid) != identity->oid) continue;
-      auto column = identity->column_by_attnum.find(field.column);
-      if (column == identity->column_by_attnum.end()) continue;
-      layout.base.push_back({i, t, column->second});
+      const std::string* column =
+          field.format == 0 ? identity->column(static_cast<uint32_t>(field.table_oid), field.column) : nullptr;
+      if (column == nullptr) continue;
+      layout.base.push_back({i, t, *column});
       if (!tracking.in_place) continue;
-      const std::string& name = column->second;
+      const std::string& name = *column;
       if (name == table.version_column && layout.version_at < 0) layout.version_at = static_cast<int>(i);
       for (std::size_t k = 0; k < table.key.size(); ++k)
         if (name == table.key[k] && layout.key_at[k] < 0) layout.key_at[k] = static_cast<int>(i);

@@ -11,12 +11,13 @@ namespace occ::helpers {
 constexpr std::string_view kKeyColumn = "occ:key";
 constexpr std::string_view kVersionColumn = "occ:version";
 
-// The helper functions a rewritten write calls (migrations/001, 002, 005, 006).
+// The helper functions a rewritten write calls (migrations/001, 002, 005, 006, 008).
 constexpr std::string_view kConflict = "occ.conflict";
 constexpr std::string_view kForced = "occ.forced";
 constexpr std::string_view kMerge = "occ.merge";
 constexpr std::string_view kUnknownVersion = "occ.unknown_version";
 constexpr std::string_view kWrittenHere = "occ.written_here";
+constexpr std::string_view kWrittenHereIn = "occ.written_here_in";
 
 // SQLSTATE of the notices the helpers emit for the proxy (audit events, never shown to clients).
 constexpr std::string_view kEventSqlstate = "OC000";

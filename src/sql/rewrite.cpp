@@ -274,9 +274,10 @@ struct SitePlan {
 
 class SitePlanner {
  public:
+  // `view`: the write goes through that view of `p`, whose columns keep the table's names.
   SitePlanner(std::string_view sql, const StatementAnalysis& st, const WriteSite& site, const TablePolicy& p,
-              ReadAccess& access)
-      : sql_(sql), st_(st), site_(site), p_(p), access_(access) {
+              const ProtectedView* view, ReadAccess& access)
+      : sql_(sql), st_(st), site_(site), p_(p), view_(view), access_(access) {
     plan_.table = &p;
   }
 
@@ -284,6 +285,10 @@ class SitePlanner {
     if (st_.force_hint && !p_.may_force(user)) return refused(force_refusal(p_, user));
     const bool deletes = site_.deletes();
     if (deletes && !p_.check_deletes) return std::move(plan_);
+    if (view_ != nullptr && !view_->unsupported.empty())
+      return unsupported("a write through view " + view_->qualified_name() + " (" + view_->unsupported + ")");
+    if (view_ != nullptr && !view_->unsupported_write.empty())
+      return unsupported("a write through view " + view_->qualified_name() + " (" + view_->unsupported_write + ")");
     const VersionFacts* facts = site_.facts(p_.version_column);
     const SetItem* own = deletes ? nullptr : site_.assignment(p_.version_column);
     const std::string version = quote_identifier(p_.version_column);
@@ -349,8 +354,14 @@ class SitePlanner {
     const std::string forced_call = std::string(helpers::kForced) + "(" + version_ref + ", " + row + ", " + meta;
     const std::string matches = version_ref + " = " + expected;
     // The session's own earlier write of this row in the same transaction (a batch, a function):
-    // not a conflict, whatever version the proxy expected (migrations/005_own_writes.sql).
-    const std::string written_here = std::string(helpers::kWrittenHere) + "(" + ref + ".xmin, " + version_ref + ")";
+    // not a conflict, whatever version the proxy expected (migrations/005_own_writes.sql). A view
+    // has no xmin: the table's row is found by the key the view shows (008_view_writes.sql).
+    const std::string written_here =
+        view_ == nullptr
+            ? std::string(helpers::kWrittenHere) + "(" + ref + ".xmin, " + version_ref + ")"
+            : std::string(helpers::kWrittenHereIn) + "(" +
+                  literal(quote_identifier(p_.schema) + "." + quote_identifier(p_.name)) + "::regclass, " +
+                  key_object(ref) + ", " + version_ref + ")";
     // MERGE's WHEN conditions cannot read system columns: its DELETE keeps the plain check.
     const bool sees_writer = site_.kind != WriteKind::merge_delete;
     // The read is merged into the meta only when there is a conflict: the common path stays cheap.
@@ -454,6 +465,14 @@ class SitePlanner {
     std::string version;
     int version_param = 0;         // extended protocol, pinned: the parameter carrying the version
   };
+
+  // `jsonb_build_object('k1', ref.k1, ...)`: the row's key, by column name.
+  std::string key_object(const std::string& ref) const {
+    std::string out;
+    for (const std::string& column : p_.key)
+      out += (out.empty() ? "" : ", ") + literal(column) + ", " + ref + "." + quote_identifier(column);
+    return "jsonb_build_object(" + out + ")";
+  }
 
   // Whether on_conflict: merge applies: a checked UPDATE whose SET items are plain column
   // assignments (an upsert, MERGE, a row-wise or subscripted item keep the whole-row check).
@@ -608,18 +627,27 @@ class SitePlanner {
   const StatementAnalysis& st_;
   const WriteSite& site_;
   const TablePolicy& p_;
+  const ProtectedView* view_;
   ReadAccess& access_;
   SitePlan plan_;
   std::vector<Edit> edits_;
   std::optional<CheckedRowWrite> row_write_;
 };
 
-// The table a statement's name stands for under the session's search_path, if protected.
-const TablePolicy* protected_table(const std::string& schema, const std::string& name,
-                                   const std::vector<std::string>& path, const SessionView& session) {
+// What a statement's name stands for under the session's search_path: a protected table, or a view
+// over one (`table` is then the view's table); `table` is null for any other relation.
+struct ProtectedRelation {
+  const TablePolicy* table = nullptr;
+  const ProtectedView* view = nullptr;
+};
+ProtectedRelation protected_relation(const std::string& schema, const std::string& name,
+                                     const std::vector<std::string>& path, const SessionView& session) {
   const std::optional<std::string> resolved =
       schema.empty() ? session.relations.resolve(name, path, session.rules) : std::optional<std::string>(schema);
-  return resolved ? session.rules.find(*resolved, name) : nullptr;
+  if (!resolved) return {};
+  if (const TablePolicy* table = session.rules.find(*resolved, name)) return {table, nullptr};
+  const ProtectedView* view = session.rules.find_view(*resolved, name);
+  return view ? ProtectedRelation{session.rules.find(view->table_schema, view->table_name), view} : ProtectedRelation{};
 }
 
 // A top-level SELECT on protected tables: its rows carry each table's key and version at the end,
@@ -630,12 +658,17 @@ void track_select(const ReadSite& site, bool extended_protocol, bool appending, 
                   const SessionView& session, std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
   std::vector<const TablePolicy*> tables;
   std::vector<const ReadTable*> names;
+  bool untraceable_view = false;  // a view over a protected table whose rows are not the table's
   for (const ReadTable& t : site.tables) {
-    if (const TablePolicy* p = protected_table(t.schema, t.name, path, session)) {
-      tables.push_back(p);
+    const ProtectedRelation relation = protected_relation(t.schema, t.name, path, session);
+    if (relation.view != nullptr && !relation.view->unsupported.empty()) {
+      untraceable_view = true;
+    } else if (relation.table != nullptr) {
+      tables.push_back(relation.table);
       names.push_back(&t);
     }
   }
+  if (untraceable_view) ++out.untracked_reads;
   if (tables.empty()) return;
   if (!site.untraceable.empty() || (site.traced && extended_protocol)) {
     ++out.untracked_reads;
@@ -690,8 +723,9 @@ void track_write(const WriteSite& site, const TablePolicy& p, std::vector<Edit>&
 // knows, so its own later writes to it are checked (and not refused under on_unknown_version: reject).
 void track_insert(const InsertSite& site, const std::vector<std::string>& path, const SessionView& session,
                   std::vector<Edit>& edits, StatementEffect& effect) {
-  const TablePolicy* p = protected_table(site.table.schema, site.table.name, path, session);
-  if (p == nullptr) return;
+  const ProtectedRelation relation = protected_relation(site.table.schema, site.table.name, path, session);
+  const TablePolicy* p = relation.table;
+  if (p == nullptr || (relation.view != nullptr && !relation.view->unsupported.empty())) return;
   const std::string columns = tracked_columns(*p, quote_identifier(site.table.alias), false);
   const int at = site.returning_insert_at;
   edits.push_back({at, at, (site.has_returning ? ", " : " RETURNING ") + columns});
@@ -728,6 +762,8 @@ bool may_need_rewrite(std::string_view sql, const Rules& rules, bool standard_co
       if (same_word(word, w, !quoted)) return true;
     for (const TablePolicy& p : rules.tables)
       if (same_word(word, p.name, !quoted)) return true;
+    for (const ProtectedView& v : rules.views)
+      if (same_word(word, v.name, !quoted)) return true;
     return false;
   };
   // Bare words anywhere in `text`. Literals and comments are searched too: a false "maybe" costs
@@ -864,8 +900,9 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
     ReadAccess prepared_access{session.reads, true, std::max(st.max_param, st.declared_params), &prepared.params, true};
     ReadAccess& statement_access = st.named == NamedResult::prepare ? prepared_access : access;
     for (const WriteSite& site : st.writes) {
-      if (const TablePolicy* p = protected_table(site.schema, site.name, path, session)) {
-        plans.push_back(SitePlanner(sql, st, site, *p, statement_access).plan(session.user));
+      const ProtectedRelation target = protected_relation(site.schema, site.name, path, session);
+      if (target.table != nullptr) {
+        plans.push_back(SitePlanner(sql, st, site, *target.table, target.view, statement_access).plan(session.user));
         planned_sites.push_back(&site);
       }
     }

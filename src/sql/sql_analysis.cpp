@@ -967,12 +967,17 @@ class Analyzer {
     site.schema = std::move(t.schema);
     site.name = std::move(t.name);
     site.refname = std::move(t.refname);
-    for (const TablePolicy& p : rules_.tables) {
-      if (p.name != site.name) continue;
+    auto candidate = [&site](const TablePolicy& p) {
       const bool seen = std::any_of(site.versions.begin(), site.versions.end(),
                                     [&p](const VersionFacts& f) { return f.column == p.version_column; });
       if (!seen) site.versions.push_back(VersionFacts{p.version_column, {}, false});
-    }
+    };
+    for (const TablePolicy& p : rules_.tables)
+      if (p.name == site.name) candidate(p);
+    // A view shows its table's version column under the table's name.
+    for (const ProtectedView& v : rules_.views)
+      if (const TablePolicy* p = rules_.find(v.table_schema, v.table_name); p != nullptr && v.name == site.name)
+        candidate(*p);
     site.top_level = !nested_;
     site.deferred = deferred_;
     site.prepared_body = deferred_ && depth_ == 1;

@@ -128,6 +128,27 @@ TEST_CASE("a cursor's or prepared statement's added columns are known by their n
   }
 }
 
+TEST_CASE("a view's columns are traced to the table columns they show", "[result_tracker][views]") {
+  auto table = subscriptions();
+  RelationIndex relations;
+  auto& identity = relations.tables["public.subscriptions"];
+  identity.oid = 100;
+  identity.column_by_attnum = {{1, "id"}, {2, "notes"}, {3, "version"}};
+  identity.view_column_by_attnum[200] = {{1, "id"}, {3, "version"}};  // its column 2 renames notes
+  pg::RowDescription d;
+  d.fields = {{"id", 200, 1, 23, 4, -1, 0},      {"n", 200, 2, 25, -1, -1, 0}, {"version", 200, 3, 20, 8, -1, 0},
+              {"notes", 100, 2, 25, -1, -1, 0},  {"id", 300, 1, 23, 4, -1, 0}, {"version", 200, 3, 20, 8, -1, 1}};
+  ResultTracking tracking;
+  tracking.tables = {&table};
+  tracking.in_place = true;
+  const auto layout = describe_layout(d, tracking, relations);
+  CHECK(layout.key_at == std::vector<int>{0});
+  CHECK(layout.version_at == 2);
+  std::vector<std::pair<unsigned, std::string>> base;
+  for (const auto& column : layout.base) base.emplace_back(column.index, column.name);
+  CHECK(base == std::vector<std::pair<unsigned, std::string>>{{0, "id"}, {2, "version"}, {3, "notes"}});
+}
+
 TEST_CASE("named results remember the tracking they were declared with", "[result_tracker]") {
   auto table = subscriptions();
   ResultTracking tracking;

@@ -52,10 +52,19 @@ const std::map<std::string, std::string> variants = {
     {"merge-proxy", "  on_conflict: merge\n  version_bump: proxy\n"},
 };
 
+// Views the catalog would find over public.subscriptions: one whose rows are the table's, and two
+// whose reads or writes cannot be followed.
 occ::Rules rules_for(const std::string& variant) {
   const std::string yaml =
       "defaults:\n" + variants.at(variant) + "  force:\n    allowed_roles: [dba]\n" + std::string(tables_yaml);
-  return occ::parse_rules(yaml, "rules.yaml");
+  occ::Rules rules = occ::parse_rules(yaml, "rules.yaml");
+  rules.views = {
+      {"public", "active_subs", "public", "subscriptions", "", ""},
+      {"public", "sub_notes", "public", "subscriptions", "it does not show the version column version under its own name",
+       ""},
+      {"public", "sub_form", "public", "subscriptions", "", "it is written through an INSTEAD OF trigger or rule"},
+  };
+  return rules;
 }
 
 // The dollar-quoted meta argument for `@table.op@` in an expected text ("sub", "inv", "weird";
@@ -977,6 +986,33 @@ const ReadRow read_rows[] = {
      "savepoint A b; public.subscriptions writes [7] read at 3; release A b; rollback_to a; discard_all; reset_all; -",
      "public.subscriptions [7]"},
     {"passthrough", "app", "BEGIN; SELECT 1; COMMIT", "", "-", ""},
+    // Through a view whose rows are the table's: its own columns carry the key and version, the
+    // rows are noted as the table's, and a write finds its own earlier one by the table row's key.
+    {"passthrough", "app", "SELECT notes FROM active_subs WHERE id = 7",
+     "SELECT notes, %S:active_subs% FROM active_subs WHERE id = 7", "public.subscriptions/2", ""},
+    {"passthrough", "app", "SELECT * FROM public.active_subs a WHERE id = 7", "", "public.subscriptions/in place", ""},
+    {"passthrough", "app", "UPDATE active_subs SET status = 'x' WHERE id = 7",
+     "UPDATE active_subs SET version = CASE WHEN active_subs.version = %V% THEN active_subs.version WHEN "
+     "occ.written_here_in('public.subscriptions'::regclass, jsonb_build_object('id', active_subs.id), "
+     "active_subs.version) THEN active_subs.version ELSE occ.conflict(active_subs.version, %V%, active_subs.version, "
+     "to_jsonb(active_subs.*), @sub.update+read@) END, status = 'x' WHERE id = 7",
+     "public.subscriptions writes [7] read at 3", "public.subscriptions [7]"},
+    {"passthrough", "app", "DELETE FROM active_subs v WHERE id = 7",
+     "DELETE FROM active_subs v WHERE id = 7 AND (CASE WHEN (id = 7) IS NOT TRUE THEN false WHEN v.version = %V% "
+     "THEN true WHEN occ.written_here_in('public.subscriptions'::regclass, jsonb_build_object('id', v.id), "
+     "v.version) THEN true ELSE occ.conflict(v.version, %V%, v.version, to_jsonb(v.*), @sub.delete+read@) IS NOT "
+     "NULL END)",
+     "public.subscriptions deletes [7] read at 3", "public.subscriptions [7]"},
+    {"passthrough", "app", "UPDATE active_subs SET status = 'x' WHERE plan = 2",
+     "UPDATE active_subs SET version = CASE WHEN active_subs.version = %E:active_subs% THEN active_subs.version "
+     "WHEN %E:active_subs% IS NULL THEN active_subs.version WHEN occ.written_here_in('public.subscriptions'::regclass, "
+     "jsonb_build_object('id', active_subs.id), active_subs.version) THEN active_subs.version ELSE "
+     "occ.conflict(active_subs.version, %E:active_subs%, active_subs.version, to_jsonb(active_subs.*), @sub.update@, "
+     "%B:active_subs%) END, status = 'x' WHERE plan = 2 RETURNING %R:active_subs%",
+     "public.subscriptions/2 drop", "public.subscriptions"},
+    {"passthrough", "app", "INSERT INTO active_subs (id, status) VALUES (9, 'new')",
+     "INSERT INTO active_subs (id, status) VALUES (9, 'new') RETURNING %R:active_subs%", "public.subscriptions/2 drop",
+     ""},
     // Named results: a cursor's query is tracked like a SELECT; FETCH, CLOSE, EXECUTE, DEALLOCATE
     // name what the session remembers; a prepared SELECT is tracked only where nothing is appended.
     {"passthrough", "app", "DECLARE \"Cur\" SCROLL CURSOR WITH HOLD FOR SELECT notes FROM subscriptions s",
@@ -1335,4 +1371,49 @@ TEST_CASE("error positions in a rewritten text map back to the client's text", "
   // Inside the proxy's own text: where that text went in.
   CHECK(occ::original_position(r.shifts, position_of(r.sql, "occ.conflict")) == position_of(sql, " notes"));
   CHECK(occ::original_position({}, 17) == 17);
+}
+
+TEST_CASE("a view whose rows or writes the proxy cannot follow is counted, or refused under reject", "[rewrite]") {
+  struct ViewRow {
+    const char* variant;
+    const char* sql;
+    unsigned untracked_reads;
+    unsigned unsupported_passed;
+    const char* effects;  // effects_text
+    const char* refusal;  // the rejection's message; "" for none
+  };
+  const ViewRow rows[] = {
+      {"passthrough", "SELECT * FROM sub_notes WHERE id = 7", 1, 0, "-", ""},
+      // The joined table's rows are still tracked.
+      {"passthrough", "SELECT n.notes, s.status FROM sub_notes n JOIN subscriptions s USING (id)", 1, 0,
+       "public.subscriptions/2", ""},
+      {"passthrough", "UPDATE sub_notes SET notes = 'x' WHERE id = 7", 0, 1, "-", ""},
+      {"passthrough", "UPDATE sub_form SET notes = 'x' WHERE id = 7", 0, 1, "-", ""},
+      {"reject", "DELETE FROM sub_notes WHERE id = 7", 0, 0, "-",
+       "occ: unsupported write on public.subscriptions: a write through view public.sub_notes (it does not show "
+       "the version column version under its own name)"},
+      {"reject", "UPDATE public.sub_form SET notes = 'x' WHERE id = 7", 0, 0, "-",
+       "occ: unsupported write on public.subscriptions: a write through view public.sub_form (it is written through an "
+       "INSTEAD OF trigger or rule)"},
+  };
+  for (const ViewRow& row : rows) {
+    INFO(row.variant << ": " << row.sql);
+    FakeReads reads;
+    Session s(row.variant);
+    s.reads = &reads;
+    const occ::Rewrite r = s.rewrite(row.sql, true);
+    CHECK(r.untracked_reads == row.untracked_reads);
+    CHECK(r.unsupported_passed == row.unsupported_passed);
+    if (*row.refusal == '\0') {
+      CHECK(effects_text(r) == row.effects);
+      CHECK((r.action == occ::Rewrite::Action::forward) == (std::string(row.effects) == "-"));
+      CHECK(r.expected_params.empty());
+    } else {
+      CHECK(r.action == occ::Rewrite::Action::reject);
+      REQUIRE(r.rejection);
+      CHECK(r.rejection->sqlstate == "0A000");
+      CHECK(r.rejection->message == row.refusal);
+      CHECK(r.rejection->table == "subscriptions");
+    }
+  }
 }
