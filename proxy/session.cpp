@@ -769,10 +769,10 @@ void Session::on_parse(const Frame& frame) {
 // statement is closed instead (one reply, standing for the ParseComplete) and Bind and Describe
 // name the prepared one. Only where the proxy knows the server will run this Parse on the state it
 // believes: no earlier Sync or Query unanswered (a DEALLOCATE or an error may be in it), not in a
-// failed transaction block (the Parse would fail there), nothing since the last Sync that may
-// deallocate. Statements that name a cursor or prepared statement keep their own path.
+// failed transaction block (the Parse would fail there), no error the server skips to Sync after,
+// nothing since the last Sync that may deallocate. Statements that name a cursor or prepared statement keep their own path.
 bool Session::parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& info) {
-  if (readies_owed_ > 0 || tx_status_ == 'E' || cache_barrier_ || !info) return false;
+  if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !info) return false;
   for (const auto& effect : info->effects)
     if (effect.named != NamedResult::none || effect.command != SessionCommand::none) return false;
   std::string key = statement_cache_key(rewritten.sql, rewritten.param_types, search_path_);
@@ -1300,6 +1300,7 @@ void Session::on_ready_for_query(const Frame& frame) {
   error_since_ready_ = false;
   while (!in_flight_.empty()) {
     auto kind = in_flight_.front().kind;
+    skipped(in_flight_.front());
     in_flight_.pop_front();
     if (kind == Pending::sync || kind == Pending::query || kind == Pending::function_call) break;
   }

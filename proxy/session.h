@@ -142,7 +142,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_notice(const Frame& frame);
   void on_ready_for_query(const Frame& frame);
   void pop_until_sync();
-  // An entry the server skipped after an error: what the statement cache expected of it is undone.
+  // An entry that got no reply of its own (the server skipped it after an error): what the
+  // statement cache expected of it is undone.
   void skipped(const InFlight& entry);
   const StatementEffect* current_effect() const;
   void on_row_description(const Frame& frame);

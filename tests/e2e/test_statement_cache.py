@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from occ_helpers import SUBSCRIPTIONS, occ_proxy_fixture, requires_proxy, rows, rules_yaml  # noqa: F401
-from test_read_tracking_drivers import SYNC, WireClient, bind, describe, execute, parse, query
+from test_read_tracking_drivers import SYNC, WireClient, bind, describe, execute, message, parse, query
 
 pytestmark = requires_proxy
 
@@ -184,6 +184,28 @@ def test_a_failed_transaction_block_answers_as_directly(pg, db, proxy):
         [query("BEGIN")], failing_then_read, read(), [query("ROLLBACK")], read()])
     assert kinds(direct[4]) == "EZ" and b"C25P02" in direct[4][0][1]
     assert kinds(direct[8]) == "1EZEZ"
+    client.close()
+
+
+def test_statements_sent_after_the_servers_error_before_the_sync(pg, db, proxy):
+    """A client that reads an error mid-pipeline and sends more before its Sync: the server skips them all,
+    and what the proxy meant to prepare there must not count as prepared."""
+    replies = {}
+    for target in (pg, proxy):
+        pg.psql(RESET, dbname=db)
+        client = WireClient(target.host, target.port, db)
+        got = [client.exchange(*read()), client.exchange(*read(b"43"))]
+        client.sock.sendall(parse("SELECT 1 / $1::int") + bind([b"0"]) + execute() + message(b"H"))
+        got.append([client._recv_message(), client._recv_message()])
+        got.append(client.exchange(parse(NOTES), bind([b"42"]), execute(), parse(READ), bind([b"42"]), execute(), SYNC))
+        got += [client.exchange(*[parse(NOTES), bind([b"44"]), execute(), SYNC]), client.exchange(*read())]
+        replies[target] = got
+        if target is pg:
+            client.close()
+    assert replies[proxy] == replies[pg]
+    assert kinds(replies[pg][2]) == "1E" and kinds(replies[pg][3]) == "Z"
+    assert data_rows(replies[pg][4]) == [["n44"]]
+    assert sorted(executions for _, executions in cached(client).values()) == [0, 2]
     client.close()
 
 
