@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 #include <nlohmann/json.hpp>
@@ -97,6 +98,16 @@ std::vector<std::string> split_search_path(std::string_view text) {
   }
   flush();
   return out;
+}
+
+// Whether a statement's text may drop prepared statements (DEALLOCATE, DISCARD), wherever in it.
+bool may_deallocate(std::string_view sql) {
+  auto contains = [&](std::string_view word) {
+    return std::search(sql.begin(), sql.end(), word.begin(), word.end(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) == b;
+           }) != sql.end();
+  };
+  return contains("deallocate") || contains("discard");
 }
 
 }  // namespace
@@ -500,6 +511,11 @@ bool Session::on_client_frame(const Frame& frame) {
           auto it = portals_.find(std::string(target.name));
           if (it != portals_.end()) entry.statement = it->second->statement;
         }
+        if (target.kind == 'S' && target.name.empty() && unnamed_prepared_as_) {
+          pg::encode_describe(to_server_.edit(), pg::fe::kDescribe, {'S', *unnamed_prepared_as_});
+          in_flight_.push_back(std::move(entry));
+          return true;
+        }
       }
       in_flight_.push_back(std::move(entry));
       break;
@@ -507,6 +523,7 @@ bool Session::on_client_frame(const Frame& frame) {
     case pg::fe::kClose:
       if (!statements_.empty() || !portals_.empty()) {
         auto target = pg::decode_describe(frame.body);
+        if (target.kind == 'S' && target.name.empty()) unnamed_prepared_as_.reset();
         if (target.kind == 'S')
           statements_.erase(std::string(target.name));
         else
@@ -516,9 +533,12 @@ bool Session::on_client_frame(const Frame& frame) {
       break;
     case pg::fe::kSync:
       in_flight_.push_back({Pending::sync, nullptr, nullptr});
+      ++readies_owed_;
+      cache_barrier_ = false;
       break;
     case pg::fe::kFunctionCall:
       in_flight_.push_back({Pending::function_call, nullptr, nullptr});
+      ++readies_owed_;
       break;
     case pg::fe::kTerminate:
       to_server_.forward(frame.raw);
@@ -588,6 +608,8 @@ void Session::on_query(const Frame& frame) {
     entry.statement = std::move(info);
   }
   in_flight_.push_back(std::move(entry));
+  ++readies_owed_;
+  unnamed_prepared_as_.reset();  // a Query drops the unnamed statement
 }
 
 void Session::forget_session_state() {
@@ -641,6 +663,11 @@ void Session::on_parse(const Frame& frame) {
     info->client_param_count = rw->client_param_count;
     info->shifts = std::move(rw->shifts);
   }
+  if (info)
+    statements_[std::string(parse.statement)] = info;
+  else if (!statements_.empty())
+    statements_.erase(std::string(parse.statement));
+  if (parse.statement.empty()) unnamed_prepared_as_.reset();
   if (rw && rw->action == Rewrite::Action::reject) {
     // The server must fail this Parse (so it skips to Sync and aborts a transaction block as a
     // native error would); the server pump swaps the syntax error for the proxy's own.
@@ -654,15 +681,48 @@ void Session::on_parse(const Frame& frame) {
       rewritten.param_types.resize(static_cast<std::size_t>(info->client_param_count), 0);
       for (const auto& expected : info->expected_params) rewritten.param_types.push_back(expected.type_oid);
     }
+    if (parse.statement.empty() && parse_cached(rewritten, info)) return;
     pg::encode_parse(to_server_.edit(), rewritten);
   } else {
+    if (prepared_.size() && may_deallocate(parse.sql)) cache_barrier_ = true;
     to_server_.forward(frame.raw);
   }
-  if (info)
-    statements_[std::string(parse.statement)] = info;
-  else if (!statements_.empty())
-    statements_.erase(std::string(parse.statement));
   in_flight_.push_back({Pending::parse, std::move(info), nullptr});
+}
+
+// The first time a statement is parsed under both names: the client's replies come from its own
+// unnamed Parse exactly as directly, and the named one is prepared for later. Then the unnamed
+// statement is closed instead (one reply, standing for the ParseComplete) and Bind and Describe
+// name the prepared one. Only where the proxy knows the server will run this Parse on the state it
+// believes: no earlier Sync or Query unanswered (a DEALLOCATE or an error may be in it), not in a
+// failed transaction block (the Parse would fail there), no error the server skips to Sync after,
+// nothing since the last Sync that may deallocate. Statements that name a cursor or prepared statement keep their own path.
+bool Session::parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& info) {
+  if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !info) return false;
+  for (const auto& effect : info->effects)
+    if (effect.named != NamedResult::none || effect.command != SessionCommand::none) return false;
+  std::string key = statement_cache_key(rewritten.sql, rewritten.param_types, search_path_);
+  const std::string* hit = prepared_.find(key);
+  const std::string name = hit ? *hit : prepared_.insert(std::move(key));
+  for (auto& retired : prepared_.take_retired()) {
+    pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', retired});
+    InFlight close{Pending::unprepare};
+    close.prepared_as = std::move(retired);
+    in_flight_.push_back(std::move(close));
+  }
+  if (hit) {
+    pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', ""});
+    in_flight_.push_back({Pending::parse_cached, info, nullptr});
+    unnamed_prepared_as_ = name;
+    return true;
+  }
+  pg::encode_parse(to_server_.edit(), rewritten);
+  in_flight_.push_back({Pending::parse, info, nullptr});
+  pg::encode_parse(to_server_.edit(), {name, rewritten.sql, rewritten.param_types});
+  InFlight prepare{Pending::prepare, info};
+  prepare.prepared_as = name;
+  in_flight_.push_back(std::move(prepare));
+  return true;
 }
 
 void Session::on_bind(const Frame& frame) {
@@ -697,7 +757,13 @@ void Session::on_bind(const Frame& frame) {
   const std::size_t added_columns = info->effects.empty() ? 0 : info->effects.front().tracking.added_columns;
   const bool fill_params = !info->expected_params.empty() && bind.params.size() == static_cast<std::size_t>(info->client_param_count);
   const bool widen_formats = added_columns && bind.result_formats.size() > 1;
-  if (fill_params || widen_formats) {
+  InFlight entry{Pending::bind, nullptr, nullptr};
+  if (bind.statement.empty() && unnamed_prepared_as_) {
+    bind.statement = *unnamed_prepared_as_;
+    entry.statement = info;  // a stale cached plan is re-analysed here: error positions shift
+    entry.prepared_as = *unnamed_prepared_as_;
+  }
+  if (fill_params || widen_formats || !entry.prepared_as.empty()) {
     std::vector<std::optional<std::string>> added;
     if (fill_params) {
       const int row_write_param = !info->effects.empty() && info->effects.front().row_write
@@ -722,7 +788,7 @@ void Session::on_bind(const Frame& frame) {
     to_server_.forward(frame.raw);
   }
   portals_[std::string(bind.portal)] = std::move(portal);
-  in_flight_.push_back({Pending::bind, nullptr, nullptr});
+  in_flight_.push_back(std::move(entry));
 }
 
 void Session::apply_search_path(const SearchPathChange& path) {
@@ -826,12 +892,27 @@ void Session::on_server_frame(const Frame& frame) {
       on_parameter_description(frame);
       return;
     case pg::be::kParseComplete:
+      if (!in_flight_.empty() && in_flight_.front().kind == Pending::prepare) {
+        in_flight_.pop_front();
+        to_client_.drop();
+        return;
+      }
       pop_front_if(Pending::parse);
       break;
     case pg::be::kBindComplete:
       pop_front_if(Pending::bind);
       break;
     case pg::be::kCloseComplete:
+      if (!in_flight_.empty() && in_flight_.front().kind == Pending::unprepare) {
+        in_flight_.pop_front();
+        to_client_.drop();
+        return;
+      }
+      if (!in_flight_.empty() && in_flight_.front().kind == Pending::parse_cached) {
+        in_flight_.pop_front();
+        to_client_.edit().append("1\0\0\0\4", 5);  // ParseComplete
+        return;
+      }
       pop_front_if(Pending::close);
       break;
     case pg::be::kNoData:
@@ -1025,6 +1106,11 @@ void Session::on_command_complete(const Frame& frame) {
     audit::record(std::move(merged));
   }
   held_merges_.clear();
+  if (prepared_.size() && frame.body.size() <= 16) {
+    // The server dropped every prepared statement (confirmed by the tag, not guessed from the text).
+    const auto tag = pg::decode_command_complete(frame.body).tag;
+    if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") prepared_.clear();
+  }
   const StatementEffect* effect = current_effect();
   // A prepared write's EXECUTE must match the statement the server holds under that name: only
   // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
@@ -1103,12 +1189,31 @@ void Session::pop_front_if(Pending kind) {
 
 void Session::pop_until_sync() {
   while (!in_flight_.empty() && in_flight_.front().kind != Pending::sync &&
-         in_flight_.front().kind != Pending::query)
+         in_flight_.front().kind != Pending::query) {
+    skipped(in_flight_.front());
     in_flight_.pop_front();
+  }
+}
+
+void Session::skipped(const InFlight& entry) {
+  switch (entry.kind) {
+    case Pending::prepare:
+      prepared_.forget(entry.prepared_as);
+      break;
+    case Pending::unprepare:
+      prepared_.close_later(entry.prepared_as);
+      break;
+    case Pending::parse_cached:
+      unnamed_prepared_as_.reset();  // the client's Parse did not run either
+      break;
+    default:
+      break;
+  }
 }
 
 void Session::on_ready_for_query(const Frame& frame) {
   tx_status_ = pg::decode_ready_for_query(frame.body).status;
+  if (readies_owed_ > 0) --readies_owed_;
   // Back to idle: an implicit transaction ended, rolled back if anything in it failed.
   if (tx_status_ == 'I') {
     if (error_since_ready_)
@@ -1119,6 +1224,7 @@ void Session::on_ready_for_query(const Frame& frame) {
   error_since_ready_ = false;
   while (!in_flight_.empty()) {
     auto kind = in_flight_.front().kind;
+    skipped(in_flight_.front());
     in_flight_.pop_front();
     if (kind == Pending::sync || kind == Pending::query || kind == Pending::function_call) break;
   }
@@ -1133,6 +1239,13 @@ void Session::on_error_response(const Frame& frame) {
   if (severity == "FATAL" || severity == "PANIC") server_sent_fatal_ = true;
 
   const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
+  if (current && !current->prepared_as.empty()) {
+    // The client sees what the server said; the next execution prepares the statement afresh.
+    if (current->kind == Pending::prepare || fields.get('C') == "26000")
+      prepared_.forget(current->prepared_as);
+    else if (fields.get('C') == "0A000" && fields.get('M') == "cached plan must not change result type")
+      prepared_.retire(current->prepared_as);
+  }
   if (current && current->kind == Pending::parse && current->statement && current->statement->rejection) {
     const auto& r = *current->statement->rejection;
     pg::ErrorFields swapped;

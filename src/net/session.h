@@ -29,6 +29,7 @@
 #include "session/prepared_writes.h"
 #include "session/read_set.h"
 #include "session/result_tracker.h"
+#include "session/statement_cache.h"
 #include "auth/scram.h"
 #include "sql/literal.h"
 #include "sql/rewrite.h"
@@ -97,7 +98,12 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::any_io_executor executor() { return client_.get_executor(); }
 
  private:
-  enum class Pending : uint8_t { query, parse, bind, describe, execute, close, sync, function_call };
+  // prepare: the proxy's own Parse of a cached statement (its reply is not the client's);
+  // unprepare: the proxy's Close of one it evicted; parse_cached: the client's Parse of a statement
+  // already prepared, answered by the server's CloseComplete of the unnamed statement.
+  enum class Pending : uint8_t {
+    query, parse, bind, describe, execute, close, sync, function_call, prepare, unprepare, parse_cached
+  };
   struct InFlight {
     InFlight(Pending k, StatementInfoPtr s = nullptr, PortalInfoPtr p = nullptr)
         : kind(k), statement(std::move(s)), portal(std::move(p)) {}
@@ -109,6 +115,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // StatementEffect::row_write: the version the row held when this session's own earlier write
     // in the transaction let the check pass (occ.written_here), instead of the version read.
     std::optional<std::string> written_over;
+    std::string prepared_as;  // prepare/unprepare/bind: the cached statement it names
   };
 
   boost::asio::awaitable<bool> read_startup();
@@ -128,11 +135,16 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_query(const Frame& frame);
   void on_parse(const Frame& frame);
   void on_bind(const Frame& frame);
+  // Sends a rewritten unnamed Parse as a cached statement; false when it must go as it is.
+  bool parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& info);
   void on_server_frame(const Frame& frame);
   void on_error_response(const Frame& frame);
   void on_notice(const Frame& frame);
   void on_ready_for_query(const Frame& frame);
   void pop_until_sync();
+  // An entry that got no reply of its own (the server skipped it after an error): what the
+  // statement cache expected of it is undone.
+  void skipped(const InFlight& entry);
   const StatementEffect* current_effect() const;
   void on_row_description(const Frame& frame);
   void on_data_row(const Frame& frame);
@@ -199,6 +211,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // fails (a bulk write that merged some rows and refused one wrote nothing).
   std::vector<nlohmann::json> held_merges_;
   bool error_since_ready_ = false;
+  // Rewritten statements prepared on the server connection, and which of them the client's unnamed
+  // statement is while its Bind and Describe are sent to it by name.
+  StatementCache prepared_;
+  std::optional<std::string> unnamed_prepared_as_;
+  // Sync, Query and FunctionCall sent whose ReadyForQuery has not arrived: until then the proxy
+  // cannot know whether the server will run a Parse, nor what a DEALLOCATE in them left prepared.
+  int readies_owed_ = 0;
+  // A Parse since the last Sync may deallocate (DEALLOCATE, DISCARD): no caching until its Sync.
+  bool cache_barrier_ = false;
   NamedResults cursors_;
   NamedResults sql_prepared_;
   SqlPreparedWrites prepared_writes_;
