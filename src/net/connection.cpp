@@ -45,13 +45,13 @@ void Connection::write_now(std::string_view bytes) {
 
 asio::awaitable<void> Connection::accept_tls(SslContextPtr context) {
   context_ = std::move(context);
-  tls_.emplace(std::move(plain_), *context_);
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(plain_), *context_);
   co_await tls_->async_handshake(asio::ssl::stream_base::server, use_awaitable);
 }
 
 asio::awaitable<void> Connection::connect_tls(SslContextPtr context, UpstreamTlsMode mode, const std::string& host) {
   context_ = std::move(context);
-  tls_.emplace(std::move(plain_), *context_);
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(plain_), *context_);
   if (auto error = prepare_upstream_ssl(tls_->native_handle(), mode, host); !error.empty())
     throw std::runtime_error(error);
   boost::system::error_code ec;

@@ -9,7 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
-#include <optional>
+#include <memory>
 #include <string_view>
 
 #include "net/tls_context.h"
@@ -23,10 +23,13 @@ class Connection {
   boost::asio::ip::tcp::socket& socket() { return tls_ ? tls_->next_layer() : plain_; }
   const boost::asio::ip::tcp::socket& socket() const { return tls_ ? tls_->next_layer() : plain_; }
   auto get_executor() { return socket().get_executor(); }
-  bool is_tls() const { return tls_.has_value(); }
+  bool is_tls() const { return tls_ != nullptr; }
   SSL* ssl() { return tls_ ? tls_->native_handle() : nullptr; }
 
   boost::asio::awaitable<std::size_t> read_some(boost::asio::mutable_buffer buffer);
+  // Whether a reader may wait for the socket to turn readable before it takes a buffer: not under
+  // TLS, whose stream may hold bytes, decrypted or not, that the socket no longer has.
+  bool can_wait_before_read() const { return !tls_; }
   boost::asio::awaitable<void> write(std::string_view bytes);
   // For a connection's last words: the error is returned, not thrown.
   boost::asio::awaitable<boost::system::error_code> try_write(std::string_view bytes);
@@ -44,7 +47,8 @@ class Connection {
  private:
   boost::asio::ip::tcp::socket plain_;  // moved into tls_ by an upgrade
   SslContextPtr context_;  // declared before tls_ so it outlives it: a reload swaps contexts
-  std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
+  // On the heap: most connections are plain, and an idle one should cost little (SPEC 5).
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
 };
 
 }  // namespace occ

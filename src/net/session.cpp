@@ -441,6 +441,13 @@ awaitable<void> Session::pump_client_to_server() {
         end("client terminated the session");
         co_return;
       }
+      if (client_in_.buffered() == 0) {
+        // Nothing half-read: wait for the client holding no buffer (memory per idle client).
+        client_in_.release_if_empty();
+        to_server_.release();
+        if (client_.can_wait_before_read())
+          co_await client_.socket().async_wait(tcp::socket::wait_read, use_awaitable);
+      }
       auto area = client_in_.write_area();
       std::size_t n = co_await client_.read_some(asio::buffer(area.data(), area.size()));
       client_in_.commit(n);
@@ -839,6 +846,13 @@ awaitable<void> Session::pump_server_to_client() {
         to_client_.clear();
       }
       if (shutting_down_ && idle()) terminate();
+      if (server_in_.buffered() == 0) {
+        server_in_.release_if_empty();
+        to_client_.release();
+        if (in_flight_.empty()) InFlightQueue().swap(in_flight_);
+        if (server_.can_wait_before_read())
+          co_await server_.socket().async_wait(tcp::socket::wait_read, use_awaitable);
+      }
       auto area = server_in_.write_area();
       std::size_t n = co_await server_.read_some(asio::buffer(area.data(), area.size()));
       server_in_.commit(n);
@@ -1047,7 +1061,7 @@ void Session::on_large_row_head() {
   // Its length word must change: the reader holds it until it is complete.
   if (large_row_ == RowPassage::whole) return;
   const std::string_view head = server_in_.stream_head();
-  if (large_row_ == RowPassage::scan) large_row_scan_.emplace(RowScanner::for_layout(current_layout()));
+  if (large_row_ == RowPassage::scan) large_row_scan_ = std::make_unique<RowScanner>(RowScanner::for_layout(current_layout()));
   if (large_row_ != RowPassage::drop) to_client_.forward(head.substr(0, 5));
   on_large_row_piece(head.substr(5));
 }

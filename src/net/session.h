@@ -8,11 +8,11 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/container/deque.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -203,7 +203,10 @@ class Session : public std::enable_shared_from_this<Session> {
   FrameReader server_in_;
   Outbox to_server_;
   Outbox to_client_;
-  std::deque<InFlight> in_flight_;
+  // Boost's deque allocates nothing until the first request, and nothing once swapped empty: an
+  // idle session holds no queue (SPEC 5, memory per idle client); std::deque always holds a node.
+  using InFlightQueue = boost::container::deque<InFlight>;
+  InFlightQueue in_flight_;
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;
   ReadSet reads_;
@@ -225,17 +228,19 @@ class Session : public std::enable_shared_from_this<Session> {
   SqlPreparedWrites prepared_writes_;
   // The DataRow being streamed through (FrameReader::stream_head), and what reads it on the way.
   RowPassage large_row_ = RowPassage::stream;
-  std::optional<RowScanner> large_row_scan_;
+  std::unique_ptr<RowScanner> large_row_scan_;
 
   std::string startup_packet_;  // kept until forwarded to the server
   // auth.mode terminate: what the client's proof gave the proxy to log into the server with,
-  // wiped once the server has answered; and the client's last login messages, held until then.
+  // wiped and freed once the server has answered; and the client's last login messages, held
+  // until then. On the heap for the login only: an idle session should cost little.
   struct Login {
     std::optional<ScramVerifier> scram;
     ScramKey client_key{};
     std::string md5;
     std::string to_client_after_login;
-  } login_;
+  };
+  std::unique_ptr<Login> login_;
   bool refused_ = false;
   bool authenticated_ = false;
   bool sasl_mechanism_next_ = false;

@@ -92,6 +92,7 @@ awaitable<std::string> password_message(Connection& client, FrameReader& in) {
 }  // namespace
 
 awaitable<bool> Session::authenticate_client() {
+  login_ = std::make_unique<Login>();
   const std::shared_ptr<AuthLookup> lookup = policy().auth;
   RoleSecret secret;
   std::string lookup_failure;
@@ -155,7 +156,7 @@ awaitable<bool> Session::check_md5_proof(const RoleSecret& secret) {
   if (response.empty() || response.back() != '\0') throw ScramError("08P01", "invalid password packet size");
   response.pop_back();
   if (!md5_response_matches(secret.md5, salt, response)) co_return false;
-  login_.md5 = secret.md5;
+  login_->md5 = secret.md5;
   co_return true;
 }
 
@@ -184,9 +185,9 @@ awaitable<bool> Session::check_scram_proof(const RoleSecret& secret) {
 
   const std::optional<std::string> server_final = scram.client_final(co_await password_message(client_, client_in_));
   if (!server_final) co_return false;
-  login_.scram = secret.scram;
-  login_.client_key = scram.client_key();
-  encode_auth(login_.to_client_after_login, kAuthSaslFinal, *server_final);
+  login_->scram = secret.scram;
+  login_->client_key = scram.client_key();
+  encode_auth(login_->to_client_after_login, kAuthSaslFinal, *server_final);
   spdlog::debug("{}: client authenticated by the proxy with {}", peer_, mechanism);
   co_return true;
 }
@@ -207,25 +208,25 @@ awaitable<bool> Session::log_into_server() {
         co_return false;
       }
       if (frame.type == pg::be::kNegotiateProtocolVersion) {
-        login_.to_client_after_login.insert(0, frame.raw);
+        login_->to_client_after_login.insert(0, frame.raw);
         continue;
       }
       if (frame.type != pg::be::kAuthentication) throw pg::MalformedMessage("unexpected message during authentication");
       const pg::Authentication auth = pg::decode_authentication(frame.body);
       out.clear();
       if (auth.code == kAuthOk) {
-        login_.to_client_after_login.append(frame.raw);
+        login_->to_client_after_login.append(frame.raw);
         break;
       }
       if (auth.code == kAuthSasl) {
-        if (!login_.scram) {
+        if (!login_->scram) {
           failure = "the server asks for SCRAM, but the role's stored password is an md5 hash";
           break;
         }
         std::vector<std::string> offered;
         pg::BodyReader r(auth.payload);
         for (auto m = r.cstring(); !m.empty(); m = r.cstring()) offered.emplace_back(m);
-        scram.emplace(*login_.scram, login_.client_key, server_.is_tls(),
+        scram.emplace(*login_->scram, login_->client_key, server_.is_tls(),
                       server_.is_tls() ? peer_end_point(server_.ssl()) : std::string());
         const std::string mechanism = scram->select_mechanism(offered);
         spdlog::debug("{}: logging into the database server with {}", peer_, mechanism);
@@ -235,8 +236,8 @@ awaitable<bool> Session::log_into_server() {
       } else if (auth.code == kAuthSaslFinal && scram) {
         scram->server_final(auth.payload);
         continue;
-      } else if (auth.code == kAuthMd5 && !login_.md5.empty()) {
-        encode_password(out, md5_response(login_.md5, auth.payload), true);
+      } else if (auth.code == kAuthMd5 && !login_->md5.empty()) {
+        encode_password(out, md5_response(login_->md5, auth.payload), true);
       } else if (auth.code == kAuthMd5) {
         failure = "the server asks for md5, but the role's stored password is a SCRAM verifier";
         break;
@@ -261,9 +262,11 @@ awaitable<bool> Session::log_into_server() {
   } catch (const boost::system::system_error& e) {
     failure = "the database server closed the connection during authentication: " + e.code().message();
   }
-  login_.scram.reset();
-  login_.client_key.fill(0);
-  login_.md5.clear();
+  login_->scram.reset();
+  login_->client_key.fill(0);
+  login_->md5.clear();
+  const std::string to_client = std::move(login_->to_client_after_login);
+  login_.reset();
   if (!failure.empty()) {
     spdlog::warn("{}: cannot log user \"{}\" into the database server: {}", peer_, user_, failure);
     out.clear();
@@ -275,7 +278,6 @@ awaitable<bool> Session::log_into_server() {
     co_return false;
   }
   authenticated_ = true;
-  const std::string to_client = std::exchange(login_.to_client_after_login, {});
   co_await client_.write(to_client);
   co_return true;
 }

@@ -9,14 +9,50 @@
 
 namespace occ {
 
+namespace {
+
+// Read buffers of one size, kept by the thread that last used them for the next connection with
+// data to read, as PgBouncer's sbuf does: a session holds a buffer only while bytes are in it.
+class BufferPool {
+ public:
+  std::vector<char> take(std::size_t size) {
+    if (size != size_ || free_.empty()) return std::vector<char>(size);
+    std::vector<char> buffer = std::move(free_.back());
+    free_.pop_back();
+    return buffer;
+  }
+  void give(std::vector<char>&& buffer) {
+    if (buffer.size() == size_ && free_.size() < kMaxFree) free_.push_back(std::move(buffer));
+    buffer = {};
+  }
+
+ private:
+  static constexpr std::size_t size_ = FrameReader::kDefaultCapacity;
+  static constexpr std::size_t kMaxFree = 64;  // 1 MiB per thread at most
+  std::vector<std::vector<char>> free_;
+};
+
+thread_local BufferPool pool;
+
+}  // namespace
+
 FrameReader::FrameReader(std::size_t max_body_length, std::size_t initial_capacity)
-    : initial_capacity_(initial_capacity), buf_(initial_capacity), max_body_(max_body_length) {}
+    : initial_capacity_(initial_capacity), max_body_(max_body_length) {}
+
+FrameReader::~FrameReader() { pool.give(std::move(buf_)); }
+
+void FrameReader::release_if_empty() {
+  if (begin_ != end_ || buf_.empty()) return;
+  begin_ = end_ = 0;
+  pool.give(std::move(buf_));
+}
 
 std::span<char> FrameReader::write_area(std::size_t min) {
   if (begin_ == end_) {
     begin_ = end_ = 0;  // stream_head() leaves an empty buffer with its offsets where they were
     // A large frame held whole is gone: its memory goes with it.
-    if (buf_.size() > 4 * initial_capacity_) std::vector<char>(initial_capacity_).swap(buf_);
+    if (buf_.size() > 4 * initial_capacity_) buf_ = {};
+    if (buf_.empty()) buf_ = pool.take(initial_capacity_);
   }
   char type;
   std::size_t body;

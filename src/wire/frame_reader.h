@@ -25,7 +25,13 @@ class FrameReader {
     too_long,    // the frame is longer than the limit
   };
 
-  explicit FrameReader(std::size_t max_body_length, std::size_t initial_capacity = 16 * 1024);
+  // Holds no buffer until the first write_area(); buffers of the default capacity come from, and
+  // go back to, a pool per thread.
+  static constexpr std::size_t kDefaultCapacity = 16 * 1024;
+  explicit FrameReader(std::size_t max_body_length, std::size_t initial_capacity = kDefaultCapacity);
+  ~FrameReader();
+  FrameReader(const FrameReader&) = delete;
+  FrameReader& operator=(const FrameReader&) = delete;
 
   // Free space to read into: at least `min` bytes, and room for the whole of an incomplete frame
   // at the head. Invalidates views of earlier frames: call it only once they are forwarded.
@@ -48,6 +54,8 @@ class FrameReader {
   // A frame is being streamed through: next() returns its pieces as Status::chunk.
   bool streaming() const { return stream_remaining_ > 0; }
   std::size_t buffered() const { return end_ - begin_; }
+  // With nothing buffered, gives the buffer back to the pool: an idle connection holds none.
+  void release_if_empty();
   std::size_t capacity() const { return buf_.size(); }
 
  private:

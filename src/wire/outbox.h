@@ -37,6 +37,11 @@ class Outbox {
     buffer_.clear();
     owned_ = false;
   }
+  // Between batches of an idle connection: the owned buffer's memory goes too.
+  void release() {
+    clear();
+    std::string().swap(buffer_);
+  }
 
  private:
   void own() {
@@ -47,7 +52,7 @@ class Outbox {
   }
 
   std::string_view span_;
-  std::string buffer_;  // keeps its capacity across batches
+  std::string buffer_;  // keeps its capacity across batches until release()
   bool owned_ = false;
 };
 
