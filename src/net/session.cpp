@@ -337,6 +337,7 @@ awaitable<void> Session::run() {
     client_.close();
     co_return;
   }
+  phase_ = Phase::authenticating;
   const bool terminating_auth = config_.auth.mode == AuthMode::terminate;
   // The client proves its password before it costs a server backend.
   if (terminating_auth && !co_await authenticate_client()) co_return;
@@ -347,8 +348,7 @@ awaitable<void> Session::run() {
     std::string().swap(startup_packet_);
     if (terminating_auth && !co_await log_into_server()) co_return;
   } catch (const boost::system::system_error& e) {
-    end("connection lost during startup: " + e.code().message(), "08006",
-        "occproxy: the database server closed the connection during startup");
+    end(EndReason::startup_lost, e.code().message());
     co_return;
   }
   auto self = shared_from_this();
@@ -358,12 +358,15 @@ awaitable<void> Session::run() {
 
 // ---- ending -----------------------------------------------------------------------------------
 
-void Session::end(std::string reason, std::string client_sqlstate, std::string client_message) {
-  if (ended_) return;
-  ended_ = true;
-  end_reason_ = std::move(reason);
-  fatal_for_client_sqlstate_ = std::move(client_sqlstate);
-  fatal_for_client_message_ = std::move(client_message);
+void Session::end(EndReason reason, std::string detail, bool tell_client) {
+  if (phase_ == Phase::ended) return;
+  phase_ = Phase::ended;
+  const EndReasonRow& row = end_reason_row(reason);
+  spdlog::info("{}: session ended: {}{}{}", peer_, row.log, detail.empty() ? "" : ": ", detail);
+  if (tell_client && !row.client_sqlstate.empty()) {
+    fatal_for_client_sqlstate_ = row.client_sqlstate;
+    fatal_for_client_message_ = client_fatal_message(reason, detail);
+  }
   boost::system::error_code ignored;
   // The server pump owns writes to the client: it sends the FATAL (if any), then closes it.
   server_.close();
@@ -378,12 +381,15 @@ void Session::end(std::string reason, std::string client_sqlstate, std::string c
 }
 
 void Session::begin_shutdown() {
-  shutting_down_ = true;
-  if (idle()) terminate();
+  if (phase_ == Phase::ended) return;
+  if (idle())
+    terminate();
+  else
+    phase_ = Phase::draining;
 }
 
 void Session::terminate() {
-  end("proxy shutting down", "57P01", "terminating connection due to administrator command");
+  end(EndReason::shutdown);
   // A client that does not read would keep the last words, and the session, forever.
   close_client_after(kLastWordsTimeout);
 }
@@ -428,8 +434,7 @@ awaitable<void> Session::pump_client_to_server() {
         spdlog::warn("{}: {} from client; connection closed", peer_,
                      too_long ? "message longer than max_message_length" : "invalid message length");
         to_server_.clear();
-        end(too_long ? "message too long" : "invalid message length", "08P01",
-            too_long ? "occproxy: message exceeds max_message_length" : "invalid message length");
+        end(too_long ? EndReason::client_message_too_long : EndReason::client_bad_length);
         co_return;
       }
       if (!to_server_.empty()) {
@@ -438,7 +443,7 @@ awaitable<void> Session::pump_client_to_server() {
       }
       awaiting_reply_.store(!in_flight_.empty(), std::memory_order_relaxed);
       if (!keep_going) {
-        end("client terminated the session");
+        end(EndReason::client_terminated);
         co_return;
       }
       if (client_in_.buffered() == 0) {
@@ -456,12 +461,12 @@ awaitable<void> Session::pump_client_to_server() {
   } catch (const pg::MalformedMessage& e) {
     stats::add(Counter::protocol_errors);
     spdlog::warn("{}: malformed message from client ({}); connection closed", peer_, e.what());
-    end(std::string("malformed message: ") + e.what(), "08P01", std::string("invalid message: ") + e.what());
+    end(EndReason::client_malformed, e.what());
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::eof)
-      end("client closed the connection");
-    else if (!ended_)
-      end("client connection error: " + e.code().message());
+      end(EndReason::client_closed);
+    else
+      end(EndReason::client_error, e.code().message());
   }
 }
 
@@ -558,9 +563,7 @@ bool Session::on_client_frame(const Frame& frame) {
         // would fail with a cryptic "channel binding check failed". Say what to change instead.
         stats::add(Counter::upstream_errors);
         spdlog::warn("{}: SCRAM channel binding cannot pass through TLS on both hops (auth.mode: passthrough)", peer_);
-        end("channel binding refused", "28000",
-            "occproxy: SCRAM channel binding cannot pass through a proxy that terminates TLS; connect with "
-            "channel_binding=disable, or set auth.mode: terminate on the proxy");
+        end(EndReason::channel_binding_refused);
         return false;
       }
       break;
@@ -840,12 +843,12 @@ awaitable<void> Session::pump_server_to_client() {
           co_await client_.write(to_client_.pending());
         } catch (const boost::system::system_error& e) {
           // The client went away mid-result: nothing is wrong with the server.
-          if (!ended_) end("client connection lost: " + e.code().message());
+          end(EndReason::client_lost, e.code().message());
           break;
         }
         to_client_.clear();
       }
-      if (shutting_down_ && idle()) terminate();
+      if (phase_ == Phase::draining && idle()) terminate();
       if (server_in_.buffered() == 0) {
         server_in_.release_if_empty();
         to_client_.release();
@@ -861,13 +864,12 @@ awaitable<void> Session::pump_server_to_client() {
   } catch (const pg::MalformedMessage& e) {
     spdlog::error("{}: malformed message from the server ({}); session closed", peer_, e.what());
     stats::add(Counter::upstream_errors);
-    end(std::string("malformed server message: ") + e.what(), "08P01", "occproxy: malformed message from the database server");
+    end(EndReason::server_malformed, e.what());
   } catch (const boost::system::system_error& e) {
-    if (!ended_) {
+    if (phase_ != Phase::ended) {
       stats::add(Counter::upstream_errors);
       spdlog::warn("{}: lost the database server connection: {}", peer_, e.code().message());
-      end("server connection lost: " + e.code().message(), server_sent_fatal_ ? "" : "08006",
-          server_sent_fatal_ ? "" : "occproxy: lost the connection to the database server");
+      end(EndReason::server_lost, e.code().message(), !server_sent_fatal_);
     }
   }
   server_pump_running_ = false;
@@ -879,7 +881,6 @@ awaitable<void> Session::pump_server_to_client() {
   }
   client_.close();
   linger_.cancel();
-  spdlog::debug("{}: session ended: {}", peer_, end_reason_);
 }
 
 void Session::on_server_frame(const Frame& frame) {
@@ -955,9 +956,9 @@ void Session::on_server_frame(const Frame& frame) {
       break;
     }
     case pg::be::kAuthentication:
-      if (!authenticated_) {
+      if (phase_ == Phase::authenticating) {
         const auto code = pg::decode_authentication(frame.body).code;
-        authenticated_ = code == 0;
+        if (code == 0) phase_ = Phase::relaying;
         sasl_mechanism_next_ = code == pg::kAuthSasl;  // the client picks a mechanism next
         if (code == pg::kAuthSasl && server_.is_tls() && !client_.is_tls()) {
           // The server offers -PLUS on the proxy's TLS hop; the client's hop is plaintext, where

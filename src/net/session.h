@@ -28,6 +28,7 @@
 #include "session/policy_store.h"
 #include "session/prepared_writes.h"
 #include "session/read_set.h"
+#include "session/lifecycle.h"
 #include "session/result_tracker.h"
 #include "session/statement_cache.h"
 #include "auth/scram.h"
@@ -170,7 +171,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
   void apply_search_path(const SearchPathChange& path);
   void audit_event(const nlohmann::json& event);
-  void end(std::string reason, std::string client_sqlstate = {}, std::string client_message = {});
+  // Ends both sides once; the client gets the reason's FATAL where its row has one and
+  // `tell_client` holds (not after the server's own FATAL).
+  void end(EndReason reason, std::string detail = {}, bool tell_client = true);
   void close_client_after(std::chrono::milliseconds delay);
   bool idle() const { return tx_status_ == 'I' && in_flight_.empty(); }
 
@@ -242,13 +245,10 @@ class Session : public std::enable_shared_from_this<Session> {
   };
   std::unique_ptr<Login> login_;
   bool refused_ = false;
-  bool authenticated_ = false;
   bool sasl_mechanism_next_ = false;
-  bool ended_ = false;
+  Phase phase_ = Phase::startup;
   bool server_pump_running_ = false;
-  bool shutting_down_ = false;
   bool server_sent_fatal_ = false;
-  std::string end_reason_;
   std::string fatal_for_client_sqlstate_;
   std::string fatal_for_client_message_;
 };

@@ -277,7 +277,7 @@ awaitable<bool> Session::log_into_server() {
     co_await client_.try_write(out);
     co_return false;
   }
-  authenticated_ = true;
+  phase_ = Phase::relaying;
   co_await client_.write(to_client);
   co_return true;
 }
