@@ -94,15 +94,22 @@ std::string bump_body(PgConnection& db, const TablePolicy& table) {
   }
   // In a session through the proxy, a write run from inside a function, procedure, DO block or
   // trigger (its context has more than this trigger's own line) is one the proxy did not check.
+  // It names the row and its new version, which the session then takes as read (009).
   const std::string refuse = table.reject_unsupported ? "true" : "false";
+  std::string key = "ARRAY[";
+  for (std::size_t i = 0; i < table.key.size(); ++i)
+    key += (i ? ", NEW." : "NEW.") + db.identifier(table.key[i]) + "::text";
+  key += "]";
   return "\nDECLARE\n  context text;\nBEGIN\n"
+         "  NEW." + v + " := " + next + ";\n"
          "  IF pg_catalog.current_setting('occ.proxied', true) = 'on' THEN\n"
          "    GET DIAGNOSTICS context = PG_CONTEXT;\n"
          "    IF pg_catalog.strpos(context, E'\\n') > 0 THEN\n"
-         "      PERFORM occ.unchecked_write(TG_TABLE_SCHEMA, TG_TABLE_NAME, " + refuse + ");\n"
+         "      PERFORM occ.unchecked_write(TG_TABLE_SCHEMA, TG_TABLE_NAME, " + refuse + ", " + key + ", NEW." + v +
+         "::text);\n"
          "    END IF;\n"
          "  END IF;\n"
-         "  NEW." + v + " := " + next + ";\n  RETURN NEW;\nEND\n";
+         "  RETURN NEW;\nEND\n";
 }
 
 std::string qualified_function(PgConnection& db, const TablePolicy& table) {

@@ -1330,9 +1330,26 @@ void Session::on_notice(const Frame& frame) {
     stats::unchecked_write(table);
     spdlog::warn("{}: unchecked write of {} from inside a function, procedure, DO block or trigger (statement {})",
                  peer_, table, statement_fingerprint(event.value("statement", "")));
+    note_unchecked_write(event);
     return;
   }
   audit_event(event);
+}
+
+void Session::note_unchecked_write(const nlohmann::json& event) {
+  const auto key = event.find("key");
+  const auto version = event.find("version");
+  if (key == event.end() || !key->is_array() || version == event.end() || !version->is_string()) return;
+  const TablePolicy* table = policy().rules ? policy().rules->find(event.value("schema", ""), event.value("table", ""))
+                                            : nullptr;
+  if (table == nullptr || key->size() != table->key.size()) return;
+  std::vector<std::string> values;
+  for (const auto& value : *key) {
+    if (!value.is_string()) return;  // a NULL key column: no row the session can name
+    values.push_back(value.get<std::string>());
+  }
+  // The session's own change: the version it left counts as read, undone if its transaction is.
+  reads_.note(*table, values, {version->get<std::string>(), "{}", ReadSet::Clock::now()});
 }
 
 void Session::audit_event(const nlohmann::json& event) {

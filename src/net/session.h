@@ -171,6 +171,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
   void apply_search_path(const SearchPathChange& path);
   void audit_event(const nlohmann::json& event);
+  // An unchecked write (a function's, a DO block's) of this session: its row's new version is read.
+  void note_unchecked_write(const nlohmann::json& event);
   // Ends both sides once; the client gets the reason's FATAL where its row has one and
   // `tell_client` holds (not after the server's own FATAL).
   void end(EndReason reason, std::string detail = {}, bool tell_client = true);

@@ -17,6 +17,7 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     conflict_error,
     connect,
     counters,
+    fails,
     occ_proxy_fixture,
     psycopg3_error,
     read_detail,
@@ -183,3 +184,25 @@ def test_a_write_after_the_sessions_own_write_in_a_function_or_do_block(pg, db, 
     assert run(conn, WRITE, ("again", 42)) == ("UPDATE 1", None)
     conn.commit()
     assert counters(proxy)["conflicts"] == 0
+
+
+def test_the_sessions_own_function_write_is_not_a_conflict_in_a_later_transaction(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    pg.psql("CREATE FUNCTION touch(k int) RETURNS void LANGUAGE sql AS "
+            "$$ UPDATE subscriptions SET status = 'touched' WHERE id = k $$", dbname=db)
+    conn = connect(proxy.dsn(db))  # autocommit: the function's write commits on its own
+    run(conn, "SELECT * FROM subscriptions WHERE id IN (42, 43)")
+    run(conn, "SELECT touch(42)")
+    assert run(conn, WRITE, ("after function", 42)) == ("UPDATE 1", None)
+    assert rows(pg, db, "SELECT status, notes, version FROM subscriptions WHERE id = 42") == [
+        ["touched", "after function", "3"]]
+
+    # A function write that rolls back leaves what the session had read: the row's version is
+    # still the one it read, so the next write passes; another writer's change still conflicts.
+    run(conn, "BEGIN")
+    run(conn, "SELECT touch(43)")
+    run(conn, "ROLLBACK")
+    pg.psql("UPDATE subscriptions SET status = 'billing' WHERE id = 43", dbname=db)
+    assert fails(conn, WRITE, ("stale", 43)) == conflict_error("43", "1", "2", read_detail("2", ["status"]))
+    assert rows(pg, db, "SELECT status, notes, version FROM subscriptions WHERE id = 43") == [["billing", "n43", "2"]]
+    assert counters(proxy)["conflicts"] == 1
