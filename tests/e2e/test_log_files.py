@@ -13,6 +13,7 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
     occ_proxy_fixture,
     requires_proxy,
     rules_yaml,
+    stats,
     wait_for,
 )
 
@@ -58,6 +59,9 @@ def test_sighup_reopens_the_rotated_log_files_and_loses_no_line(pg, db, occ_prox
     provoke_conflict(proxy, db, 43)
     wait_for("the second audit line in the rotated file",
              lambda: len((tmp_path / "audit.jsonl.1").read_text().splitlines()) == 2)
+    # Each session's end is logged too: let the conflicts' sessions end before the reload, so their
+    # lines are the rotated file's and the reload's is the new file's first.
+    wait_for("the sessions to end", lambda: stats(proxy)["gauges"]["connections_current"] == 0)
     proxy.reload()
     wait_for("the reload logged in the new file",
              lambda: log_file.exists() and any(r["msg"] == f"SIGHUP: rules reloaded from {proxy.dir / 'rules.yaml'}"
