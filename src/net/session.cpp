@@ -604,10 +604,6 @@ void Session::on_query(const Frame& frame) {
   auto query = pg::decode_query(frame.body);
   InFlight entry{Pending::query, nullptr, nullptr};
   auto rw = analyse(query.sql, false);
-  if (rw && rw->action == Rewrite::Action::rewrite)
-    pg::encode_query(to_server_.edit(), rw->sql);
-  else
-    to_server_.forward(frame.raw);
   if (rw && (!rw->writes.empty() || !rw->effects.empty() || !rw->shifts.empty())) {
     auto info = std::make_shared<StatementInfo>();
     info->policy = policy_;
@@ -616,6 +612,11 @@ void Session::on_query(const Frame& frame) {
     info->shifts = std::move(rw->shifts);
     for (auto& effect : info->effects) resolve_named(effect);
     entry.statement = std::move(info);
+  }
+  if (rw && rw->action == Rewrite::Action::rewrite) {
+    if (!query_cached(rw->sql, entry)) pg::encode_query(to_server_.edit(), rw->sql);
+  } else {
+    to_server_.forward(frame.raw);
   }
   in_flight_.push_back(std::move(entry));
   ++readies_owed_;
@@ -711,15 +712,7 @@ bool Session::parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& i
   if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !info) return false;
   for (const auto& effect : info->effects)
     if (effect.named != NamedResult::none || effect.command != SessionCommand::none) return false;
-  std::string key = statement_cache_key(rewritten.sql, rewritten.param_types, search_path_);
-  const std::string* hit = prepared_.find(key);
-  const std::string name = hit ? *hit : prepared_.insert(std::move(key));
-  for (auto& retired : prepared_.take_retired()) {
-    pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', retired});
-    InFlight close{Pending::unprepare};
-    close.prepared_as = std::move(retired);
-    in_flight_.push_back(std::move(close));
-  }
+  const auto [name, hit] = cached_name(statement_cache_key(rewritten.sql, rewritten.param_types, search_path_));
   if (hit) {
     pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', ""});
     in_flight_.push_back({Pending::parse_cached, info, nullptr});
@@ -732,6 +725,44 @@ bool Session::parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& i
   InFlight prepare{Pending::prepare, info};
   prepare.prepared_as = name;
   in_flight_.push_back(std::move(prepare));
+  return true;
+}
+
+std::pair<std::string, bool> Session::cached_name(std::string key) {
+  const std::string* hit = prepared_.find(key);
+  std::pair<std::string, bool> out{hit ? *hit : prepared_.insert(std::move(key)), hit != nullptr};
+  for (auto& retired : prepared_.take_retired()) {
+    pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', retired});
+    InFlight close{Pending::unprepare};
+    close.prepared_as = std::move(retired);
+    in_flight_.push_back(std::move(close));
+  }
+  return out;
+}
+
+// Under the conditions parse_cached keeps, for what may_go_bound allows: the Query's statement as
+// the cached one, its constants bound, every reply but the Query's own dropped by the server pump.
+// The Closes leave the unnamed statement and portal gone, as after a Query.
+bool Session::query_cached(std::string_view sql, InFlight& entry) {
+  if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !entry.statement ||
+      !may_go_bound(entry.statement->effects, sql))
+    return false;
+  auto lifted = lift_constants(sql, syntax_);
+  if (!lifted) return false;
+  const auto [name, hit] = cached_name(statement_cache_key(lifted->sql, lifted->param_types, search_path_));
+  std::string& out = to_server_.edit();
+  pg::encode_describe(out, pg::fe::kClose, {'S', ""});
+  if (!hit) pg::encode_parse(out, {name, lifted->sql, lifted->param_types});
+  pg::Bind bind{"", name, {}, {}, {}};
+  for (const auto& value : lifted->values) bind.params.emplace_back(value);
+  pg::encode_bind(out, bind);
+  pg::encode_describe(out, pg::fe::kDescribe, {'P', ""});
+  pg::encode_execute(out, {"", 0});
+  pg::encode_describe(out, pg::fe::kClose, {'P', ""});
+  out.append("S\0\0\0\4", 5);  // Sync
+  entry.prepared_as = name;
+  entry.parse_owed = !hit;
+  entry.lifted = std::make_shared<const LiftedConstants>(std::move(*lifted));
   return true;
 }
 
@@ -884,6 +915,21 @@ awaitable<void> Session::pump_server_to_client() {
 }
 
 void Session::on_server_frame(const Frame& frame) {
+  if (!in_flight_.empty() && in_flight_.front().lifted) {
+    // A Query sent bound: the client gets only the replies its Query would have.
+    switch (frame.type) {
+      case pg::be::kParseComplete:
+        in_flight_.front().parse_owed = false;
+        [[fallthrough]];
+      case pg::be::kBindComplete:
+      case pg::be::kCloseComplete:
+      case pg::be::kNoData:
+        to_client_.drop();
+        return;
+      default:
+        break;
+    }
+  }
   switch (frame.type) {
     case pg::be::kDataRow:
       on_data_row(frame);
@@ -1256,7 +1302,7 @@ void Session::on_error_response(const Frame& frame) {
   const InFlight* current = in_flight_.empty() ? nullptr : &in_flight_.front();
   if (current && !current->prepared_as.empty()) {
     // The client sees what the server said; the next execution prepares the statement afresh.
-    if (current->kind == Pending::prepare || fields.get('C') == "26000")
+    if (current->kind == Pending::prepare || current->parse_owed || fields.get('C') == "26000")
       prepared_.forget(current->prepared_as);
     else if (fields.get('C') == "0A000" && fields.get('M') == "cached plan must not change result type")
       prepared_.retire(current->prepared_as);
@@ -1288,14 +1334,7 @@ void Session::on_error_response(const Frame& frame) {
       std::erase_if(fields.fields, [](const auto& field) { return field.first == 'W'; });
       edited = true;
     }
-    // psql and drivers put the caret under the position: it must count in the client's text.
-    const std::string_view position = fields.get('P');
-    int rewritten_position = 0;
-    if (!position.empty() && current && current->statement && !current->statement->shifts.empty() &&
-        std::from_chars(position.data(), position.data() + position.size(), rewritten_position).ec == std::errc()) {
-      fields.set('P', std::to_string(original_position(current->statement->shifts, rewritten_position)));
-      edited = true;
-    }
+    edited |= point_into_client_text(fields, current);
     if (edited)
       pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
     else
@@ -1308,10 +1347,26 @@ void Session::on_error_response(const Frame& frame) {
   }
 }
 
+// psql and drivers put the caret under the position: it must count in the client's text.
+bool Session::point_into_client_text(pg::ErrorFields& fields, const InFlight* current) const {
+  if (!current || !current->statement) return false;
+  if (current->lifted) return error_as_query(fields, *current->lifted, current->statement->shifts);
+  const std::string_view position = fields.get('P');
+  int rewritten_position = 0;
+  if (position.empty() || current->statement->shifts.empty() ||
+      std::from_chars(position.data(), position.data() + position.size(), rewritten_position).ec != std::errc())
+    return false;
+  fields.set('P', std::to_string(original_position(current->statement->shifts, rewritten_position)));
+  return true;
+}
+
 void Session::on_notice(const Frame& frame) {
   auto fields = pg::decode_error_fields(frame.body);
   if (fields.get('C') != helpers::kEventSqlstate) {
-    to_client_.forward(frame.raw);
+    if (point_into_client_text(fields, in_flight_.empty() ? nullptr : &in_flight_.front()))
+      pg::encode_error(to_client_.edit(), pg::be::kNoticeResponse, fields);
+    else
+      to_client_.forward(frame.raw);
     return;
   }
   to_client_.drop();

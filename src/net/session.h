@@ -30,6 +30,7 @@
 #include "session/read_set.h"
 #include "session/lifecycle.h"
 #include "session/result_tracker.h"
+#include "session/bound_query.h"
 #include "session/statement_cache.h"
 #include "auth/scram.h"
 #include "sql/literal.h"
@@ -116,7 +117,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // StatementEffect::row_write: the version the row held when this session's own earlier write
     // in the transaction let the check pass (occ.written_here), instead of the version read.
     std::optional<std::string> written_over;
-    std::string prepared_as;  // prepare/unprepare/bind: the cached statement it names
+    std::string prepared_as;  // prepare/unprepare/bind/query: the cached statement it names
+    // query: sent bound (query_cached), its constants lifted; its ParseComplete not yet arrived.
+    std::shared_ptr<const LiftedConstants> lifted;
+    bool parse_owed = false;
   };
 
   boost::asio::awaitable<bool> read_startup();
@@ -138,9 +142,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_bind(const Frame& frame);
   // Sends a rewritten unnamed Parse as a cached statement; false when it must go as it is.
   bool parse_cached(const pg::Parse& rewritten, const StatementInfoPtr& info);
+  // Sends a rewritten Query as a cached statement bound to its constants; false when it must go as it is.
+  bool query_cached(std::string_view sql, InFlight& entry);
+  // The cached statement for `key`: its name, whether it is prepared already; closes what it evicts.
+  std::pair<std::string, bool> cached_name(std::string key);
   void on_server_frame(const Frame& frame);
   void on_error_response(const Frame& frame);
   void on_notice(const Frame& frame);
+  // An error's or notice's position counted in the client's text; false when it needs no change.
+  bool point_into_client_text(pg::ErrorFields& fields, const InFlight* current) const;
   void on_ready_for_query(const Frame& frame);
   void pop_until_sync();
   // An entry that got no reply of its own (the server skipped it after an error): what the

@@ -2,7 +2,9 @@
 // Reads OCC_REWRITE_RULES (rules YAML), OCC_REWRITE_SQL, OCC_REWRITE_USER, OCC_REWRITE_EXTENDED
 // ("1"), OCC_REWRITE_SEARCH_PATH (comma-separated), OCC_REWRITE_READS (JSON: "schema.name" -> the
 // read set's map for that table; unset: no read tracking) and writes the result as JSON to
-// OCC_REWRITE_OUT (standard output when unset).
+// OCC_REWRITE_OUT (standard output when unset). With OCC_REWRITE_LIFT ("on" or "off": the
+// session's standard_conforming_strings) it writes lift_constants' result for OCC_REWRITE_SQL
+// instead (null: left alone), no rules needed.
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "admin/catalog.h"
+#include "sql/lifted_constants.h"
 #include "sql/plan_cache.h"
 #include "sql/rewrite.h"
 
@@ -56,6 +59,15 @@ int main() try {
     const char* v = std::getenv(name);
     return std::string(v != nullptr ? v : fallback);
   };
+  if (const char* lift = std::getenv("OCC_REWRITE_LIFT")) {
+    occ::StringSyntax syntax;
+    syntax.standard_conforming_strings = std::string(lift) != "off";
+    nlohmann::json out;
+    if (auto lifted = occ::lift_constants(env("OCC_REWRITE_SQL", ""), syntax))
+      out = {{"sql", lifted->sql}, {"param_types", lifted->param_types}, {"values", lifted->values}};
+    std::ofstream(env("OCC_REWRITE_OUT", "/dev/stdout")) << out.dump() << '\n';
+    return 0;
+  }
   const occ::Rules rules = occ::parse_rules(env("OCC_REWRITE_RULES", ""), "OCC_REWRITE_RULES");
   const occ::RelationIndex relations;
   std::vector<std::string> path;
