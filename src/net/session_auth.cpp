@@ -97,12 +97,12 @@ awaitable<bool> Session::authenticate_client() {
   RoleSecret secret;
   std::string lookup_failure;
   try {
-    secret = co_await lookup->find(user_);
+    secret = co_await lookup->find(relay_.user());
   } catch (const std::exception& e) {
     lookup_failure = e.what();
   }
   if (!lookup_failure.empty()) {
-    spdlog::error("{}: cannot look up the password of role \"{}\": {}", peer_, user_, lookup_failure);
+    spdlog::error("{}: cannot look up the password of role \"{}\": {}", peer_, relay_.user(), lookup_failure);
     std::string out;
     pg::encode_error(out, "FATAL", "08006", "occproxy: cannot check the password: the role lookup through admin_dsn failed");
     co_await client_.try_write(out);
@@ -123,7 +123,7 @@ awaitable<bool> Session::authenticate_client() {
       proved = co_await check_md5_proof(secret);
     else
       proved = co_await check_scram_proof(secret);
-    if (!proved) refused = LoginRefused{std::string(kPasswordFailedSqlstate), password_failed_message(user_), {}};
+    if (!proved) refused = LoginRefused{std::string(kPasswordFailedSqlstate), password_failed_message(relay_.user()), {}};
   } catch (const ClientGaveUp&) {
     co_return false;
   } catch (const ScramError& e) {
@@ -138,9 +138,9 @@ awaitable<bool> Session::authenticate_client() {
   client_in_.set_max_body_length(config_.max_message_length);
   if (!refused) co_return true;
 
-  spdlog::info("{}: login refused for user \"{}\": {}", peer_, user_, refused->message);
+  spdlog::info("{}: login refused for user \"{}\": {}", peer_, relay_.user(), refused->message);
   // The password may have changed since the secret was cached: the next attempt looks it up again.
-  lookup->forget(user_);
+  lookup->forget(relay_.user());
   std::string out;
   pg::encode_error(out, "FATAL", refused->sqlstate, refused->message, refused->detail);
   co_await client_.try_write(out);
@@ -165,8 +165,8 @@ awaitable<bool> Session::check_scram_proof(const RoleSecret& secret) {
   std::string end_point;
   if (client_.is_tls()) end_point = tls_server_end_point(SSL_get_certificate(client_.ssl()));
   if (!secret.usable())
-    spdlog::info("{}: role \"{}\" {}", peer_, user_, secret.role_exists ? "has no usable password" : "does not exist");
-  ScramServer scram(user_, secret.scram, std::move(end_point));
+    spdlog::info("{}: role \"{}\" {}", peer_, relay_.user(), secret.role_exists ? "has no usable password" : "does not exist");
+  ScramServer scram(relay_.user(), secret.scram, std::move(end_point));
   std::string mechanisms;
   for (const std::string& m : scram.mechanisms()) mechanisms.append(m).push_back('\0');
   mechanisms.push_back('\0');
@@ -203,7 +203,7 @@ awaitable<bool> Session::log_into_server() {
       Frame frame = co_await next_message(server_, server_in_);
       if (frame.type == pg::be::kErrorResponse) {
         // The server's own refusal (no such database, NOLOGIN role, pg_hba.conf): as is.
-        spdlog::info("{}: the database server refused the login of user \"{}\"", peer_, user_);
+        spdlog::info("{}: the database server refused the login of user \"{}\"", peer_, relay_.user());
         co_await client_.try_write(frame.raw);
         co_return false;
       }
@@ -253,7 +253,7 @@ awaitable<bool> Session::log_into_server() {
     }
   } catch (const ScramStaleVerifier& e) {
     // The role's password changed since the client's proof was checked against the old one.
-    policy().auth->forget(user_);
+    policy().auth->forget(relay_.user());
     failure = e.what();
   } catch (const ScramError& e) {
     failure = e.what();
@@ -268,16 +268,16 @@ awaitable<bool> Session::log_into_server() {
   const std::string to_client = std::move(login_->to_client_after_login);
   login_.reset();
   if (!failure.empty()) {
-    spdlog::warn("{}: cannot log user \"{}\" into the database server: {}", peer_, user_, failure);
+    spdlog::warn("{}: cannot log user \"{}\" into the database server: {}", peer_, relay_.user(), failure);
     out.clear();
     pg::encode_error(out, "FATAL", failure_sqlstate,
                      failure_sqlstate == kPasswordFailedSqlstate
-                         ? password_failed_message(user_)
+                         ? password_failed_message(relay_.user())
                          : "occproxy: cannot log into the database server: " + failure + "; use scram-sha-256 or md5 in its pg_hba.conf");
     co_await client_.try_write(out);
     co_return false;
   }
-  phase_ = Phase::relaying;
+  relay_.set_phase(Phase::relaying);
   co_await client_.write(to_client);
   co_return true;
 }

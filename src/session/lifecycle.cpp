@@ -27,6 +27,8 @@ constexpr std::array kRows = {
                  "occproxy: malformed message from the database server"},
     EndReasonRow{EndReason::startup_lost, "connection lost during startup", "08006",
                  "occproxy: the database server closed the connection during startup"},
+    EndReasonRow{EndReason::replies_out_of_sync, "server reply out of sync", "08P01",
+                 "occproxy: lost track of the database server's replies, so the session ends: "},
     EndReasonRow{EndReason::shutdown, "proxy shutting down", "57P01",
                  "terminating connection due to administrator command"},
 };

@@ -13,6 +13,7 @@ enum class Phase : uint8_t {
   authenticating,  // until the server's AuthenticationOk reaches the client
   relaying,
   draining,        // shutting down: ends once the client's transaction does
+  out_of_sync,     // a server reply matched no request in flight: ending (Relay::out_of_sync)
   ended,
 };
 
@@ -28,6 +29,7 @@ enum class EndReason : uint8_t {
   server_lost,              // the server connection closed or failed
   server_malformed,         // a server message that does not decode
   startup_lost,             // the server closed the connection before the session began
+  replies_out_of_sync,      // a server reply matched no request in flight
   shutdown,                 // the proxy is shutting down
 };
 

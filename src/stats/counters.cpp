@@ -121,6 +121,7 @@ constexpr std::array<Described, kCounters> kCounterInfo{{
     {"protocol_errors", "Client connections closed for a malformed protocol message."},
     {"upstream_errors", "Failures to connect to or talk with the upstream server."},
     {"cancels_stale", "Cancel requests dropped: their session had nothing in flight, so the statement they meant had ended."},
+    {"replies_out_of_sync", "Server replies that matched no request in flight; all but a lone ReadyForQuery end the session."},
     {"audit_dropped", "Audit records dropped because the audit queue was full."},
     {"audit_table_errors", "Audit records that could not be inserted into occ.conflict_log."},
 }};

@@ -36,6 +36,7 @@ enum class Counter : unsigned {
   protocol_errors,
   upstream_errors,
   cancels_stale,       // a CancelRequest for a session with nothing in flight: dropped
+  replies_out_of_sync, // a server reply that matched no request in flight (Relay::out_of_sync)
   audit_dropped,       // audit queue full: the record was not written
   audit_table_errors,  // a record that did not reach occ.conflict_log
   count_  // keep last

@@ -28,6 +28,8 @@ TEST_CASE("every end reason has its row, and the client hears only where it can"
       {EndReason::server_malformed, "DataRow: truncated", "08P01", "occproxy: malformed message from the database server"},
       {EndReason::startup_lost, "End of file", "08006",
        "occproxy: the database server closed the connection during startup"},
+      {EndReason::replies_out_of_sync, "an unexpected reply '1'", "08P01",
+       "occproxy: lost track of the database server's replies, so the session ends: an unexpected reply '1'"},
       {EndReason::shutdown, "", "57P01", "terminating connection due to administrator command"},
   };
   for (const Row& row : rows) {

@@ -1,0 +1,323 @@
+// The session's protocol core without sockets: client and server frames in, the exact bytes each
+// side receives out, and what the core asks of its shell (an end, the state a cancel checks).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <memory>
+#include <tuple>
+#include <string>
+#include <vector>
+
+#include "config/rules.h"
+#include "session/relay.h"
+#include "stats/counters.h"
+#include "wire/messages.h"
+
+using namespace occ;
+
+namespace {
+
+// One protocol message from its type and body (the length word in between).
+std::string message(char type, std::string_view body = {}) {
+  std::string out;
+  pg::MessageWriter w(out);
+  w.begin(type);
+  w.bytes(body);
+  w.finish();
+  return out;
+}
+
+std::string query(std::string_view sql) {
+  std::string out;
+  pg::encode_query(out, sql);
+  return out;
+}
+std::string parse(std::string_view name, std::string_view sql) {
+  std::string out;
+  pg::encode_parse(out, {name, sql, {}});
+  return out;
+}
+std::string bind(std::string_view statement) {
+  std::string out;
+  pg::encode_bind(out, {"", statement, {}, {}, {}});
+  return out;
+}
+std::string describe_portal() {
+  std::string out;
+  pg::encode_describe(out, pg::fe::kDescribe, {'P', ""});
+  return out;
+}
+std::string execute() {
+  std::string out;
+  pg::encode_execute(out, {"", 0});
+  return out;
+}
+const std::string kSync = message(pg::fe::kSync);
+const std::string kTerminate = message(pg::fe::kTerminate);
+
+std::string ready(char status = 'I') {
+  std::string out;
+  pg::encode_ready_for_query(out, status);
+  return out;
+}
+std::string complete(std::string_view tag) {
+  std::string out;
+  pg::encode_command_complete(out, tag);
+  return out;
+}
+std::string columns(const std::vector<std::string_view>& names) {
+  pg::RowDescription d;
+  for (auto name : names) d.fields.push_back({name, 0, 0, 25, -1, -1, 0});
+  std::string out;
+  pg::encode_row_description(out, d);
+  return out;
+}
+std::string row(const std::vector<std::optional<std::string_view>>& values) {
+  std::string out;
+  pg::encode_data_row(out, {values});
+  return out;
+}
+std::string error(std::string_view sqlstate, std::string_view text) {
+  std::string out;
+  pg::encode_error(out, "ERROR", sqlstate, text);
+  return out;
+}
+const std::string kParseComplete = message(pg::be::kParseComplete);
+const std::string kBindComplete = message(pg::be::kBindComplete);
+const std::string kCloseComplete = message(pg::be::kCloseComplete);
+const std::string kNoData = message(pg::be::kNoData);
+
+constexpr const char* kRules = R"(tables:
+  - table: public.subscriptions
+    key: [id]
+    version_column: version
+)";
+
+// Calls `deliver` with each whole message of `bytes`.
+template <typename Deliver>
+void each_frame(const std::string& bytes, Deliver deliver) {
+  for (std::size_t at = 0; at < bytes.size();) {
+    REQUIRE(bytes.size() - at >= 5);
+    uint32_t length = 0;
+    for (int i = 1; i <= 4; ++i) length = (length << 8) | static_cast<unsigned char>(bytes[at + i]);
+    const std::string_view raw(bytes.data() + at, 1 + length);
+    deliver(Frame{raw[0], raw.substr(5), raw});
+    at += raw.size();
+  }
+}
+
+// A relay past the login, with the rules given (none: nothing protected).
+struct Harness {
+  PolicyStore store;
+  Relay relay{store, 1000, "test"};
+
+  explicit Harness(const char* rules_yaml = nullptr) {
+    if (rules_yaml) {
+      auto policy = std::make_shared<Policy>();
+      policy->rules = std::make_shared<const Rules>(parse_rules(rules_yaml, "rules.yaml"));
+      store.set(std::move(policy));
+    }
+    relay.begin("app", "app", "", std::nullopt);
+    relay.set_phase(Phase::authenticating);
+    REQUIRE(from_server(message(pg::be::kAuthentication, std::string("\0\0\0\0", 4)) + ready()).size() > 0);
+  }
+
+  // Feeds the client's messages (whole, back to back) and returns the bytes the server gets.
+  std::string from_client(const std::string& bytes) { return feed(bytes, true); }
+  // Feeds the server's messages and returns the bytes the client gets.
+  std::string from_server(const std::string& bytes) { return feed(bytes, false); }
+
+ private:
+  std::string feed(const std::string& bytes, bool client) {
+    each_frame(bytes, [&](const Frame& frame) {
+      client ? relay.on_client_frame(frame) : relay.on_server_frame(frame);
+    });
+    Outbox& out = client ? relay.to_server() : relay.to_client();
+    std::string sent(out.pending());
+    out.clear();
+    return sent;
+  }
+};
+
+uint64_t counted(stats::Counter c) { return stats::snapshot().counters[static_cast<unsigned>(c)]; }
+
+}  // namespace
+
+TEST_CASE("with nothing protected every message passes byte for byte and the queue empties", "[relay]") {
+  struct Exchange {
+    const char* name;
+    std::string client;
+    std::string server;
+  };
+  const Exchange exchanges[] = {
+      {"simple query", query("SELECT 1"), columns({"?column?"}) + row({"1"}) + complete("SELECT 1") + ready()},
+      {"several statements in one Query", query("SELECT 1; SELECT 2"),
+       columns({"a"}) + row({"1"}) + complete("SELECT 1") + columns({"b"}) + row({"2"}) + complete("SELECT 1") +
+           ready()},
+      {"extended", parse("", "SELECT 1") + bind("") + describe_portal() + execute() + kSync,
+       kParseComplete + kBindComplete + columns({"x"}) + row({"1"}) + complete("SELECT 1") + ready()},
+      {"error in a pipeline: the server skips to Sync", parse("", "SELEC") + bind("") + execute() + kSync,
+       error("42601", "syntax error") + ready()},
+      {"error in a simple Query", query("SELEC"), error("42601", "syntax error") + ready()},
+      {"two pipelines, the first failing", parse("a", "SELEC") + kSync + parse("b", "SELECT 1") + kSync,
+       error("42601", "syntax error") + ready() + kParseComplete + ready()},
+      {"empty query", query(""), message(pg::be::kEmptyQueryResponse) + ready()},
+      {"transaction status", query("BEGIN"), complete("BEGIN") + ready('T')},
+  };
+  for (const Exchange& e : exchanges) {
+    SECTION(e.name) {
+      Harness h;
+      CHECK(h.from_client(e.client) == e.client);
+      CHECK(h.relay.awaiting_reply());
+      CHECK(h.from_server(e.server) == e.server);
+      CHECK_FALSE(h.relay.awaiting_reply());
+      CHECK_FALSE(h.relay.end_request());
+      CHECK(h.relay.phase() == Phase::relaying);
+      CHECK(h.relay.idle() == (e.server.back() == 'I'));
+    }
+  }
+}
+
+TEST_CASE("the login's messages set the phase and the backend a cancel must name", "[relay]") {
+  PolicyStore store;
+  Relay relay{store, 1000, "test"};
+  relay.begin("app", "app", "", std::nullopt);
+  relay.set_phase(Phase::authenticating);
+  std::string key;
+  pg::encode_backend_key_data(key, {4242, 99});
+  const std::string login = message(pg::be::kAuthentication, std::string("\0\0\0\0", 4)) + key + ready();
+  each_frame(login, [&](const Frame& frame) { relay.on_server_frame(frame); });
+  CHECK(relay.phase() == Phase::relaying);
+  CHECK(relay.backend_pid() == 4242);
+  CHECK(relay.backend_key() == 99);
+  CHECK(relay.to_client().pending() == login);
+  CHECK_FALSE(relay.awaiting_reply());
+}
+
+TEST_CASE("a reply that matches no request: fail closed, except a lone ReadyForQuery", "[relay]") {
+  struct Case {
+    const char* name;
+    std::string client;  // what is in flight
+    std::string reply;
+    char unexpected;  // the reply named in the FATAL; 0: the session goes on
+  };
+  const Case cases[] = {
+      {"ParseComplete with nothing in flight", "", kParseComplete, '1'},
+      {"BindComplete where a Parse is awaited", parse("", "SELECT 1"), kBindComplete, '2'},
+      {"NoData where an Execute is awaited", bind("") + execute(), kBindComplete + kNoData, 'n'},
+      {"CloseComplete with nothing in flight", "", kCloseComplete, '3'},
+      {"PortalSuspended with nothing in flight", "", message(pg::be::kPortalSuspended), 's'},
+      {"CommandComplete with nothing in flight", "", complete("SELECT 1"), 'C'},
+      {"ReadyForQuery nothing asked for", "", ready(), 0},
+  };
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      Harness h;
+      h.from_client(c.client);
+      const uint64_t before = counted(stats::Counter::replies_out_of_sync);
+      CHECK(h.from_server(c.reply) == c.reply);  // the client gets the reply as it came
+      CHECK(counted(stats::Counter::replies_out_of_sync) == before + 1);
+      if (c.unexpected) {
+        REQUIRE(h.relay.end_request());
+        CHECK(h.relay.end_request()->reason == EndReason::replies_out_of_sync);
+        CHECK(h.relay.phase() == Phase::out_of_sync);
+        CHECK(client_fatal_message(EndReason::replies_out_of_sync, h.relay.end_request()->detail) ==
+              std::string("occproxy: lost track of the database server's replies, so the session ends: an unexpected "
+                          "reply '") + c.unexpected + "'");
+      } else {
+        CHECK_FALSE(h.relay.end_request());
+        CHECK(h.relay.phase() == Phase::relaying);
+      }
+    }
+  }
+}
+
+TEST_CASE("Terminate goes to the server, and the core asks its shell to end", "[relay]") {
+  Harness h;
+  CHECK(h.from_client(kTerminate) == kTerminate);
+  REQUIRE(h.relay.end_request());
+  CHECK(h.relay.end_request()->reason == EndReason::client_terminated);
+}
+
+TEST_CASE("a read of a protected row is cut to the client's columns and the write after it checked", "[relay]") {
+  Harness h(kRules);
+  const std::string select = "SELECT notes FROM subscriptions WHERE id = 42";
+  CHECK(h.from_client(query(select)) ==
+        query("SELECT notes, (subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS "
+              "\"occ:version\" FROM subscriptions WHERE id = 42"));
+  const std::string server_rows = columns({"notes", "occ:key", "occ:version"}) + row({"old", "42", "7"}) +
+                                  row({std::nullopt, "43", "1"}) + complete("SELECT 2") + ready();
+  CHECK(h.from_server(server_rows) ==
+        columns({"notes"}) + row({"old"}) + row({std::nullopt}) + complete("SELECT 2") + ready());
+
+  // What the server gets for the write: its messages' types, the statement, the values bound.
+  const auto check_plan = [](const std::string& sent) {
+    std::string types;
+    std::string statement;
+    std::vector<std::optional<std::string>> values;
+    each_frame(sent, [&](const Frame& frame) {
+      types += frame.type;
+      if (frame.type == pg::fe::kParse) statement = std::string(pg::decode_parse(frame.body).sql);
+      if (frame.type == pg::fe::kBind)
+        for (const auto& v : pg::decode_bind(frame.body).params) values.emplace_back(v);
+    });
+    return std::tuple{types, statement, values};
+  };
+  SECTION("extended: the UPDATE is checked against the version read, prepared once, then bound") {
+    const std::string update = parse("", "UPDATE subscriptions SET notes = 'x' WHERE id = 42") + bind("") +
+                               execute() + kSync;
+    // First time: the client's unnamed Parse, and the same text prepared under the cache's name.
+    const auto [types, statement, values] = check_plan(h.from_client(update));
+    CHECK(types == "PPBES");
+    CHECK(statement.starts_with("UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $1::bigint"));
+    CHECK(statement.find("occ.conflict(") != std::string::npos);
+    CHECK(statement.ends_with("notes = 'x' WHERE id = 42"));
+    REQUIRE(values.size() == 2);
+    CHECK(values[0] == "7");
+    CHECK(h.from_server(kParseComplete + kParseComplete + kBindComplete + complete("UPDATE 1") + ready()) ==
+          kParseComplete + kBindComplete + complete("UPDATE 1") + ready());
+    // Again: no Parse reaches the server; the unnamed statement is closed and the Bind names the cached one.
+    const auto [again, no_statement, again_values] = check_plan(h.from_client(update));
+    CHECK(again == "CBES");
+    CHECK(no_statement.empty());
+    CHECK(h.from_server(kCloseComplete + kBindComplete + complete("UPDATE 1") + ready()) ==
+          kParseComplete + kBindComplete + complete("UPDATE 1") + ready());
+    CHECK_FALSE(h.relay.awaiting_reply());
+  }
+  SECTION("simple Query: sent as a cached statement, answered as the Query would be") {
+    const auto [types, statement, values] =
+        check_plan(h.from_client(query("UPDATE subscriptions SET notes = 'x' WHERE id = 42")));
+    CHECK(types == "CPBDECS");
+    CHECK(statement.starts_with("UPDATE subscriptions SET version = CASE WHEN subscriptions.version = $1::bigint"));
+    CHECK(std::find(values.begin(), values.end(), std::optional<std::string>("7")) != values.end());
+    const std::string replies = kCloseComplete + kParseComplete + kBindComplete + kNoData + complete("UPDATE 1") +
+                                kCloseComplete + ready();
+    CHECK(h.from_server(replies) == complete("UPDATE 1") + ready());
+    CHECK_FALSE(h.relay.awaiting_reply());
+    CHECK_FALSE(h.relay.end_request());
+  }
+  SECTION("a row the session did not read goes with RETURNING, its version learnt") {
+    const std::string sent = h.from_client(query("UPDATE subscriptions SET notes = 'x' WHERE id = 99"));
+    CHECK(sent == query("UPDATE subscriptions SET notes = 'x' WHERE id = 99 RETURNING (subscriptions.id)::text, "
+                        "(subscriptions.version)::text"));
+    CHECK(h.from_server(row({"99", "3"}) + complete("UPDATE 1") + ready()) == complete("UPDATE 1") + ready());
+  }
+}
+
+TEST_CASE("a large row streams unless its added columns must be cut", "[relay]") {
+  Harness h(kRules);
+  SECTION("an untracked result streams through in pieces") {
+    h.from_client(query("SELECT repeat('x', 300000)"));
+    h.from_server(columns({"repeat"}));
+    CHECK(h.relay.may_stream_large_row());
+    const std::string big = row({std::string(300000, 'x')});
+    h.relay.on_large_row_head(std::string_view(big).substr(0, 1000));
+    h.relay.on_large_row_piece(std::string_view(big).substr(1000), true);
+    CHECK(h.relay.to_client().pending() == big);
+  }
+  SECTION("a tracked result whose rows lose columns is held whole") {
+    h.from_client(query("SELECT notes FROM subscriptions WHERE id = 42"));
+    h.from_server(columns({"notes", "occ:key", "occ:version"}));
+    CHECK_FALSE(h.relay.may_stream_large_row());
+  }
+}
