@@ -225,6 +225,7 @@ def test_every_endpoint_after_a_scripted_workload(pg, db, occ_stats_proxy):
         "protocol_errors": 0,
         "upstream_errors": 0,
         "cancels_stale": 0,
+        "replies_out_of_sync": 0,
         "audit_dropped": 0,
         "audit_table_errors": 0,
     }
