@@ -130,6 +130,7 @@ awaitable<bool> Session::read_startup() {
   });
 
   client_in_.set_untyped(true);
+  std::optional<std::string> malformed;
   try {
     // SSLRequest and GSSENCRequest are each answered once before the real startup packet.
     for (int attempt = 0; attempt < 3; ++attempt) {
@@ -185,10 +186,7 @@ awaitable<bool> Session::read_startup() {
       }
       auto startup = pg::decode_startup(frame.body);
       if (config_.tls.client_mode == ClientTlsMode::require && !client_.is_tls()) {
-        spdlog::info("{}: refused: plaintext client while tls.client_mode is require", peer_);
-        std::string out;
-        pg::encode_error(out, "FATAL", "28000", "occproxy: TLS is required; connect with sslmode=require");
-        client_.write_now(out);
+        co_await refuse(EndReason::tls_required, {});
         co_return false;
       }
       if (policy().protects_anything() && startup.protocol >> 16 == 3) {
@@ -222,23 +220,21 @@ awaitable<bool> Session::read_startup() {
     }
     spdlog::warn("{}: too many encryption requests before startup; connection closed", peer_);
   } catch (const pg::MalformedMessage& e) {
-    spdlog::warn("{}: malformed startup packet ({}); connection closed", peer_, e.what());
     stats::add(Counter::protocol_errors);
-    std::string out;
-    pg::encode_error(out, "FATAL", "08P01", "invalid startup packet layout");
-    boost::system::error_code ignored;
-    client_.write_now(out);
+    malformed = e.what();
   } catch (const boost::system::system_error& e) {
     if (timed_out)
       spdlog::warn("{}: no startup packet within {} ms; connection closed", peer_, config_.startup_timeout.count());
     else
       spdlog::debug("{}: closed during startup: {}", peer_, e.code().message());
   }
+  if (malformed) co_await refuse(EndReason::startup_malformed, std::move(*malformed));
   co_return false;
 }
 
 awaitable<bool> Session::connect_upstream() {
   const auto& up = config_.upstream;
+  std::string failure;
   try {
     boost::system::error_code not_numeric;
     const auto address = asio::ip::make_address(up.host, not_numeric);
@@ -252,28 +248,20 @@ awaitable<bool> Session::connect_upstream() {
     }
     server_.socket().set_option(tcp::no_delay(true));
   } catch (const boost::system::system_error& e) {
-    stats::add(Counter::upstream_errors);
-    spdlog::error("{}: cannot connect to the database server at {}:{}: {}", peer_, up.host, up.port,
-                  e.code().message());
-    std::string out;
-    pg::encode_error(out, "FATAL", "08006",
-                     "occproxy: cannot connect to the database server at " + up.host + ":" +
-                         std::to_string(up.port) + ": " + e.code().message());
-    client_.write_now(out);
-    co_return false;
+    failure = "cannot connect to the database server at " + up.host + ":" + std::to_string(up.port) + ": " +
+              e.code().message();
   }
-  std::string failure;
-  try {
-    co_await start_upstream_tls();
-    co_return true;
-  } catch (const std::exception& e) {
-    failure = e.what();
+  if (failure.empty()) {
+    try {
+      co_await start_upstream_tls();
+      co_return true;
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
   }
   stats::add(Counter::upstream_errors);
   spdlog::error("{}: {}", peer_, failure);
-  std::string out;
-  pg::encode_error(out, "FATAL", "08006", "occproxy: " + failure);
-  client_.write_now(out);
+  co_await refuse(EndReason::upstream_unreachable, std::move(failure));
   co_return false;
 }
 
@@ -303,11 +291,8 @@ awaitable<void> Session::run() {
   client_.socket().set_option(tcp::no_delay(true), ignored);
   if (!co_await read_startup()) co_return;
   if (refused_) {
-    std::string out;
-    pg::encode_error(out, "FATAL", "53300", "sorry, too many clients already",
-                     "occproxy's max_client_connections is " + std::to_string(config_.max_client_connections) + ".");
-    co_await client_.try_write(out);
-    client_.close();
+    co_await refuse(EndReason::too_many_clients,
+                    "occproxy's max_client_connections is " + std::to_string(config_.max_client_connections) + ".");
     co_return;
   }
   relay_.set_phase(Phase::authenticating);
@@ -337,21 +322,32 @@ void Session::end(EndReason reason, std::string detail, bool tell_client) {
   relay_.set_phase(Phase::ended);
   const EndReasonRow& row = end_reason_row(reason);
   spdlog::info("{}: session ended: {}{}{}", peer_, row.log, detail.empty() ? "" : ": ", detail);
-  if (tell_client && !row.client_sqlstate.empty()) {
-    fatal_for_client_sqlstate_ = row.client_sqlstate;
-    fatal_for_client_message_ = client_fatal_message(reason, detail);
-  }
-  boost::system::error_code ignored;
+  if (tell_client) fatal_for_client_ = client_fatal(reason, detail);
   // The server pump owns writes to the client: it sends the FATAL (if any), then closes it.
   server_.close();
-  if (fatal_for_client_message_.empty() || !server_pump_running_) {
-    if (!fatal_for_client_message_.empty()) {
+  if (!fatal_for_client_ || !server_pump_running_) {
+    if (fatal_for_client_) {
       std::string out;
-      pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+      encode_fatal(out, *fatal_for_client_);
       client_.write_now(out);
     }
     client_.close();
   }
+}
+
+awaitable<void> Session::refuse(EndReason reason, std::string detail, std::optional<ClientFatal> fatal) {
+  relay_.set_phase(Phase::ended);
+  spdlog::info("{}: session ended: {}{}{}", peer_, end_reason_row(reason).log, detail.empty() ? "" : ": ", detail);
+  if (!fatal) fatal = client_fatal(reason, detail);
+  server_.close();
+  if (fatal) {
+    std::string out;
+    encode_fatal(out, *fatal);
+    close_client_after(kLastWordsTimeout);
+    co_await client_.try_write(out);
+    linger_.cancel();
+  }
+  client_.close();
 }
 
 void Session::begin_shutdown() {
@@ -527,9 +523,9 @@ awaitable<void> Session::pump_server_to_client() {
   }
   server_pump_running_ = false;
   close_client_after(kLastWordsTimeout);
-  if (!fatal_for_client_message_.empty()) {
+  if (fatal_for_client_) {
     std::string out;
-    pg::encode_error(out, "FATAL", fatal_for_client_sqlstate_, fatal_for_client_message_);
+    encode_fatal(out, *fatal_for_client_);
     co_await client_.try_write(out);
   }
   client_.close();

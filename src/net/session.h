@@ -74,6 +74,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // Ends both sides once; the client gets the reason's FATAL where its row has one and
   // `tell_client` holds (not after the server's own FATAL).
   void end(EndReason reason, std::string detail = {}, bool tell_client = true);
+  // Ends a session refused before relaying, when no server pump runs: logs the reason, sends the
+  // client `fatal` (else the reason's own FATAL) and closes.
+  boost::asio::awaitable<void> refuse(EndReason reason, std::string detail,
+                                      std::optional<ClientFatal> fatal = std::nullopt);
   void close_client_after(std::chrono::milliseconds delay);
 
   Connection client_;
@@ -105,8 +109,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<Login> login_;
   bool refused_ = false;
   bool server_pump_running_ = false;
-  std::string fatal_for_client_sqlstate_;
-  std::string fatal_for_client_message_;
+  std::optional<ClientFatal> fatal_for_client_;
 };
 
 }  // namespace occ

@@ -52,13 +52,6 @@ void encode_password(std::string& out, std::string_view data, bool nul_terminate
   w.finish();
 }
 
-// A failed login, told to the client as the server would tell it.
-struct LoginRefused {
-  std::string sqlstate;
-  std::string message;
-  std::string detail;
-};
-
 // The next whole message on a connection still in its login phase.
 awaitable<Frame> next_message(Connection& connection, FrameReader& in) {
   for (;;) {
@@ -103,9 +96,7 @@ awaitable<bool> Session::authenticate_client() {
   }
   if (!lookup_failure.empty()) {
     spdlog::error("{}: cannot look up the password of role \"{}\": {}", peer_, relay_.user(), lookup_failure);
-    std::string out;
-    pg::encode_error(out, "FATAL", "08006", "occproxy: cannot check the password: the role lookup through admin_dsn failed");
-    co_await client_.try_write(out);
+    co_await refuse(EndReason::auth_lookup_failed, std::move(lookup_failure));
     co_return false;
   }
 
@@ -116,20 +107,20 @@ awaitable<bool> Session::authenticate_client() {
     if (!ec) client_.close();
   });
   client_in_.set_max_body_length(kMaxAuthMessage);
-  std::optional<LoginRefused> refused;
+  std::optional<ClientFatal> refused;
   try {
     bool proved;
     if (!secret.scram && !secret.md5.empty())
       proved = co_await check_md5_proof(secret);
     else
       proved = co_await check_scram_proof(secret);
-    if (!proved) refused = LoginRefused{std::string(kPasswordFailedSqlstate), password_failed_message(relay_.user()), {}};
+    if (!proved) refused = ClientFatal{std::string(kPasswordFailedSqlstate), password_failed_message(relay_.user()), {}};
   } catch (const ClientGaveUp&) {
     co_return false;
   } catch (const ScramError& e) {
-    refused = LoginRefused{e.sqlstate, e.what(), e.detail};
+    refused = ClientFatal{e.sqlstate, e.what(), e.detail};
   } catch (const pg::MalformedMessage& e) {
-    refused = LoginRefused{"08P01", std::string("invalid message: ") + e.what(), {}};
+    refused = ClientFatal{"08P01", std::string("invalid message: ") + e.what(), {}};
   } catch (const boost::system::system_error& e) {
     spdlog::debug("{}: closed during authentication: {}", peer_, e.code().message());
     co_return false;
@@ -138,12 +129,10 @@ awaitable<bool> Session::authenticate_client() {
   client_in_.set_max_body_length(config_.max_message_length);
   if (!refused) co_return true;
 
-  spdlog::info("{}: login refused for user \"{}\": {}", peer_, relay_.user(), refused->message);
   // The password may have changed since the secret was cached: the next attempt looks it up again.
   lookup->forget(relay_.user());
-  std::string out;
-  pg::encode_error(out, "FATAL", refused->sqlstate, refused->message, refused->detail);
-  co_await client_.try_write(out);
+  std::string detail = "user \"" + relay_.user() + "\": " + refused->message;
+  co_await refuse(EndReason::login_refused, std::move(detail), std::move(refused));
   co_return false;
 }
 
@@ -268,13 +257,11 @@ awaitable<bool> Session::log_into_server() {
   const std::string to_client = std::move(login_->to_client_after_login);
   login_.reset();
   if (!failure.empty()) {
-    spdlog::warn("{}: cannot log user \"{}\" into the database server: {}", peer_, relay_.user(), failure);
-    out.clear();
-    pg::encode_error(out, "FATAL", failure_sqlstate,
-                     failure_sqlstate == kPasswordFailedSqlstate
-                         ? password_failed_message(relay_.user())
-                         : "occproxy: cannot log into the database server: " + failure + "; use scram-sha-256 or md5 in its pg_hba.conf");
-    co_await client_.try_write(out);
+    ClientFatal fatal{failure_sqlstate, password_failed_message(relay_.user()), {}};
+    if (failure_sqlstate != kPasswordFailedSqlstate)
+      fatal.message = "occproxy: cannot log into the database server: " + failure +
+                      "; use scram-sha-256 or md5 in its pg_hba.conf";
+    co_await refuse(EndReason::server_login_failed, "user \"" + relay_.user() + "\": " + failure, std::move(fatal));
     co_return false;
   }
   relay_.set_phase(Phase::relaying);

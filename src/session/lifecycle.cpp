@@ -3,6 +3,8 @@
 #include <array>
 #include <stdexcept>
 
+#include "wire/messages.h"
+
 namespace occ {
 
 namespace {
@@ -17,7 +19,8 @@ constexpr std::array kRows = {
     EndReasonRow{EndReason::client_message_too_long, "message too long", "08P01",
                  "occproxy: message exceeds max_message_length"},
     EndReasonRow{EndReason::client_bad_length, "invalid message length", "08P01", "invalid message length"},
-    EndReasonRow{EndReason::client_malformed, "malformed message", "08P01", "invalid message: "},
+    EndReasonRow{EndReason::client_malformed, "malformed message", "08P01", "invalid message: ",
+                 DetailGoes::after_message},
     EndReasonRow{EndReason::channel_binding_refused, "channel binding refused", "28000",
                  "occproxy: SCRAM channel binding cannot pass through a proxy that terminates TLS; connect with "
                  "channel_binding=disable, or set auth.mode: terminate on the proxy"},
@@ -28,9 +31,23 @@ constexpr std::array kRows = {
     EndReasonRow{EndReason::startup_lost, "connection lost during startup", "08006",
                  "occproxy: the database server closed the connection during startup"},
     EndReasonRow{EndReason::replies_out_of_sync, "server reply out of sync", "08P01",
-                 "occproxy: lost track of the database server's replies, so the session ends: "},
+                 "occproxy: lost track of the database server's replies, so the session ends: ",
+                 DetailGoes::after_message},
     EndReasonRow{EndReason::shutdown, "proxy shutting down", "57P01",
                  "terminating connection due to administrator command"},
+    EndReasonRow{EndReason::tls_required, "refused: plaintext client while tls.client_mode is require", "28000",
+                 "occproxy: TLS is required; connect with sslmode=require"},
+    EndReasonRow{EndReason::startup_malformed, "malformed startup packet", "08P01",
+                 "invalid startup packet layout"},
+    EndReasonRow{EndReason::too_many_clients, "refused: too many clients", "53300",
+                 "sorry, too many clients already", DetailGoes::detail_field},
+    EndReasonRow{EndReason::upstream_unreachable, "database server unreachable", "08006", "occproxy: ",
+                 DetailGoes::after_message},
+    EndReasonRow{EndReason::auth_lookup_failed, "password lookup failed", "08006",
+                 "occproxy: cannot check the password: the role lookup through admin_dsn failed"},
+    // The login failures' FATAL says what failed, as the server would (Session::refuse's `fatal`).
+    EndReasonRow{EndReason::login_refused, "login refused", "", ""},
+    EndReasonRow{EndReason::server_login_failed, "cannot log into the database server", "", ""},
 };
 
 }  // namespace
@@ -41,10 +58,17 @@ const EndReasonRow& end_reason_row(EndReason reason) {
   throw std::logic_error("an end reason without a row");
 }
 
-std::string client_fatal_message(EndReason reason, std::string_view detail) {
-  const std::string_view message = end_reason_row(reason).client_message;
-  if (!message.ends_with(": ")) return std::string(message);
-  return std::string(message) + std::string(detail);
+std::optional<ClientFatal> client_fatal(EndReason reason, std::string_view detail) {
+  const EndReasonRow& row = end_reason_row(reason);
+  if (row.client_sqlstate.empty()) return std::nullopt;
+  ClientFatal fatal{std::string(row.client_sqlstate), std::string(row.client_message), {}};
+  if (row.detail == DetailGoes::after_message) fatal.message += detail;
+  if (row.detail == DetailGoes::detail_field) fatal.detail = detail;
+  return fatal;
+}
+
+void encode_fatal(std::string& out, const ClientFatal& fatal) {
+  pg::encode_error(out, "FATAL", fatal.sqlstate, fatal.message, fatal.detail);
 }
 
 }  // namespace occ

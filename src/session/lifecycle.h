@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,19 +32,40 @@ enum class EndReason : uint8_t {
   startup_lost,             // the server closed the connection before the session began
   replies_out_of_sync,      // a server reply matched no request in flight
   shutdown,                 // the proxy is shutting down
+  // Before relaying: the session is refused.
+  tls_required,             // a plaintext client while tls.client_mode is require
+  startup_malformed,        // a startup packet that does not decode
+  too_many_clients,         // max_client_connections reached
+  upstream_unreachable,     // no connection (or no TLS) to the database server
+  auth_lookup_failed,       // auth.mode terminate: the role's secret could not be looked up
+  login_refused,            // auth.mode terminate: the client's proof failed
+  server_login_failed,      // auth.mode terminate: the proxy could not log into the server
 };
+
+// Where an end's detail goes in the client's FATAL besides the log line.
+enum class DetailGoes : uint8_t { nowhere, after_message, detail_field };
 
 struct EndReasonRow {
   EndReason reason;
   std::string_view log;             // for the log line "session ended: <log>[: <detail>]"
-  std::string_view client_sqlstate; // empty: the client gets no FATAL (it left, or cannot be told)
-  std::string_view client_message;  // the FATAL's message; a detail follows "<message>: " when given
+  // Empty: the client gets no FATAL (it left, or cannot be told), or one its caller builds.
+  std::string_view client_sqlstate;
+  std::string_view client_message;  // the FATAL's message
+  DetailGoes detail = DetailGoes::nowhere;
 };
 
 const EndReasonRow& end_reason_row(EndReason reason);
 
-// The FATAL message a client gets for `reason` (empty when it gets none), with `detail` appended
-// where the row's message takes one.
-std::string client_fatal_message(EndReason reason, std::string_view detail);
+// The FATAL ErrorResponse a client is sent before the close.
+struct ClientFatal {
+  std::string sqlstate;
+  std::string message;
+  std::string detail;  // the DETAIL field; empty: none
+};
+
+// The FATAL a client gets for `reason` and `detail`, or none.
+std::optional<ClientFatal> client_fatal(EndReason reason, std::string_view detail);
+// The ErrorResponse bytes of `fatal`, appended to `out`.
+void encode_fatal(std::string& out, const ClientFatal& fatal);
 
 }  // namespace occ

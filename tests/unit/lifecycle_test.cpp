@@ -10,8 +10,9 @@ TEST_CASE("every end reason has its row, and the client hears only where it can"
   struct Row {
     EndReason reason;
     std::string detail;
-    std::string sqlstate;
+    std::string sqlstate;  // empty: no FATAL from the row
     std::string message;
+    std::string detail_field = {};
   };
   const Row rows[] = {
       {EndReason::client_terminated, "", "", ""},
@@ -31,6 +32,16 @@ TEST_CASE("every end reason has its row, and the client hears only where it can"
       {EndReason::replies_out_of_sync, "an unexpected reply '1'", "08P01",
        "occproxy: lost track of the database server's replies, so the session ends: an unexpected reply '1'"},
       {EndReason::shutdown, "", "57P01", "terminating connection due to administrator command"},
+      {EndReason::tls_required, "", "28000", "occproxy: TLS is required; connect with sslmode=require"},
+      {EndReason::startup_malformed, "unexpected end of message", "08P01", "invalid startup packet layout"},
+      {EndReason::too_many_clients, "occproxy's max_client_connections is 3.", "53300",
+       "sorry, too many clients already", "occproxy's max_client_connections is 3."},
+      {EndReason::upstream_unreachable, "cannot connect to the database server at 127.0.0.1:1: Connection refused",
+       "08006", "occproxy: cannot connect to the database server at 127.0.0.1:1: Connection refused"},
+      {EndReason::auth_lookup_failed, "connection refused", "08006",
+       "occproxy: cannot check the password: the role lookup through admin_dsn failed"},
+      {EndReason::login_refused, "user \"app\": password authentication failed", "", ""},
+      {EndReason::server_login_failed, "user \"app\": the server asks for md5", "", ""},
   };
   for (const Row& row : rows) {
     const auto& described = occ::end_reason_row(row.reason);
@@ -38,6 +49,23 @@ TEST_CASE("every end reason has its row, and the client hears only where it can"
     CHECK(described.reason == row.reason);
     CHECK(!described.log.empty());
     CHECK(std::string(described.client_sqlstate) == row.sqlstate);
-    CHECK(occ::client_fatal_message(row.reason, row.detail) == row.message);
+    const auto fatal = occ::client_fatal(row.reason, row.detail);
+    REQUIRE(fatal.has_value() == !row.sqlstate.empty());
+    if (!fatal) continue;
+    CHECK(fatal->sqlstate == row.sqlstate);
+    CHECK(fatal->message == row.message);
+    CHECK(fatal->detail == row.detail_field);
   }
+}
+
+TEST_CASE("a FATAL's bytes carry severity, code, message and detail", "[lifecycle]") {
+  std::string out;
+  occ::encode_fatal(out, {"53300", "sorry, too many clients already", "occproxy's max_client_connections is 3."});
+  using namespace std::string_literals;
+  const std::string body = "SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0"s +
+                           "Doccproxy's max_client_connections is 3.\0\0"s;
+  std::string expected = "E";
+  const uint32_t length = static_cast<uint32_t>(body.size() + 4);
+  for (int shift = 24; shift >= 0; shift -= 8) expected += static_cast<char>((length >> shift) & 0xff);
+  CHECK(out == expected + body);
 }

@@ -221,7 +221,7 @@ TEST_CASE("a reply that matches no request: fail closed, except a lone ReadyForQ
         REQUIRE(h.relay.end_request());
         CHECK(h.relay.end_request()->reason == EndReason::replies_out_of_sync);
         CHECK(h.relay.phase() == Phase::out_of_sync);
-        CHECK(client_fatal_message(EndReason::replies_out_of_sync, h.relay.end_request()->detail) ==
+        CHECK(client_fatal(EndReason::replies_out_of_sync, h.relay.end_request()->detail)->message ==
               std::string("occproxy: lost track of the database server's replies, so the session ends: an unexpected "
                           "reply '") + c.unexpected + "'");
       } else {
