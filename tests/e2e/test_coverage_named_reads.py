@@ -2,14 +2,20 @@
 # (SPEC 3.9): the client gets exactly the bytes it would get directly, and a stale write after such a
 # read is a conflict. No SQL here names a version.
 import asyncio
+import os
+import pathlib
+import shutil
+import subprocess
 
 import asyncpg
 import psycopg
 import psycopg2
 import pytest
 
+from conftest import require
 from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_proxy fixture)
     conflict_error,
+    conflict_message,
     connect,
     occ_proxy_fixture,
     pg_error,
@@ -26,6 +32,8 @@ from occ_helpers import (  # noqa: F401 (occ_proxy_fixture provides the occ_prox
 pytestmark = requires_proxy
 
 WRITE = "UPDATE subscriptions SET notes = 'agent' WHERE id = 42"
+HERE = pathlib.Path(__file__).resolve().parent
+JDBC_JAR = pathlib.Path("/usr/share/java/postgresql.jar")
 
 
 def billing(pg, db):
@@ -164,6 +172,43 @@ def test_asyncpg_cursors_with_a_row_limit_are_tracked(pg, db, occ_proxy):
 
     error = asyncio.run(scenario())
     assert (error.sqlstate, conflict_detail(error.detail)) == ("40001", unread_detail(1, 2))
+
+
+def test_a_jdbc_read_with_a_fetch_size_is_tracked(pg, db, occ_proxy, tmp_path):
+    require(shutil.which("javac") and shutil.which("java"), "a JDK is not installed")
+    require(JDBC_JAR.exists(), f"{JDBC_JAR} is missing (libpostgresql-jdbc-java)")
+    proxy = occ_proxy(rules_yaml())
+    pg.psql("INSERT INTO subscriptions (id, status, notes) SELECT g, 'active', 'n' || g "
+            "FROM generate_series(100, 109) g", dbname=db)
+    compiled = subprocess.run(["javac", "-cp", str(JDBC_JAR), "-d", str(tmp_path), str(HERE / "jdbc" / "FetchSize.java")],
+                              capture_output=True, text=True, timeout=180)
+    assert compiled.returncode == 0, compiled.stderr
+
+    def agent(server, written, change):
+        """What the JDBC agent printed; `change` runs between its read and its write of row `written`."""
+        url = f"jdbc:postgresql://{server.host}:{server.port}/{db}?prepareThreshold=1&sslmode=disable"
+        java = subprocess.Popen(["java", "-cp", f"{tmp_path}{os.pathsep}{JDBC_JAR}", "FetchSize", url, "postgres",
+                                 "postgres", str(written)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        lines = []
+        while (line := java.stdout.readline().rstrip("\n")) != "ready":
+            assert line, java.stderr.read()
+            lines.append(line)
+        change()
+        out, err = java.communicate("\n", timeout=120)
+        assert java.returncode == 0, err
+        return lines + out.splitlines()
+
+    # Row 42 comes last, in the fifth chunk of three rows: each chunk is an Execute with a row limit.
+    expected_read = "read: " + " ".join(f"{i}:active" for i in [*range(109, 99, -1), 44, 43, 42])
+    assert agent(pg, 109, lambda: None) == [expected_read, "write: 1"]
+    printed = agent(proxy, 42, lambda: billing(pg, db))
+    assert printed[:1] == [expected_read]
+    sqlstate, message, detail = printed[1].removeprefix("write: ").split(" | ")
+    assert (sqlstate, message, conflict_detail(detail)) == ("40001", conflict_message(42, 1, 2),
+                                                            read_detail(2, ["status"]))
+    assert rows(pg, db, "SELECT status, notes, version FROM subscriptions WHERE id = 42") == [
+        ["cancelled", "old", "2"]]
 
 
 SQL_PREPARE_SCRIPT = [
