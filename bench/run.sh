@@ -52,6 +52,7 @@ workload_tpcb() { echo "-M simple"; }
 workload_connect_select() { echo "-S -M simple -C"; }
 # Read a row, then update it: through occproxy_occ the SELECT teaches the proxy the row's version
 # and the UPDATE is rewritten to check it.
+workload_occ_read_update_simple() { echo "-M simple -f $bench_dir/occ_read_update.sql"; }
 workload_occ_read_update() { echo "-M extended -f $bench_dir/occ_read_update.sql"; }
 workload_occ_read_update_prepared() { echo "-M prepared -f $bench_dir/occ_read_update.sql"; }
 # Read tracking (BENCH_TRACKING=1): neither script names the version; through occproxy_occ every
