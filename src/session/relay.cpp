@@ -183,8 +183,10 @@ std::optional<Rewrite> Relay::analyse(std::string_view sql, bool extended, int d
   if (!p.protects_anything() || !may_need_rewrite(sql, *p.rules, syntax_.standard_conforming_strings))
     return std::nullopt;
   const auto started = std::chrono::steady_clock::now();
-  SessionView view{user_, search_path_, *p.rules, p.relations, &reads_, declared_params, &prepared_writes_, syntax_};
+  SessionView view{user_,          search_path_, *p.rules, p.relations, &reads_, declared_params,
+                   &sql_confirmed_, syntax_,      next_shadow_};
   Rewrite rw = rewrite_sql(sql, extended, view, thread_plan_cache());
+  next_shadow_ += rw.shadows_named;
   if (rw.untracked_reads) stats::add(Counter::reads_untracked, rw.untracked_reads);
   for (const auto& effect : rw.effects)
     if (effect.tracking.tracked() && !effect.tracking.drop_result) stats::add(Counter::reads_tracked);
@@ -230,7 +232,7 @@ void Relay::on_query(const Frame& frame) {
 void Relay::forget_session_state() {
   cursors_.clear();
   sql_prepared_.clear();
-  prepared_writes_.forget("");
+  sql_confirmed_.forget("");
   reads_.clear();
 }
 
@@ -465,7 +467,7 @@ void Relay::on_server_frame(const Frame& frame) {
       return;
     case pg::be::kCommandComplete:
       on_command_complete(frame);
-      break;
+      return;
     case pg::be::kReadyForQuery:
       on_ready_for_query(frame);
       break;
@@ -709,12 +711,14 @@ void Relay::on_command_complete(const Frame& frame) {
   // A prepared write's EXECUTE must match the statement the server holds under that name: only
   // a PREPARE or DEALLOCATE the server confirmed changes what the session expects.
   if (effect && effect->named == NamedResult::prepare && pg::decode_command_complete(frame.body).tag == "PREPARE") {
-    if (effect->prepared_write)
-      prepared_writes_.prepared(effect->result_name, *effect->prepared_write, pending_.front().statement->policy);
+    if (effect->hidden)
+      sql_confirmed_.shadowed(effect->shadow_for, effect->result_name);
+    else if (effect->prepared_write)
+      sql_confirmed_.prepared(effect->result_name, *effect->prepared_write, pending_.front().statement->policy);
     else
-      prepared_writes_.forget(effect->result_name);
+      sql_confirmed_.forget(effect->result_name);
   } else if (effect && effect->named == NamedResult::deallocate) {
-    prepared_writes_.forget(effect->result_name);
+    sql_confirmed_.forget(effect->result_name);
   }
   if (effect && effect->row_write) {
     note_checked_write(*effect->row_write, pg::decode_command_complete(frame.body).tag);
@@ -749,6 +753,10 @@ void Relay::on_command_complete(const Frame& frame) {
     else if (tag == "DISCARD ALL")
       forget_session_state();
   }
+  if (effect && effect->hidden)
+    to_client_.drop();  // the statement was the proxy's
+  else
+    to_client_.forward(frame.raw);
   if (pending_.front_is(Pending::query)) {
     ++pending_.front().statement_index;
     pending_.front().layout = {};
@@ -889,6 +897,7 @@ void Relay::on_error_response(const Frame& frame) {
       edited = true;
     }
     edited |= point_into_client_text(fields, current);
+    edited |= name_client_statement(fields);
     if (edited)
       pg::encode_error(to_client_.edit(), pg::be::kErrorResponse, fields);
     else
@@ -899,6 +908,19 @@ void Relay::on_error_response(const Frame& frame) {
     pending_.pop();
     pop_until_sync();
   }
+}
+
+// An error about a shadow statement (sql/rewrite.h, SqlPrepared) names the client's statement.
+bool Relay::name_client_statement(pg::ErrorFields& fields) const {
+  const StatementEffect* effect = current_effect();
+  if (!effect || effect->shadow_for.empty()) return false;
+  std::string message(fields.get('M'));
+  const std::string shadow = '"' + effect->result_name + '"';
+  const auto at = message.find(shadow);
+  if (at == std::string::npos) return false;
+  message.replace(at, shadow.size(), '"' + effect->shadow_for + '"');
+  fields.set('M', message);
+  return true;
 }
 
 // psql and drivers put the caret under the position: it must count in the client's text.

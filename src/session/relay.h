@@ -16,7 +16,7 @@
 #include "session/lifecycle.h"
 #include "session/pending_replies.h"
 #include "session/policy_store.h"
-#include "session/prepared_writes.h"
+#include "session/sql_prepared.h"
 #include "session/read_set.h"
 #include "session/result_tracker.h"
 #include "session/statement_cache.h"
@@ -117,6 +117,7 @@ class Relay {
   void on_error_response(const Frame& frame);
   void on_notice(const Frame& frame);
   // An error's or notice's position counted in the client's text; false when it needs no change.
+  bool name_client_statement(pg::ErrorFields& fields) const;
   bool point_into_client_text(pg::ErrorFields& fields, const InFlight* current) const;
   void on_ready_for_query(const Frame& frame);
   const StatementEffect* current_effect() const;
@@ -174,9 +175,12 @@ class Relay {
   int readies_owed_ = 0;
   // A Parse since the last Sync may deallocate (DEALLOCATE, DISCARD): no caching until its Sync.
   bool cache_barrier_ = false;
+  // The rows cursors and SQL-level prepared statements give (declared when sent), and what the
+  // server confirmed of the prepared statements the proxy added to.
   NamedResults cursors_;
   NamedResults sql_prepared_;
-  SqlPreparedWrites prepared_writes_;
+  SqlPreparedStatements sql_confirmed_;
+  uint32_t next_shadow_ = 0;  // names shadow statements: never reused in a session
   // The DataRow being streamed through, and what reads it on the way.
   RowPassage large_row_ = RowPassage::stream;
   std::unique_ptr<RowScanner> large_row_scan_;

@@ -11,6 +11,10 @@ namespace occ::helpers {
 constexpr std::string_view kKeyColumn = "occ:key";
 constexpr std::string_view kVersionColumn = "occ:version";
 
+// The SQL-level prepared statements the proxy adds beside a client's PREPARE of a SELECT, named
+// this prefix and a number the session never reuses (the shadow: see rewrite.h).
+constexpr std::string_view kShadowStatementPrefix = "occ:p";
+
 // The helper functions a rewritten write calls (migrations/001, 002, 005, 006, 008).
 constexpr std::string_view kConflict = "occ.conflict";
 constexpr std::string_view kForced = "occ.forced";

@@ -868,6 +868,55 @@ void execute_prepared_write(const StatementAnalysis& st, const SessionView& sess
   effect.row_write = std::move(written);
 }
 
+// The shadows of SQL-level prepared SELECTs as this text leaves them, statement by statement: a
+// PREPARE, DEALLOCATE or DISCARD earlier in the text overrides what the session knew.
+class ShadowsInText {
+ public:
+  explicit ShadowsInText(const SqlPrepared* session) : session_(session) {}
+  const std::string* of(const std::string& name) const {
+    if (auto it = here_.find(name); it != here_.end()) return it->second.empty() ? nullptr : &it->second;
+    return all_dropped_ || session_ == nullptr ? nullptr : session_->shadow_of(name);
+  }
+  void set(const std::string& name, std::string shadow) { here_[name] = std::move(shadow); }
+  void drop_all() {
+    here_.clear();
+    all_dropped_ = true;
+  }
+
+ private:
+  const SqlPrepared* session_;
+  std::unordered_map<std::string, std::string> here_;  // "": none
+  bool all_dropped_ = false;
+};
+
+// A simple Query's `PREPARE r AS SELECT <columns>` whose rows need the key and version appended:
+// r stays as written and the shadow, the same SELECT with them appended, is prepared right after
+// it (SqlPrepared says why). Returns the shadow's effect; none when the rows are tracked in place,
+// cannot be tracked, or the statement's name cannot be found in the text.
+std::optional<StatementEffect> prepare_shadow(std::string_view sql, const StatementAnalysis& st,
+                                              const std::vector<std::string>& path, const SessionView& session,
+                                              std::vector<Edit>& edits, StatementEffect& effect, Rewrite& out) {
+  if (!st.name_at.valid() || st.last_token_end < st.name_at.end) {
+    track_select(*st.read, false, false, path, session, edits, effect, out);
+    return std::nullopt;
+  }
+  StatementEffect shadow;
+  std::vector<Edit> body;
+  track_select(*st.read, false, true, path, session, body, shadow, out);
+  if (body.empty()) {
+    effect.tracking = std::move(shadow.tracking);
+    return std::nullopt;
+  }
+  shadow.named = NamedResult::prepare;
+  shadow.result_name = std::string(helpers::kShadowStatementPrefix) + std::to_string(session.next_shadow + out.shadows_named++);
+  shadow.shadow_for = st.result_name;
+  shadow.hidden = true;
+  edits.push_back({st.last_token_end, st.last_token_end,
+                   "; PREPARE " + quote_identifier(shadow.result_name) +
+                       splice(sql, TextRange{st.name_at.end, st.last_token_end}, std::move(body))});
+  return shadow;
+}
+
 }  // namespace
 
 Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionView& session, PlanCache& cache) {
@@ -887,9 +936,13 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
   std::optional<std::vector<std::string>> path_in_text;  // after a SET search_path earlier in this text
   std::vector<Edit> edits;
   std::unordered_map<std::string, const PreparedWrite*> prepared_here;  // by a PREPARE earlier in this text
+  ShadowsInText shadows(session.prepared);
+  std::vector<std::pair<std::size_t, StatementEffect>> added;  // statements the proxy adds, after which of the client's
   for (std::size_t i = 0; i < analysis->statements.size(); ++i) {
     const StatementAnalysis& st = analysis->statements[i];
     StatementEffect& effect = effects[i];
+    effect.named = st.named;
+    effect.result_name = st.result_name;
     const std::vector<std::string>& path = path_in_text ? *path_in_text : session.search_path;
     const std::size_t params_before = out.expected_params.size();
     const int next_param_before = access.next_param;
@@ -957,18 +1010,43 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
             track_write(*planned_sites[k], *plans[k].table, edits, effect);
           }
         }
-        if (st.named == NamedResult::execute) execute_prepared_write(st, session, prepared_here, edits, effect);
-        if (st.read)
+        if (st.named == NamedResult::execute) {
+          execute_prepared_write(st, session, prepared_here, edits, effect);
+          const std::string* shadow = st.name_at.valid() ? shadows.of(st.result_name) : nullptr;
+          if (shadow != nullptr) {
+            edits.push_back({st.name_at.begin, st.name_at.end, quote_identifier(*shadow)});
+            effect.result_name = *shadow;
+            effect.shadow_for = st.result_name;
+          }
+        }
+        std::optional<StatementEffect> shadow;
+        if (st.read && st.named == NamedResult::prepare && !extended_protocol && plans.empty())
+          shadow = prepare_shadow(sql, st, path, session, edits, effect, out);
+        else if (st.read)
           track_select(*st.read, extended_protocol, st.named != NamedResult::prepare, path, session, edits, effect, out);
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
+        if (st.named == NamedResult::prepare) shadows.set(st.result_name, shadow ? shadow->result_name : "");
+        if (shadow) added.emplace_back(i, std::move(*shadow));
+        if (st.named == NamedResult::deallocate && st.result_name.empty()) shadows.drop_all();
+        if (st.named == NamedResult::deallocate && !st.result_name.empty()) {
+          if (const std::string* dropped = shadows.of(st.result_name)) {
+            StatementEffect deallocate;
+            deallocate.named = NamedResult::deallocate;
+            deallocate.result_name = *dropped;
+            deallocate.hidden = true;
+            deallocate.shadow_for = st.result_name;
+            edits.push_back({st.last_token_end, st.last_token_end, "; DEALLOCATE " + quote_identifier(*dropped)});
+            added.emplace_back(i, std::move(deallocate));
+          }
+          shadows.set(st.result_name, "");
+        }
+        if (st.command == SessionCommand::discard_all) shadows.drop_all();
       }
     }
 
     if (effect.prepared_write) prepared_here[st.result_name] = &*effect.prepared_write;
     effect.command = st.command;
     effect.savepoint = st.savepoint;
-    effect.named = st.named;
-    effect.result_name = st.result_name;
     any_effect = any_effect || effect.tracking.tracked() || effect.row_write || effect.command != SessionCommand::none ||
                  effect.named != NamedResult::none;
 
@@ -976,6 +1054,18 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
       out.search_path_change = *st.search_path_change;
       path_in_text = effective_search_path(*st.search_path_change, session.user);
     }
+  }
+  if (!added.empty()) {
+    // Each added statement's results arrive right after those of the client's statement it follows.
+    std::vector<StatementEffect> all;
+    all.reserve(effects.size() + added.size());
+    auto next = added.begin();
+    for (std::size_t i = 0; i < effects.size(); ++i) {
+      all.push_back(std::move(effects[i]));
+      for (; next != added.end() && next->first == i; ++next) all.push_back(std::move(next->second));
+    }
+    effects = std::move(all);
+    any_effect = true;
   }
   if (any_effect) out.effects = std::move(effects);
   if (!edits.empty()) {

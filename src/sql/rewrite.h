@@ -2,6 +2,7 @@
 // statement), what to send to the server out. Pure: no sockets, no catalog I/O.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,7 +17,7 @@
 namespace occ {
 
 class PlanCache;
-class PreparedWrites;
+class SqlPrepared;
 
 // What the session read of one row (SPEC 3.2 item 3).
 struct RowRead {
@@ -47,8 +48,9 @@ struct SessionView {
   const RelationIndex& relations;
   const ReadSetLookup* reads = nullptr;         // null: no read tracking
   int declared_param_count = 0;                 // extended protocol: types the Parse declared
-  const PreparedWrites* prepared = nullptr;     // for EXECUTE of a checked prepared write
+  const SqlPrepared* prepared = nullptr;        // for EXECUTE of a checked write or a shadowed SELECT
   StringSyntax syntax{};                        // how the server reads this session's string constants
+  uint32_t next_shadow = 0;                     // the number the next shadow statement is named by
 };
 
 // How the session notes key and version of every row a statement returns. Usually from columns
@@ -109,11 +111,18 @@ struct PreparedWrite {
   CheckedRowWrite row_write;          // version_param: the added parameter carrying the version
 };
 
-// The session's SQL-level prepared writes, by name.
-class PreparedWrites {
+// The session's SQL-level prepared statements the proxy added to, by name, as the server confirmed
+// them: checked writes, and SELECTs with a shadow. A client's `PREPARE r AS SELECT <columns>`
+// stays as written, since its EXECUTE may feed CREATE TABLE AS or EXPLAIN, which must not see
+// added columns; in the same simple Query the proxy prepares its shadow, the same SELECT with the
+// key and version appended, and a plain `EXECUTE r(...)` runs the shadow, whose added columns the
+// session strips. DEALLOCATE r deallocates both.
+class SqlPrepared {
  public:
-  virtual ~PreparedWrites() = default;
+  virtual ~SqlPrepared() = default;
   virtual const PreparedWrite* prepared_write(const std::string& name) const = 0;
+  // The shadow statement of `name`; null when it has none.
+  virtual const std::string* shadow_of(const std::string& name) const = 0;
 };
 
 // The values of the parameters the proxy added, for one execution. `client_value(n)`: the text
@@ -136,6 +145,12 @@ struct StatementEffect {
   NamedResult named = NamedResult::none;
   std::string result_name;  // the cursor or prepared statement; empty: CLOSE ALL / DEALLOCATE ALL
   std::optional<PreparedWrite> prepared_write;  // PREPARE of a checked write
+  // A statement the proxy added to the client's text: a shadow's PREPARE or DEALLOCATE. Its
+  // CommandComplete is not the client's.
+  bool hidden = false;
+  // A statement naming a shadow (result_name) in the client's statement's place: this is the
+  // client's name, which the server's errors must show.
+  std::string shadow_for;
 };
 
 // An error the proxy wants the server session to raise in the statement's place.
@@ -184,6 +199,7 @@ struct Rewrite {
   bool parse_failed = false;     // forwarded unchanged: the server reports its own error
   unsigned unsupported_passed = 0;
   unsigned untracked_reads = 0;  // SELECTs on protected tables whose rows cannot be traced
+  uint32_t shadows_named = 0;    // shadow statements named, from SessionView::next_shadow on
   // Read tracking: one entry per statement when any statement has tracking or a session command.
   std::vector<StatementEffect> effects;
   // Extended protocol: parameters the proxy added (never shown in ParameterDescription), and how

@@ -1264,7 +1264,13 @@ SqlAnalysis analyze_sql(std::string_view sql, const Rules& rules, StringSyntax s
       const int first = cursor.first_from(info.range.begin);
       const int limit = cursor.first_from(info.range.end);
       info.first_token = first < limit ? cursor[first].start : info.range.begin;
+      info.last_token_end = first < limit ? cursor[limit - 1].end : info.range.end;
       analyzer.statement(raw->stmt, limit, info);
+      const int keyword = info.named == NamedResult::prepare   ? PG_QUERY__TOKEN__PREPARE
+                          : info.named == NamedResult::execute ? PG_QUERY__TOKEN__EXECUTE
+                                                               : 0;
+      if (keyword != 0 && cursor.is(first, keyword) && first + 1 < limit)
+        info.name_at = {cursor[first + 1].start, cursor[first + 1].end};
       info.max_param = max_param(raw->stmt);
       analysis.max_param = std::max(analysis.max_param, info.max_param);
       if (!info.writes.empty()) {

@@ -160,6 +160,7 @@ using SearchPathChange = std::optional<std::vector<std::string>>;
 struct StatementAnalysis {
   TextRange range;          // the statement without its `;`, leading comments included
   int first_token = -1;     // start of its first token that is not a comment
+  int last_token_end = -1;  // end of its last token that is not a comment
   bool force_hint = false;  // an `occ:force` comment inside the statement
   std::string fingerprint;  // pg_query fingerprint, computed only when `writes` is not empty
   std::vector<WriteSite> writes;
@@ -177,6 +178,9 @@ struct StatementAnalysis {
   std::vector<std::optional<KeyValue>> execute_args;
   int execute_args_at = -1;
   bool execute_has_args = false;
+  // A PREPARE, or an EXECUTE that is the statement itself (not inside EXPLAIN or CREATE TABLE AS):
+  // where the statement's name is written.
+  TextRange name_at;
 };
 
 struct SqlAnalysis {

@@ -219,6 +219,12 @@ SQL_PREPARE_SCRIPT = [
     "SELECT * FROM copied",
     "PREPARE chosen AS SELECT notes FROM subscriptions WHERE id = $1",
     "EXECUTE chosen(44)",
+    "EXPLAIN (COSTS OFF) EXECUTE chosen(44)",
+    "CREATE TEMP TABLE chosen_copy AS EXECUTE chosen(44)",
+    "SELECT * FROM chosen_copy",
+    "DEALLOCATE chosen",
+    "PREPARE chosen AS SELECT status, id FROM subscriptions WHERE id = $1",
+    "EXECUTE chosen(43)",
     "DEALLOCATE star",
     "PREPARE star AS SELECT 2 AS two",
     "EXECUTE star",
@@ -238,6 +244,37 @@ def test_an_sql_prepared_select_star_read_is_tracked(pg, db, occ_proxy):
     assert run(agent, "EXECUTE r(42)") == ("SELECT 1", [(42, 1, "active", "old", 1)])
     billing(pg, db)
     stale_write_conflicts(pg, db, agent, read_detail(2, ["status"]))
+
+
+def test_an_sql_prepared_select_of_some_columns_is_tracked_through_its_shadow(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db))
+    run(agent, "PREPARE r (int) AS SELECT status, notes FROM subscriptions WHERE id = $1")
+    assert run(agent, "EXECUTE r(42)") == ("SELECT 1", [("active", "old")])
+    billing(pg, db)
+    stale_write_conflicts(pg, db, agent, read_detail(2, ["status"]))
+
+
+def test_errors_about_an_sql_prepared_select_name_the_clients_statement(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    statements = ["PREPARE r (int) AS SELECT notes FROM subscriptions WHERE id = $1", "EXECUTE r(1, 2)",
+                  "EXECUTE r('x')", "DEALLOCATE r", "EXECUTE r(42)", "DEALLOCATE r"]
+
+    def errors(dsn):
+        conn = connect(dsn)
+        out = []
+        for sql in statements:
+            try:
+                run(conn, sql)
+                out.append(None)
+            except psycopg2.Error as e:
+                out.append((e.pgcode, e.diag.message_primary, e.diag.statement_position))
+        conn.close()
+        return out
+
+    expected = errors(pg.dsn(db))
+    assert [e and e[0] for e in expected] == [None, "42601", "22P02", None, "26000", "26000"]
+    assert errors(proxy.dsn(db)) == expected
 
 
 # --- writes through SQL-level prepared statements --------------------------------------------------

@@ -304,6 +304,56 @@ TEST_CASE("a read of a protected row is cut to the client's columns and the writ
   }
 }
 
+TEST_CASE("an SQL-level prepared SELECT runs through its shadow: the client sees its own statement's replies",
+          "[relay]") {
+  Harness h(kRules);
+  const std::string appended = "notes, (subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS "
+                               "\"occ:version\" FROM subscriptions WHERE id = $1";
+  CHECK(h.from_client(query("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1")) ==
+        query("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1; PREPARE \"occ:p0\" AS SELECT " + appended));
+  // The shadow's CommandComplete is the proxy's.
+  CHECK(h.from_server(complete("PREPARE") + complete("PREPARE") + ready()) == complete("PREPARE") + ready());
+
+  CHECK(h.from_client(query("EXECUTE r(42)")) == query("EXECUTE \"occ:p0\"(42)"));
+  CHECK(h.from_server(columns({"notes", "occ:key", "occ:version"}) + row({"old", "42", "7"}) + complete("SELECT 1") +
+                      ready()) == columns({"notes"}) + row({"old"}) + complete("SELECT 1") + ready());
+  // The row is read: the write that follows is checked, not sent with RETURNING to learn the version.
+  const std::string write = h.from_client(query("UPDATE subscriptions SET notes = 'x' WHERE id = 42"));
+  CHECK(write.find("RETURNING") == std::string::npos);
+  CHECK(write.find("occ.conflict(") != std::string::npos);
+  h.from_server(kCloseComplete + kParseComplete + kBindComplete + kNoData + complete("UPDATE 1") + kCloseComplete +
+                ready());
+
+  // An error about the shadow names the client's statement, as the server would have.
+  CHECK(h.from_client(query("EXECUTE r(1, 2)")) == query("EXECUTE \"occ:p0\"(1, 2)"));
+  const std::string told = h.from_server(
+      error("42601", "wrong number of parameters for prepared statement \"occ:p0\"") + ready());
+  each_frame(told.substr(0, told.size() - ready().size()), [](const Frame& frame) {
+    CHECK(frame.type == pg::be::kErrorResponse);
+    CHECK(pg::decode_error_fields(frame.body).get('M') == "wrong number of parameters for prepared statement \"r\"");
+  });
+  CHECK(told.ends_with(ready()));
+
+  // EXPLAIN and CREATE TABLE AS run the client's own statement.
+  CHECK(h.from_client(query("EXPLAIN EXECUTE r(42)")) == query("EXPLAIN EXECUTE r(42)"));
+  h.from_server(columns({"QUERY PLAN"}) + row({"Index Scan"}) + complete("EXPLAIN") + ready());
+
+  // DEALLOCATE drops both; then EXECUTE is the client's own again.
+  CHECK(h.from_client(query("DEALLOCATE r")) == query("DEALLOCATE r; DEALLOCATE \"occ:p0\""));
+  CHECK(h.from_server(complete("DEALLOCATE") + complete("DEALLOCATE") + ready()) == complete("DEALLOCATE") + ready());
+  CHECK(h.from_client(query("EXECUTE r(42)")) == query("EXECUTE r(42)"));
+  h.from_server(error("26000", "prepared statement \"r\" does not exist") + ready());
+
+  // A shadow whose PREPARE the server did not confirm is never executed; the next one has a new name.
+  h.from_client(query("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1"));
+  h.from_server(error("42P05", "prepared statement \"r\" already exists") + ready());
+  CHECK(h.from_client(query("EXECUTE r(42)")) == query("EXECUTE r(42)"));
+  h.from_server(complete("SELECT 0") + ready());
+  CHECK(h.from_client(query("PREPARE s AS SELECT notes FROM subscriptions WHERE id = $1")).find("\"occ:p2\"") !=
+        std::string::npos);
+  CHECK_FALSE(h.relay.end_request());
+}
+
 TEST_CASE("a large row streams unless its added columns must be cut", "[relay]") {
   Harness h(kRules);
   SECTION("an untracked result streams through in pieces") {

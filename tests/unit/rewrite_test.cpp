@@ -131,11 +131,13 @@ struct Session {
   occ::PlanCache cache;
   const occ::ReadSetLookup* reads = nullptr;
   int declared_params = 0;
+  const occ::SqlPrepared* prepared = nullptr;
+  uint32_t next_shadow = 0;
 
   explicit Session(const std::string& variant) : rules(rules_for(variant)) {}
 
   occ::Rewrite rewrite(const std::string& sql, bool extended = false) {
-    const occ::SessionView view{user, search_path, rules, relations, reads, declared_params};
+    const occ::SessionView view{user, search_path, rules, relations, reads, declared_params, prepared, {}, next_shadow};
     return occ::rewrite_sql(sql, extended, view, cache);
   }
 };
@@ -707,6 +709,8 @@ std::string effects_text(const occ::Rewrite& r) {
     }
     static const char* const named[] = {"", "declare", "fetch", "close", "prepare", "execute", "deallocate"};
     if (e.named != occ::NamedResult::none) out += std::string(" ") + named[static_cast<int>(e.named)] + " " + e.result_name;
+    if (!e.shadow_for.empty()) out += " for " + e.shadow_for;
+    if (e.hidden) out += " (added)";
   }
   return out.empty() ? "-" : out;
 }
@@ -1124,14 +1128,79 @@ TEST_CASE("on_conflict: merge sends a stale UPDATE to occ.merge and keeps the ot
             "(subscriptions.version)::text");
 }
 
-TEST_CASE("a prepared SELECT that names its columns is not tracked: EXECUTE may feed CREATE TABLE AS", "[rewrite]") {
-  FakeReads reads;
-  Session s("passthrough");
-  s.reads = &reads;
-  const occ::Rewrite r = s.rewrite("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1");
-  CHECK(r.action == occ::Rewrite::Action::forward);
-  CHECK(effects_text(r) == "- prepare r");
-  CHECK(r.untracked_reads == 1);
+// The session's SQL-level prepared statements with a shadow, as the server confirmed them.
+struct FakeShadows : occ::SqlPrepared {
+  std::map<std::string, std::string> shadows;
+  const occ::PreparedWrite* prepared_write(const std::string&) const override { return nullptr; }
+  const std::string* shadow_of(const std::string& name) const override {
+    auto it = shadows.find(name);
+    return it == shadows.end() ? nullptr : &it->second;
+  }
+};
+
+struct ShadowRow {
+  const char* sql;
+  bool extended;
+  const char* sent;  // "" means forwarded unchanged
+  const char* effects;
+};
+
+// A prepared SELECT that names its columns stays as written (its EXECUTE may feed CREATE TABLE AS
+// or EXPLAIN); its shadow, with the key and version appended, follows it, and a plain EXECUTE runs
+// the shadow. The session already knows r's shadow as "occ:p3"; the next one is number 7.
+const ShadowRow shadow_rows[] = {
+    {"PREPARE r2 AS SELECT notes FROM subscriptions WHERE id = $1", false,
+     "PREPARE r2 AS SELECT notes FROM subscriptions WHERE id = $1; PREPARE \"occ:p7\" AS SELECT notes, "
+     "(subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS \"occ:version\" FROM subscriptions "
+     "WHERE id = $1",
+     "- prepare r2; public.subscriptions/2 prepare occ:p7 for r2 (added)"},
+    // The shadow goes before a trailing comment, which would swallow it.
+    {"PREPARE r2 (int) AS SELECT s.notes FROM subscriptions s WHERE id = $1 -- by id", false,
+     "PREPARE r2 (int) AS SELECT s.notes FROM subscriptions s WHERE id = $1; PREPARE \"occ:p7\" (int) AS SELECT "
+     "s.notes, (s.id)::text AS \"occ:key\", (s.version)::text AS \"occ:version\" FROM subscriptions s WHERE id = $1 "
+     "-- by id",
+     "- prepare r2; public.subscriptions/2 prepare occ:p7 for r2 (added)"},
+    // SELECT * carries the key and version already: tracked in place, no shadow.
+    {"PREPARE r2 AS SELECT * FROM subscriptions WHERE id = $1", false, "", "public.subscriptions/in place prepare r2"},
+    // A Parse holds one statement: no room for a shadow, the read stays untracked.
+    {"PREPARE r2 AS SELECT notes FROM subscriptions WHERE id = $1", true, "", "- prepare r2"},
+    {"EXECUTE r(42)", false, "EXECUTE \"occ:p3\"(42)", "- execute occ:p3 for r"},
+    {"EXECUTE r", false, "EXECUTE \"occ:p3\"", "- execute occ:p3 for r"},
+    // EXPLAIN and CREATE TABLE AS run the client's statement: their output must not show added columns.
+    {"EXPLAIN ANALYZE EXECUTE r(42)", false, "", "- execute r"},
+    {"CREATE TABLE copied AS EXECUTE r(42)", false, "", "-"},
+    {"DEALLOCATE r", false, "DEALLOCATE r; DEALLOCATE \"occ:p3\"", "- deallocate r; - deallocate occ:p3 for r (added)"},
+    {"DEALLOCATE PREPARE r;", false, "DEALLOCATE PREPARE r; DEALLOCATE \"occ:p3\";",
+     "- deallocate r; - deallocate occ:p3 for r (added)"},
+    {"DEALLOCATE ALL", false, "", "- deallocate "},
+    // Within one text each statement sees what the ones before it left.
+    {"DEALLOCATE ALL; EXECUTE r(1)", false, "", "- deallocate ; - execute r"},
+    {"DISCARD ALL; EXECUTE r(1)", false, "", "discard_all; - execute r"},
+    {"DEALLOCATE r; PREPARE r AS SELECT 1; EXECUTE r", false, "DEALLOCATE r; DEALLOCATE \"occ:p3\"; PREPARE r AS SELECT 1; EXECUTE r",
+     "- deallocate r; - deallocate occ:p3 for r (added); - prepare r; - execute r"},
+    {"PREPARE q AS SELECT status FROM subscriptions WHERE id = $1; EXECUTE q(5)", false,
+     "PREPARE q AS SELECT status FROM subscriptions WHERE id = $1; PREPARE \"occ:p7\" AS SELECT status, "
+     "(subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS \"occ:version\" FROM subscriptions "
+     "WHERE id = $1; EXECUTE \"occ:p7\"(5)",
+     "- prepare q; public.subscriptions/2 prepare occ:p7 for q (added); - execute occ:p7 for q"},
+};
+
+TEST_CASE("an SQL-level prepared SELECT that names its columns is tracked through its shadow", "[rewrite]") {
+  for (const ShadowRow& row : shadow_rows) {
+    INFO(row.sql << (row.extended ? " (Parse)" : " (Query)"));
+    FakeReads reads;
+    FakeShadows shadows;
+    shadows.shadows["r"] = "occ:p3";
+    Session s("passthrough");
+    s.reads = &reads;
+    s.prepared = &shadows;
+    s.next_shadow = 7;
+    const occ::Rewrite r = s.rewrite(row.sql, row.extended);
+    CHECK(sent(r, row.sql) == (*row.sent ? row.sent : row.sql));
+    CHECK(effects_text(r) == row.effects);
+    CHECK(r.shadows_named == (std::string(row.effects).find("prepare occ:p7") != std::string::npos ? 1u : 0u));
+    CHECK(r.untracked_reads == (row.extended ? 1u : 0u));
+  }
 }
 
 TEST_CASE("the row a checked write's tag reports is named by its own parameter, not a writable CTE's",
