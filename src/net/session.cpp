@@ -416,8 +416,11 @@ awaitable<void> Session::pump_client_to_server() {
         co_return;
       }
       if (!to_server.empty()) {
+        writing_to_server_ = true;
         co_await server_.write(to_server.pending());
         to_server.clear();
+        co_await write_own_requests();
+        writing_to_server_ = false;
       }
       publish_state();
       if (!keep_going) {
@@ -445,6 +448,16 @@ awaitable<void> Session::pump_client_to_server() {
       end(EndReason::client_closed);
     else
       end(EndReason::client_error, e.code().message());
+  }
+}
+
+// The relay's own requests, made on a server reply; the caller holds writing_to_server_.
+awaitable<void> Session::write_own_requests() {
+  Outbox& own = relay_.to_server_own();
+  while (!own.empty()) {
+    const std::string bytes(own.pending());
+    own.clear();
+    co_await server_.write(bytes);
   }
 }
 
@@ -480,6 +493,11 @@ awaitable<void> Session::pump_server_to_client() {
           break;
         }
         throw pg::MalformedMessage("invalid message length from the server");
+      }
+      if (!writing_to_server_) {
+        writing_to_server_ = true;
+        co_await write_own_requests();
+        writing_to_server_ = false;
       }
       // Before the client can see the last reply and send a cancel for its next statement.
       publish_state();

@@ -67,6 +67,7 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> check_md5_proof(const RoleSecret& secret);
   boost::asio::awaitable<void> pump_client_to_server();
   boost::asio::awaitable<void> pump_server_to_client();
+  boost::asio::awaitable<void> write_own_requests();
   // After the core handled a batch: what other threads may read of it (a CancelRequest's check).
   void publish_state();
 
@@ -109,6 +110,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<Login> login_;
   bool refused_ = false;
   bool server_pump_running_ = false;
+  // The client pump's write to the server is in flight: the proxy's own requests wait for it.
+  bool writing_to_server_ = false;
   std::optional<ClientFatal> fatal_for_client_;
 };
 

@@ -8,16 +8,18 @@
 
 namespace occ {
 
-bool may_go_bound(const std::vector<StatementEffect>& effects, std::string_view sql) {
-  if (effects.size() != 1) return false;
+BoundForm may_go_bound(const std::vector<StatementEffect>& effects, std::string_view sql) {
+  if (effects.size() != 1) return BoundForm::none;
   const StatementEffect& e = effects.front();
-  if (!e.row_write || e.tracking.tracked() || e.named != NamedResult::none || e.command != SessionCommand::none)
-    return false;
+  if (e.named != NamedResult::none || e.command != SessionCommand::none) return BoundForm::none;
+  if (e.key_pinned_read && !e.row_write && !e.tracking.drop_result) return BoundForm::pinned_read;
+  if (!e.row_write || e.tracking.tracked()) return BoundForm::none;
   // RETURNING anywhere (a string included): it may return rows.
   constexpr std::string_view word = "returning";
-  return std::search(sql.begin(), sql.end(), word.begin(), word.end(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) == b;
-         }) == sql.end();
+  const bool returning = std::search(sql.begin(), sql.end(), word.begin(), word.end(), [](char a, char b) {
+                           return std::tolower(static_cast<unsigned char>(a)) == b;
+                         }) != sql.end();
+  return returning ? BoundForm::none : BoundForm::checked_write;
 }
 
 bool error_as_query(pg::ErrorFields& error, const LiftedConstants& lifted, const std::vector<TextShift>& shifts) {

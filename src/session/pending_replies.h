@@ -38,11 +38,14 @@ struct InFlight {
   // query: sent bound (query_cached), its constants lifted; its ParseComplete not yet arrived.
   std::shared_ptr<const LiftedConstants> lifted;
   bool parse_owed = false;
+  // query: its bound form failed before it ran; at its ReadyForQuery the Query goes again as text.
+  bool retry_as_query = false;
 };
 
 class PendingReplies {
  public:
   bool empty() const { return queue_.empty(); }
+  std::size_t size() const { return queue_.size(); }
   InFlight& front() { return queue_.front(); }
   const InFlight& front() const { return queue_.front(); }
   // Null when nothing is pending.

@@ -219,8 +219,10 @@ void Relay::on_query(const Frame& frame) {
     for (auto& effect : info->effects) resolve_named(effect);
     entry.statement = std::move(info);
   }
-  if (rw && rw->action == Rewrite::Action::rewrite) {
-    if (!query_cached(rw->sql, entry)) pg::encode_query(to_server_.edit(), rw->sql);
+  const bool rewritten = rw && rw->action == Rewrite::Action::rewrite;
+  if (query_cached(rewritten ? std::string_view(rw->sql) : query.sql, entry)) {
+  } else if (rewritten) {
+    pg::encode_query(to_server_.edit(), rw->sql);
   } else {
     to_server_.forward(frame.raw);
   }
@@ -350,11 +352,12 @@ std::pair<std::string, bool> Relay::cached_name(std::string key) {
 // the cached one, its constants bound, every reply but the Query's own dropped by the server pump.
 // The Closes leave the unnamed statement and portal gone, as after a Query.
 bool Relay::query_cached(std::string_view sql, InFlight& entry) {
-  if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !entry.statement ||
-      !may_go_bound(entry.statement->effects, sql))
-    return false;
+  if (readies_owed_ > 0 || tx_status_ == 'E' || error_since_ready_ || cache_barrier_ || !entry.statement) return false;
+  const BoundForm form = may_go_bound(entry.statement->effects, sql);
+  if (form == BoundForm::none || (form == BoundForm::pinned_read && tx_status_ != 'I')) return false;
   auto lifted = lift_constants(sql, syntax_);
   if (!lifted) return false;
+  if (form == BoundForm::pinned_read) entry.statement->bound_read = sql;
   const auto [name, hit] = cached_name(statement_cache_key(lifted->sql, lifted->param_types, search_path_));
   std::string& out = to_server_.edit();
   pg::encode_describe(out, pg::fe::kClose, {'S', ""});
@@ -469,7 +472,7 @@ void Relay::on_server_frame(const Frame& frame) {
       on_command_complete(frame);
       return;
     case pg::be::kReadyForQuery:
-      on_ready_for_query(frame);
+      if (!on_ready_for_query(frame)) return;
       break;
     case pg::be::kErrorResponse:
       on_error_response(frame);
@@ -828,8 +831,23 @@ void Relay::skipped(const InFlight& entry) {
   }
 }
 
-void Relay::on_ready_for_query(const Frame& frame) {
+bool Relay::on_ready_for_query(const Frame& frame) {
   tx_status_ = pg::decode_ready_for_query(frame.body).status;
+  if (!pending_.empty() && pending_.front().retry_as_query) {
+    // The read's bound form failed at its Bind, before anything ran, in an implicit transaction
+    // now over: the Query goes again as text, and the client gets only that answer.
+    InFlight& entry = pending_.front();
+    entry.retry_as_query = false;
+    entry.lifted.reset();
+    entry.prepared_as.clear();
+    entry.parse_owed = false;
+    entry.statement_index = 0;
+    entry.layout = {};
+    error_since_ready_ = false;
+    pg::encode_query(to_server_own_.edit(), entry.statement->bound_read);
+    to_client_.drop();
+    return false;
+  }
   if (readies_owed_ > 0) {
     --readies_owed_;
   } else if (std::exchange(logged_in_, true)) {
@@ -851,6 +869,7 @@ void Relay::on_ready_for_query(const Frame& frame) {
     pending_.pop();
     if (kind == Pending::sync || kind == Pending::query || kind == Pending::function_call) break;
   }
+  return true;
 }
 
 void Relay::on_error_response(const Frame& frame) {
@@ -861,13 +880,22 @@ void Relay::on_error_response(const Frame& frame) {
   if (severity.empty()) severity = fields.get('S');
   if (severity == "FATAL" || severity == "PANIC") server_sent_fatal_ = true;
 
-  const InFlight* current = pending_.current();
+  InFlight* current = pending_.current();
+  const bool stale_plan = fields.get('C') == "0A000" && fields.get('M') == "cached plan must not change result type";
   if (current && !current->prepared_as.empty()) {
     // The client sees what the server said; the next execution prepares the statement afresh.
     if (current->kind == Pending::prepare || current->parse_owed || fields.get('C') == "26000")
       prepared_.forget(current->prepared_as);
-    else if (fields.get('C') == "0A000" && fields.get('M') == "cached plan must not change result type")
+    else if (stale_plan)
       prepared_.retire(current->prepared_as);
+  }
+  // Only when nothing else is in flight: the Query sent again must be answered before any request
+  // the client sent after it.
+  if (stale_plan && current && current->lifted && !current->statement->bound_read.empty() && pending_.size() == 1) {
+    spdlog::debug("{}: a cached read's result type changed; sent again as a Query", peer_);
+    current->retry_as_query = true;
+    to_client_.drop();
+    return;
   }
   if (current && current->kind == Pending::parse && current->statement && current->statement->rejection) {
     const auto& r = *current->statement->rejection;

@@ -62,6 +62,9 @@ class Relay {
 
   Outbox& to_server() { return to_server_; }
   Outbox& to_client() { return to_client_; }
+  // Requests of the proxy's own, made on a server reply (a bound read sent again as a Query). The
+  // shell writes them after the client's bytes being written, never into the middle of them.
+  Outbox& to_server_own() { return to_server_own_; }
   // Set once the core wants the session ended; the shell stops feeding frames.
   const std::optional<EndRequest>& end_request() const { return end_request_; }
 
@@ -119,7 +122,8 @@ class Relay {
   // An error's or notice's position counted in the client's text; false when it needs no change.
   bool name_client_statement(pg::ErrorFields& fields) const;
   bool point_into_client_text(pg::ErrorFields& fields, const InFlight* current) const;
-  void on_ready_for_query(const Frame& frame);
+  // False when the ReadyForQuery is the proxy's own (a bound read sent again as a Query).
+  bool on_ready_for_query(const Frame& frame);
   const StatementEffect* current_effect() const;
   const ResultLayout& current_layout() const;
   // The result formats of the portal whose rows are arriving; null for a simple Query.
@@ -158,6 +162,7 @@ class Relay {
 
   Outbox to_server_;
   Outbox to_client_;
+  Outbox to_server_own_;
   PendingReplies pending_;
   std::unordered_map<std::string, StatementInfoPtr> statements_;
   std::unordered_map<std::string, PortalInfoPtr> portals_;

@@ -25,6 +25,9 @@ struct StatementInfo {
   std::vector<int32_t> param_types;  // as the server described them (ParameterDescription)
   ResultLayout layout;  // extended protocol: from this statement's last RowDescription
   std::vector<TextShift> shifts;  // the rewriting's edits: error positions count in the client's text
+  // A read Query sent bound (BoundForm::pinned_read): its text, sent again as a Query when the
+  // cached statement's result type went stale.
+  std::string bound_read;
   bool tracks_results() const {
     for (const auto& e : effects)
       if (e.tracking.tracked()) return true;

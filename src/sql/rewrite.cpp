@@ -868,6 +868,16 @@ void execute_prepared_write(const StatementAnalysis& st, const SessionView& sess
   effect.row_write = std::move(written);
 }
 
+bool pins_whole_key(const ReadSite& site, const ResultTracking& tracking) {
+  if (tracking.tables.size() != 1 || !tracking.tracked()) return false;
+  return std::all_of(tracking.tables.front()->key.begin(), tracking.tables.front()->key.end(),
+                     [&site](const std::string& column) {
+                       return std::any_of(site.pins.begin(), site.pins.end(), [&column](const KeyPin& pin) {
+                         return pin.column == column && pin.values.size() == 1;
+                       });
+                     });
+}
+
 // The shadows of SQL-level prepared SELECTs as this text leaves them, statement by statement: a
 // PREPARE, DEALLOCATE or DISCARD earlier in the text overrides what the session knew.
 class ShadowsInText {
@@ -1022,8 +1032,10 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
         std::optional<StatementEffect> shadow;
         if (st.read && st.named == NamedResult::prepare && !extended_protocol && plans.empty())
           shadow = prepare_shadow(sql, st, path, session, edits, effect, out);
-        else if (st.read)
+        else if (st.read) {
           track_select(*st.read, extended_protocol, st.named != NamedResult::prepare, path, session, edits, effect, out);
+          effect.key_pinned_read = st.named == NamedResult::none && pins_whole_key(*st.read, effect.tracking);
+        }
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
         if (st.named == NamedResult::prepare) shadows.set(st.result_name, shadow ? shadow->result_name : "");
         if (shadow) added.emplace_back(i, std::move(*shadow));

@@ -145,6 +145,9 @@ struct StatementEffect {
   NamedResult named = NamedResult::none;
   std::string result_name;  // the cursor or prepared statement; empty: CLOSE ALL / DEALLOCATE ALL
   std::optional<PreparedWrite> prepared_write;  // PREPARE of a checked write
+  // A tracked SELECT of one table whose WHERE pins its whole key to one value: at most one row,
+  // found by the key's index, so a generic plan of it cannot be worse than a custom one.
+  bool key_pinned_read = false;
   // A statement the proxy added to the client's text: a shadow's PREPARE or DEALLOCATE. Its
   // CommandComplete is not the client's.
   bool hidden = false;

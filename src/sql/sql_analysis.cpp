@@ -893,6 +893,11 @@ class Analyzer {
                                value->column_ref->fields[value->column_ref->n_fields - 1]->node_case ==
                                    PG_QUERY__NODE__NODE_A_STAR;
                       });
+    if (s->n_from_clause == 1 && s->from_clause[0]->node_case == PG_QUERY__NODE__NODE_RANGE_VAR &&
+        site.tables.size() == 1 && s->with_clause == nullptr) {
+      const ReadTable& t = site.tables.front();
+      collect_pins(s->where_clause, t.alias.empty() ? t.name : t.alias, reader_, site.pins);
+    }
     out_->read = std::move(site);
   }
 

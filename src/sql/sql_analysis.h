@@ -137,6 +137,9 @@ struct ReadSite {
   // protected table once (`tables` holds it): where the result has that table's key and version
   // columns (the server names their origin in RowDescription), each row is one of its rows.
   bool traced = false;
+  // FROM is one protected table, with no set operation or WITH: the columns of it that the WHERE
+  // clause's top-level conjuncts pin to constants or parameters.
+  std::vector<KeyPin> pins;
 };
 
 // A top-level INSERT (without ON CONFLICT DO UPDATE) into a table whose name some rule protects.

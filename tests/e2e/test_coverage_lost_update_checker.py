@@ -36,6 +36,8 @@ PSYCOPG2_READS = {
                "COMMIT"],
     "prepared select": ["PREPARE r{id} AS SELECT * FROM counters WHERE id = $1", "EXECUTE r{id}({id})",
                         "DEALLOCATE r{id}"],
+    "prepared chosen column": ["PREPARE r{id} AS SELECT n, label FROM counters WHERE id = $1", "EXECUTE r{id}({id})",
+                               "DEALLOCATE r{id}"],
     "named cursor": "named",
 }
 PSYCOPG2_WRITES = {

@@ -95,16 +95,20 @@ def test_a_lost_update_by_code_without_versions_becomes_a_conflict(pg, db, occ_p
 
 def test_select_star_of_one_table_reaches_the_server_as_written_and_is_tracked(pg, db, occ_proxy):
     # In the simple protocol every value is text: the key and version columns `*` already returns
-    # are read where they are, and the statement goes to the server byte for byte.
+    # are read where they are, and the statement goes to the server as written; one by the whole
+    # key, outside a transaction block, goes as a statement prepared once, the key its parameter.
     proxy = occ_proxy(rules_yaml())
     agent = connect(proxy.dsn(db))
     before = counters(proxy)
-    sql = "SELECT * FROM subscriptions WHERE id = 42"
+    sql = "SELECT * FROM subscriptions WHERE id > 41 AND id < 43"
+    activity = f"SELECT query FROM pg_stat_activity WHERE pid = {agent.get_backend_pid()}"
     assert run(agent, sql) == ("SELECT 1", [(42, 1, "active", "old", 1)])
-    assert rows(pg, db, f"SELECT query FROM pg_stat_activity WHERE pid = {agent.get_backend_pid()}") == [[sql]]
+    assert rows(pg, db, activity) == [[sql]]
+    assert run(agent, "SELECT * FROM subscriptions WHERE id = 42") == ("SELECT 1", [(42, 1, "active", "old", 1)])
+    assert rows(pg, db, activity) == [["SELECT * FROM subscriptions WHERE id = $1"]]
     after = counters(proxy)
     assert (after["reads_tracked"] - before["reads_tracked"],
-            after["statements_rewritten"] - before["statements_rewritten"]) == (1, 0)
+            after["statements_rewritten"] - before["statements_rewritten"]) == (2, 0)
 
     billing = connect(proxy.dsn(db))
     assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)

@@ -1,6 +1,8 @@
 # The statement cache for simple-protocol Queries (SPEC 5, issue 18): a checked write of one row the
 # session read goes as a cached statement bound to its constants, and the client cannot tell: every
 # reply byte-identical to a direct session's (errors with their positions, notices, transaction states).
+import struct
+
 import pytest
 
 from occ_helpers import (  # noqa: F401
@@ -58,6 +60,35 @@ def test_a_checked_write_goes_bound_and_answers_as_directly(pg, db, proxy):
     updates = {text: entry for text, entry in found.items() if text.startswith("UPDATE")}
     # Bound by name: one statement per text shape, its constants parameters.
     assert any("notes = $" in text and executions >= 4 for text, (_, executions) in updates.items()), found
+    client.close()
+
+
+def test_a_read_by_key_goes_bound_outside_a_transaction_and_answers_as_directly(pg, db, proxy):
+    notes = query("SELECT notes FROM subscriptions WHERE id = 42")
+    batches = [
+        [READ], [READ], [notes], [notes], [READ],
+        # Errors: a constant the key's type refuses, a column the server does not know.
+        [query("SELECT * FROM subscriptions WHERE id = 'abc'")], [query("SELECT nosuch FROM subscriptions WHERE id = 43")],
+        # The table changes under the cached statements: each read answers with the new shape.
+        [query("ALTER TABLE subscriptions ALTER COLUMN plan_id TYPE bigint")], [READ], [notes],
+        [query("ALTER TABLE subscriptions ALTER COLUMN notes TYPE varchar(40)")], [notes], [READ],
+        [query("ALTER TABLE subscriptions ALTER COLUMN plan_id TYPE int, ALTER COLUMN notes TYPE text")], [READ],
+        [notes],
+        # Inside a transaction block.
+        [query("BEGIN")], [READ], [notes], [query("COMMIT")],
+    ]
+    client, direct = both(pg, proxy, db, batches)
+    assert kinds(direct[0]) == "TDCZ" and kinds(direct[5]) == "EZ" and kinds(direct[6]) == "EZ"
+    assert b"\0P" in direct[5][0][1] and b"\0P" in direct[6][0][1]
+    # plan_id's type in the RowDescription: int4 before the ALTER, int8 after.
+    plan_id_type = [body[body.index(b"plan_id\0") + 14:][:4] for _, body in (direct[4][0], direct[8][0])]
+    assert plan_id_type == [struct.pack("!I", 23), struct.pack("!I", 20)] and kinds(direct[9]) == "TDCZ"
+    reads = {text for text in cached(client) if text.startswith("SELECT")}
+    # Bound by name: one statement per text shape, the key a parameter; `SELECT *` carries the key
+    # and version already and goes unchanged.
+    assert reads == {"SELECT * FROM subscriptions WHERE id = $1",
+                     'SELECT notes, (subscriptions.id)::text AS "occ:key", (subscriptions.version)::text AS '
+                     '"occ:version" FROM subscriptions WHERE id = $1'}
     client.close()
 
 

@@ -23,22 +23,30 @@ struct ErrorCase {
 
 }  // namespace
 
-TEST_CASE("may_go_bound: one checked write of one row, returning nothing", "[bound_query]") {
+TEST_CASE("may_go_bound: one checked write of one row returning nothing, or one read by the whole key",
+          "[bound_query]") {
   StatementEffect write;
   write.row_write = CheckedRowWrite{};
-  CHECK(may_go_bound({write}, "UPDATE t SET a = 1 WHERE id = 2"));
-  CHECK_FALSE(may_go_bound({write}, "UPDATE t SET a = 1 WHERE id = 2 RETURNING a"));
-  CHECK_FALSE(may_go_bound({write, write}, "UPDATE t SET a = 1 WHERE id = 2"));
-  CHECK_FALSE(may_go_bound({}, "UPDATE t SET a = 1 WHERE id = 2"));
+  CHECK(may_go_bound({write}, "UPDATE t SET a = 1 WHERE id = 2") == BoundForm::checked_write);
+  CHECK(may_go_bound({write}, "UPDATE t SET a = 1 WHERE id = 2 RETURNING a") == BoundForm::none);
+  CHECK(may_go_bound({write, write}, "UPDATE t SET a = 1 WHERE id = 2") == BoundForm::none);
+  CHECK(may_go_bound({}, "UPDATE t SET a = 1 WHERE id = 2") == BoundForm::none);
   StatementEffect read;
   read.tracking.in_place = true;
-  CHECK_FALSE(may_go_bound({read}, "SELECT * FROM t WHERE id = 2"));
+  CHECK(may_go_bound({read}, "SELECT * FROM t WHERE status = 'x'") == BoundForm::none);
+  read.key_pinned_read = true;
+  CHECK(may_go_bound({read}, "SELECT * FROM t WHERE id = 2") == BoundForm::pinned_read);
+  CHECK(may_go_bound({read, write}, "SELECT * FROM t WHERE id = 2; UPDATE t SET a = 1 WHERE id = 2") ==
+        BoundForm::none);
   StatementEffect returning = write;
   returning.tracking.added_columns = 2;
-  CHECK_FALSE(may_go_bound({returning}, "UPDATE t SET a = 1 WHERE id = 2"));
+  CHECK(may_go_bound({returning}, "UPDATE t SET a = 1 WHERE id = 2") == BoundForm::none);
   StatementEffect named = write;
   named.named = NamedResult::execute;
-  CHECK_FALSE(may_go_bound({named}, "EXECUTE w(2)"));
+  CHECK(may_go_bound({named}, "EXECUTE w(2)") == BoundForm::none);
+  StatementEffect fetch = read;
+  fetch.named = NamedResult::fetch;
+  CHECK(may_go_bound({fetch}, "FETCH c") == BoundForm::none);
 }
 
 TEST_CASE("error_as_query: positions in the client's text, a parameter's error at its constant", "[bound_query]") {

@@ -241,16 +241,16 @@ TEST_CASE("Terminate goes to the server, and the core asks its shell to end", "[
 
 TEST_CASE("a read of a protected row is cut to the client's columns and the write after it checked", "[relay]") {
   Harness h(kRules);
-  const std::string select = "SELECT notes FROM subscriptions WHERE id = 42";
+  const std::string select = "SELECT notes FROM subscriptions WHERE id IN (42, 43)";
   CHECK(h.from_client(query(select)) ==
         query("SELECT notes, (subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS "
-              "\"occ:version\" FROM subscriptions WHERE id = 42"));
+              "\"occ:version\" FROM subscriptions WHERE id IN (42, 43)"));
   const std::string server_rows = columns({"notes", "occ:key", "occ:version"}) + row({"old", "42", "7"}) +
                                   row({std::nullopt, "43", "1"}) + complete("SELECT 2") + ready();
   CHECK(h.from_server(server_rows) ==
         columns({"notes"}) + row({"old"}) + row({std::nullopt}) + complete("SELECT 2") + ready());
 
-  // What the server gets for the write: its messages' types, the statement, the values bound.
+  // What the server gets: its messages' types, the statement, the values bound.
   const auto check_plan = [](const std::string& sent) {
     std::string types;
     std::string statement;
@@ -302,6 +302,61 @@ TEST_CASE("a read of a protected row is cut to the client's columns and the writ
                         "(subscriptions.version)::text"));
     CHECK(h.from_server(row({"99", "3"}) + complete("UPDATE 1") + ready()) == complete("UPDATE 1") + ready());
   }
+}
+
+// The types of the messages in `bytes`, and the statement of its Parse, if any.
+std::pair<std::string, std::string> message_types(const std::string& bytes) {
+  std::string types;
+  std::string statement;
+  each_frame(bytes, [&](const Frame& frame) {
+    types += frame.type;
+    if (frame.type == pg::fe::kParse) statement = std::string(pg::decode_parse(frame.body).sql);
+  });
+  return {types, statement};
+}
+
+TEST_CASE("a simple-Query read of one row by its key goes bound outside a transaction, answered as the Query",
+          "[relay]") {
+  Harness h(kRules);
+  const std::string read = query("SELECT notes FROM subscriptions WHERE id = 42");
+  const std::string bound_text = "SELECT notes, (subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text "
+                                 "AS \"occ:version\" FROM subscriptions WHERE id = $1";
+  const std::string server_rows = columns({"notes", "occ:key", "occ:version"}) + row({"old", "42", "7"}) +
+                                  complete("SELECT 1");
+  const std::string client_rows = columns({"notes"}) + row({"old"}) + complete("SELECT 1");
+  CHECK(message_types(h.from_client(read)) == std::pair<std::string, std::string>{"CPBDECS", bound_text});
+  CHECK(h.from_server(kCloseComplete + kParseComplete + kBindComplete + server_rows + kCloseComplete + ready()) ==
+        client_rows + ready());
+  // Prepared once: the next read binds it.
+  CHECK(message_types(h.from_client(read)).first == "CBDECS");
+  CHECK(h.from_server(kCloseComplete + kBindComplete + server_rows + kCloseComplete + ready()) ==
+        client_rows + ready());
+
+  SECTION("a stale cached plan: the Query goes again as text, the client sees one answer") {
+    CHECK(message_types(h.from_client(read)).first == "CBDECS");
+    // The server skips to Sync after the Bind's error; the proxy then closes the stale statement
+    // with the next request and sends the Query as the client wrote it, with the columns appended.
+    CHECK(h.from_server(kCloseComplete + error("0A000", "cached plan must not change result type") + ready()).empty());
+    CHECK(h.relay.to_server().pending().empty());
+    CHECK(std::string(h.relay.to_server_own().pending()) == query(bound_text.substr(0, bound_text.size() - 2) + "42"));
+    h.relay.to_server_own().clear();
+    CHECK(h.from_server(server_rows + ready()) == client_rows + ready());
+    CHECK_FALSE(h.relay.awaiting_reply());
+    // The next read closes the stale statement and prepares the text afresh under a new name.
+    const auto [types, text] = message_types(h.from_client(read));
+    CHECK(types == "CCPBDECS");
+    CHECK(text == bound_text);
+  }
+  SECTION("inside a transaction block the read goes as text: a stale plan there would abort it") {
+    CHECK(h.from_client(query("BEGIN")) == query("BEGIN"));
+    CHECK(h.from_server(complete("BEGIN") + ready('T')) == complete("BEGIN") + ready('T'));
+    CHECK(message_types(h.from_client(read)).first == "Q");
+    h.from_server(server_rows + ready('T'));
+  }
+  SECTION("a read that is not pinned to one key goes as text") {
+    CHECK(message_types(h.from_client(query("SELECT notes FROM subscriptions WHERE id > 42"))).first == "Q");
+  }
+  CHECK_FALSE(h.relay.end_request());
 }
 
 TEST_CASE("an SQL-level prepared SELECT runs through its shadow: the client sees its own statement's replies",
