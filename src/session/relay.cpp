@@ -200,9 +200,23 @@ std::optional<Rewrite> Relay::analyse(std::string_view sql, bool extended, int d
     stats::add(code == "42501" ? Counter::force_refused : Counter::unsupported_rejected);
     spdlog::info("{}: refused statement: {}", peer_, rw.rejection->message);
   }
-  if (rw.search_path_change) apply_search_path(*rw.search_path_change);
   stats::observe_added_latency(std::chrono::steady_clock::now() - started);
   return rw;
+}
+
+// Applied when sent, so that a statement pipelined behind the SET resolves names on the new path;
+// undone when the server reports that the transaction it ran in rolled back, or (SET LOCAL) ended.
+void Relay::note_search_path_change(const Rewrite& rw) {
+  if (!rw.search_path_change) return;
+  if (!search_path_at_tx_start_) search_path_at_tx_start_ = search_path_;
+  search_path_local_ = search_path_local_ || rw.search_path_local;
+  apply_search_path(*rw.search_path_change);
+}
+
+void Relay::transaction_ended(bool committed) {
+  if (search_path_at_tx_start_ && (!committed || search_path_local_)) search_path_ = std::move(*search_path_at_tx_start_);
+  search_path_at_tx_start_.reset();
+  search_path_local_ = false;
 }
 
 void Relay::on_query(const Frame& frame) {
@@ -210,6 +224,7 @@ void Relay::on_query(const Frame& frame) {
   auto query = pg::decode_query(frame.body);
   InFlight entry{Pending::query, nullptr, nullptr};
   auto rw = analyse(query.sql, false);
+  if (rw) note_search_path_change(*rw);
   if (rw && (!rw->writes.empty() || !rw->effects.empty() || !rw->shifts.empty())) {
     auto info = std::make_shared<StatementInfo>();
     info->policy = policy_;
@@ -270,6 +285,7 @@ void Relay::resolve_named(StatementEffect& effect) {
 void Relay::on_parse(const Frame& frame) {
   auto parse = pg::decode_parse(frame.body);
   auto rw = analyse(parse.sql, true, static_cast<int>(parse.param_types.size()));
+  if (rw) note_search_path_change(*rw);
   StatementInfoPtr info;
   if (rw && (!rw->writes.empty() || rw->rejection || !rw->effects.empty() || !rw->expected_params.empty() ||
              !rw->shifts.empty())) {
@@ -749,12 +765,15 @@ void Relay::on_command_complete(const Frame& frame) {
   } else if (frame.body.size() <= 16) {
     // Transaction ends and DISCARD need no analysis: the command tag says what happened.
     const auto tag = pg::decode_command_complete(frame.body).tag;
-    if (tag == "COMMIT" || tag == "PREPARE TRANSACTION")
+    if (tag == "COMMIT" || tag == "PREPARE TRANSACTION") {
       reads_.commit();
-    else if (tag == "ROLLBACK")
+      transaction_ended(true);
+    } else if (tag == "ROLLBACK") {
       reads_.rollback();
-    else if (tag == "DISCARD ALL")
+      transaction_ended(false);
+    } else if (tag == "DISCARD ALL") {
       forget_session_state();
+    }
   }
   if (effect && effect->hidden)
     to_client_.drop();  // the statement was the proxy's
@@ -861,6 +880,7 @@ bool Relay::on_ready_for_query(const Frame& frame) {
       reads_.rollback();
     else
       reads_.commit();
+    transaction_ended(!error_since_ready_);
   }
   error_since_ready_ = false;
   while (!pending_.empty()) {

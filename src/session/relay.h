@@ -99,6 +99,9 @@ class Relay {
   std::pair<std::string, bool> cached_name(std::string key);
   std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
   void apply_search_path(const SearchPathChange& path);
+  void note_search_path_change(const Rewrite& rw);
+  // The server's transaction ended (a tag, or ReadyForQuery back to idle).
+  void transaction_ended(bool committed);
   // A statement that declares, fetches from, closes, prepares, executes or deallocates a named
   // result: the session's cursors and SQL-level prepared statements follow, and a FETCH or
   // EXECUTE takes the tracking its name was declared with.
@@ -148,6 +151,9 @@ class Relay {
   std::string database_;
   std::string application_name_;
   std::vector<std::string> search_path_;
+  // search_path when the transaction the server runs now began, if a SET changed it since.
+  std::optional<std::vector<std::string>> search_path_at_tx_start_;
+  bool search_path_local_ = false;  // one of those SETs was SET LOCAL
   // How the server reads string constants, as its ParameterStatus messages report the settings.
   StringSyntax syntax_;
   bool client_utf8_ = true;

@@ -1064,6 +1064,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
 
     if (st.search_path_change) {
       out.search_path_change = *st.search_path_change;
+      out.search_path_local = st.search_path_local;
       path_in_text = effective_search_path(*st.search_path_change, session.user);
     }
   }

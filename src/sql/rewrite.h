@@ -199,6 +199,7 @@ struct Rewrite {
   // A SET / RESET search_path in this text: the new path as written ("$user" not substituted);
   // an empty optional inside means RESET / DEFAULT.
   std::optional<std::optional<std::vector<std::string>>> search_path_change;
+  bool search_path_local = false;  // that change is SET LOCAL: it ends with the transaction
   bool parse_failed = false;     // forwarded unchanged: the server reports its own error
   unsigned unsupported_passed = 0;
   unsigned untracked_reads = 0;  // SELECTs on protected tables whose rows cannot be traced

@@ -1143,7 +1143,10 @@ class Analyzer {
         return;
       case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT:
       case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET:
-        if (std::strcmp(v->name, "search_path") == 0) out_->search_path_change = SearchPathChange{};
+        if (std::strcmp(v->name, "search_path") == 0) {
+          out_->search_path_change = SearchPathChange{};
+          out_->search_path_local = v->is_local;
+        }
         return;
       case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_VALUE:
         break;
@@ -1164,6 +1167,7 @@ class Analyzer {
         path.emplace_back(k->fval->fval);
     }
     out_->search_path_change = SearchPathChange{std::move(path)};
+    out_->search_path_local = v->is_local;
   }
 
   const Cursor& c_;

@@ -172,6 +172,7 @@ struct StatementAnalysis {
   SessionCommand command = SessionCommand::none;
   std::string savepoint;  // savepoint / release / rollback_to: the name as the catalog spells it
   std::optional<SearchPathChange> search_path_change;
+  bool search_path_local = false;  // SET LOCAL: the change ends with the transaction
   NamedResult named = NamedResult::none;
   std::string result_name;
   int max_param = 0;        // the highest $n in this statement

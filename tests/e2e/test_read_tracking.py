@@ -118,6 +118,35 @@ def test_select_star_of_one_table_reaches_the_server_as_written_and_is_tracked(p
     assert subscription(pg, db) == [["cancelled", "old", "2"]]
 
 
+@pytest.mark.parametrize("how", ["rollback", "set local", "failed query"])
+def test_a_search_path_change_the_server_undid_leaves_the_table_protected(pg, db, occ_proxy, how):
+    # Another schema has a table of the same name that no rule protects: while the proxy took
+    # search_path for `elsewhere`, the agent's read and stale write would go unchecked.
+    pg.psql("CREATE SCHEMA elsewhere; CREATE TABLE elsewhere.subscriptions (id int PRIMARY KEY, notes text)",
+            dbname=db)
+    proxy = occ_proxy(rules_yaml())
+    agent = connect(proxy.dsn(db))
+    if how == "rollback":
+        run(agent, "BEGIN")
+        run(agent, "SET search_path = elsewhere, public")
+        run(agent, "ROLLBACK")
+    elif how == "set local":
+        run(agent, "BEGIN")
+        run(agent, "SET LOCAL search_path = elsewhere, public")
+        run(agent, "COMMIT")
+    else:
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            run(agent, "SET search_path = elsewhere, public; SELECT 1/0")
+    assert run(agent, "SHOW search_path") == ("SHOW", [('"$user", public',)])
+    assert run(agent, "SELECT * FROM subscriptions WHERE id = 42") == ("SELECT 1", [(42, 1, "active", "old", 1)])
+    billing = connect(proxy.dsn(db))
+    assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)
+    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
+        run(agent, WRITE_NOTES, ("agent note", 42))
+    assert pg_error(caught.value) == conflict_error(42, 1, 2, read_detail(2, ["status"]))
+    assert subscription(pg, db) == [["cancelled", "old", "2"]]
+
+
 LINES = """
 CREATE TABLE lines (note text, line int, invoice int, amount int, PRIMARY KEY (invoice, line));
 INSERT INTO lines VALUES ('a', 1, 7, 10), ('b', 2, 7, 20);

@@ -359,6 +359,48 @@ TEST_CASE("a simple-Query read of one row by its key goes bound outside a transa
   CHECK_FALSE(h.relay.end_request());
 }
 
+TEST_CASE("search_path follows what the server confirmed: a rolled back SET and a SET LOCAL end with their transaction",
+          "[relay]") {
+  Harness h(kRules);
+  // Whether an unqualified UPDATE of subscriptions is taken as the protected public.subscriptions.
+  const auto protects = [&h] {
+    const std::string sent = h.from_client(query("UPDATE subscriptions SET notes = 'x' WHERE id = 7"));
+    h.from_server(complete("UPDATE 1") + ready());
+    return sent != query("UPDATE subscriptions SET notes = 'x' WHERE id = 7");
+  };
+  const auto exchange = [&h](std::string_view sql, const std::string& replies) {
+    h.from_client(query(sql));
+    h.from_server(replies);
+  };
+  REQUIRE(protects());
+  SECTION("SET in a transaction block that rolls back") {
+    exchange("BEGIN", complete("BEGIN") + ready('T'));
+    exchange("SET search_path = elsewhere", complete("SET") + ready('T'));
+    exchange("ROLLBACK", complete("ROLLBACK") + ready());
+    CHECK(protects());
+  }
+  SECTION("SET in a transaction block that commits stays") {
+    exchange("BEGIN", complete("BEGIN") + ready('T'));
+    exchange("SET search_path = elsewhere", complete("SET") + ready('T'));
+    exchange("COMMIT", complete("COMMIT") + ready());
+    CHECK_FALSE(protects());
+  }
+  SECTION("SET LOCAL ends with its transaction") {
+    exchange("BEGIN", complete("BEGIN") + ready('T'));
+    exchange("SET LOCAL search_path = elsewhere", complete("SET") + ready('T'));
+    exchange("COMMIT", complete("COMMIT") + ready());
+    CHECK(protects());
+  }
+  SECTION("a Query whose implicit transaction failed after its SET") {
+    exchange("SET search_path = elsewhere; SELECT 1/0", complete("SET") + error("22012", "division by zero") + ready());
+    CHECK(protects());
+  }
+  SECTION("a SET in a Query that succeeds stays") {
+    exchange("SET search_path = elsewhere", complete("SET") + ready());
+    CHECK_FALSE(protects());
+  }
+}
+
 TEST_CASE("an SQL-level prepared SELECT runs through its shadow: the client sees its own statement's replies",
           "[relay]") {
   Harness h(kRules);
