@@ -322,7 +322,24 @@ void Relay::on_parse(const Frame& frame) {
     if (prepared_.size() && may_deallocate(parse.sql)) cache_barrier_ = true;
     to_server_.forward(frame.raw);
   }
+  const StatementInfoPtr parsed = info;
   pending_.push({Pending::parse, std::move(info), nullptr});
+  if (parsed) close_shadows_deallocated(parsed->effects);
+}
+
+// A DEALLOCATE in a Parse has no room for its shadow's own (a Parse holds one statement): the
+// shadow is closed beside it, and from now on an EXECUTE of the name runs the client's statement.
+void Relay::close_shadows_deallocated(const std::vector<StatementEffect>& effects) {
+  for (const StatementEffect& effect : effects) {
+    if (effect.named != NamedResult::deallocate || effect.result_name.empty()) continue;
+    const std::string* shadow = sql_confirmed_.shadow_of(effect.result_name);
+    if (shadow == nullptr) continue;
+    pg::encode_describe(to_server_.edit(), pg::fe::kClose, {'S', *shadow});
+    InFlight close{Pending::unprepare};
+    close.prepared_as = *shadow;
+    pending_.push(std::move(close));
+    sql_confirmed_.unshadow(effect.result_name);
+  }
 }
 
 // The first time a statement is parsed under both names: the client's replies come from its own

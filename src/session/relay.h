@@ -100,6 +100,7 @@ class Relay {
   std::optional<Rewrite> analyse(std::string_view sql, bool extended, int declared_params = 0);
   void apply_search_path(const SearchPathChange& path);
   void note_search_path_change(const Rewrite& rw);
+  void close_shadows_deallocated(const std::vector<StatementEffect>& effects);
   // The server's transaction ended (a tag, or ReadyForQuery back to idle).
   void transaction_ended(bool committed);
   // A statement that declares, fetches from, closes, prepares, executes or deallocates a named

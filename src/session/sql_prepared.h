@@ -26,6 +26,7 @@ class SqlPreparedStatements final : public SqlPrepared {
     writes_[name] = Entry{write, std::move(policy)};
   }
   void shadowed(const std::string& name, const std::string& shadow) { shadows_[name] = shadow; }
+  void unshadow(const std::string& name) { shadows_.erase(name); }
   // An empty name: all of them (DEALLOCATE ALL, DISCARD ALL).
   void forget(const std::string& name) {
     if (name.empty()) {

@@ -1,6 +1,7 @@
 // lift_constants: the lexer's tokens, a context test around each constant, read_constant for its value.
 #include "sql/lifted_constants.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -34,6 +35,12 @@ constexpr std::array<std::string_view, 9> kExpressionBefore = {"select", "when",
                                                                "or",     "not",  "where", "returning"};
 constexpr std::array<std::string_view, 5> kStatements = {"select", "insert", "update", "delete", "with"};
 constexpr std::array<std::string_view, 7> kComparisons = {"=", "<>", "!=", "<", ">", "<=", ">="};
+constexpr std::array<std::string_view, 4> kArithmetic = {"+", "-", "*", "/"};
+// Keywords an operator after which is a prefix one (`BY -1`, `WHERE -x`), not an operand.
+constexpr std::array<std::string_view, 30> kNoOperand = {
+    "select", "where",  "and",   "or",     "not",   "when",     "then",      "else",   "case",  "by",
+    "limit",  "offset", "having", "on",    "returning", "is",   "like",      "ilike",  "between", "values",
+    "distinct", "all",  "any",   "some",   "array", "set",      "in",        "fetch",  "escape", "interval"};
 
 bool is_char(std::string_view sql, const Lexeme& lx, char ch) {
   return lx.kind == Lexeme::Kind::other && sql[lx.begin] == ch;
@@ -96,6 +103,19 @@ std::optional<LiftedConstants> lift_constants(std::string_view sql, StringSyntax
       if (op == c) return true;
     return false;
   };
+  // A name, a number or a closing parenthesis: what a binary operator has on its left.
+  auto operand_at = [&](std::size_t k) {
+    const Lexeme& lx = tokens[k];
+    if (lx.kind == Lexeme::Kind::number || lx.kind == Lexeme::Kind::quoted_name) return true;
+    if (lx.kind == Lexeme::Kind::word) return !word_in(sql, lx, kNoOperand);
+    return is_char(sql, lx, ')');
+  };
+  // A binary + - * / right before token i (`abalance + 5`): its right operand is a whole operand.
+  auto arithmetic_before = [&](std::size_t i) {
+    const std::string_view op = operator_before(i);
+    if (i < 2 || std::find(kArithmetic.begin(), kArithmetic.end(), op) == kArithmetic.end()) return false;
+    return operand_at(i - 2);
+  };
   // A string after a name is a typed literal's (DATE '...', varchar '...').
   auto expression_starts_before = [&](std::size_t i) {
     if (i == 0) return false;
@@ -125,12 +145,19 @@ std::optional<LiftedConstants> lift_constants(std::string_view sql, StringSyntax
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     const Lexeme& lx = tokens[i];
     int32_t type = kOidUnknown;
+    std::size_t operand = i;  // where the operand starts: the number, or its prefix minus
     if (lx.kind == Lexeme::Kind::number) {
       bool digits_only = true;
       for (std::size_t k = lx.begin; k < lx.end; ++k) digits_only &= sql_digit(sql[k]);
       // `1_000`, `0x1F`, `12abc`: not a whole integer token.
       if (!digits_only || (lx.end < sql.size() && sql_ident_char(sql[lx.end]))) continue;
       type = integer_type(sql.substr(lx.begin, lx.end - lx.begin));
+      // A prefix minus folds into the literal (`-5` is one int4 constant, and so is -2147483648):
+      // the number is lifted behind it (`-$1`) only where alone it is int4, as its negation is.
+      if (i > 0 && operator_before(i) == "-" && (i < 2 || !operand_at(i - 2))) {
+        if (type != kOidInt4) continue;
+        operand = i - 1;
+      }
     } else if (lx.kind == Lexeme::Kind::string) {
       if (sql_string_prefixed(sql, lx.begin) || (lx.by_setting && sql.substr(lx.body_begin, lx.body_end - lx.body_begin).find('\\') != std::string_view::npos))
         continue;
@@ -138,7 +165,8 @@ std::optional<LiftedConstants> lift_constants(std::string_view sql, StringSyntax
     } else if (lx.kind != Lexeme::Kind::dollar_string || !expression_starts_before(i)) {
       continue;
     }
-    if (!cast_after(i) && !(comparison_before(i) && boundary_after(i)) && !proxy_argument(i)) continue;
+    const bool whole_operand = (comparison_before(operand) || arithmetic_before(operand)) && boundary_after(i);
+    if (!cast_after(i) && !whole_operand && !proxy_argument(i)) continue;
     auto constant = read_constant(sql, lx.begin, syntax);
     if (!constant || constant->end != lx.end) continue;  // refused, or continued on another line
 

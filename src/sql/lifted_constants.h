@@ -38,9 +38,12 @@ struct LiftedConstants {
 // - an unsigned integer (digits only): int4 if it fits, else int8 if it fits, else numeric, as
 //   the server types the literal (its text passed unchanged: `007` is read as 7 either way);
 // - a plain '...' string or a $$ string: unknown, as the literal is;
-// and each only right after a comparison operator (=, <>, !=, <, >, <=, >=) with a clause
-// boundary after it (`)`, `,`, the end, AND, OR, a following clause's keyword), or right before
-// a `::` cast; and a $occ$ string (the rewriter's own) as a function argument. Left in the text: negative numbers (the minus is an operator), decimals and
+// and each only as a whole operand: right after a comparison operator (=, <>, !=, <, >, <=, >=)
+// or a binary + - * / whose left side is a name, number or `)`, with a clause boundary after it
+// (`)`, `,`, the end, AND, OR, a following clause's keyword); or right before a `::` cast; and a
+// $occ$ string (the rewriter's own) as a function argument. An int4 behind a prefix minus is
+// lifted as `-$n` (the server folds `-5` into one int4 constant, as `-$n` computes). Left in the
+// text: a prefix minus before a number that alone is not int4 (-2147483648 is int4), decimals and
 // exponents, E'' U&'' N'' B'' X'' and typed literals (DATE '...'), strings continued on another
 // line, a plain string with a backslash while standard_conforming_strings is off (the server
 // warns about it, which a parameter would not), constants anywhere else (ORDER BY 1, typmods,

@@ -1040,8 +1040,10 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
         if (st.named == NamedResult::prepare) shadows.set(st.result_name, shadow ? shadow->result_name : "");
         if (shadow) added.emplace_back(i, std::move(*shadow));
         if (st.named == NamedResult::deallocate && st.result_name.empty()) shadows.drop_all();
+        // A Parse holds one statement: there the session closes the shadow beside it.
         if (st.named == NamedResult::deallocate && !st.result_name.empty()) {
-          if (const std::string* dropped = shadows.of(st.result_name)) {
+          const std::string* dropped = extended_protocol ? nullptr : shadows.of(st.result_name);
+          if (dropped != nullptr) {
             StatementEffect deallocate;
             deallocate.named = NamedResult::deallocate;
             deallocate.result_name = *dropped;

@@ -277,6 +277,17 @@ def test_errors_about_an_sql_prepared_select_name_the_clients_statement(pg, db, 
     assert errors(proxy.dsn(db)) == expected
 
 
+def test_a_deallocate_in_the_extended_protocol_drops_the_shadow_too(pg, db, occ_proxy):
+    proxy = occ_proxy(rules_yaml())
+    with psycopg.connect(proxy.dsn(db), autocommit=True) as conn:
+        # The PREPARE as a simple Query (psql, psycopg2), its DEALLOCATE as psycopg 3 sends it.
+        conn.pgconn.exec_(b"PREPARE r (int) AS SELECT notes FROM subscriptions WHERE id = $1")
+        listed = "SELECT name FROM pg_prepared_statements ORDER BY name"
+        assert conn.execute(listed).fetchall() == [("occ:p0",), ("r",)]
+        conn.execute("DEALLOCATE r")
+        assert conn.execute(listed).fetchall() == []
+
+
 # --- writes through SQL-level prepared statements --------------------------------------------------
 
 def test_an_sql_prepared_write_is_checked_against_the_read(pg, db, occ_proxy):

@@ -34,11 +34,17 @@ CASES = [
     ("n = 9223372036854775808", 2, 2),
     ("n = 123456789012345678901234567890", 2, 2),
     ("b = 00042", 2, 2),
-    # Left in the text (only the key is lifted): typed, escaped and signed constants, decimals.
+    # Operands of + - * /, and an int4 behind a prefix minus (`-$n`).
+    ("b = -5", 2, 2),
+    ("b = 7 + -5", 2, 2),
+    ("n = 3 * 2147483648", 2, 2),
+    ("n = 10 / 4", 2, 2),
+    ("b = -2147483647 - 1", 2, 2),
+    # Left in the text (only the key is lifted): typed and escaped constants, int4's minimum, decimals.
     ("s = DATE '2020-01-02'", 1, 1),
     ("s = E'e\\x41\\''", 1, 1),
     ("s = U&'d\\0061t'", 1, None),  # off: the server refuses U&''
-    ("b = -5", 1, 1),
+    ("b = -2147483648", 1, 1),
     ("n = 1.50", 1, 1),
     ("n = 1e3", 1, 1),
     ("s = B'101'::text", 1, 1),

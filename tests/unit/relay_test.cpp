@@ -11,6 +11,7 @@
 #include "config/rules.h"
 #include "session/relay.h"
 #include "stats/counters.h"
+#include "wire/frame_reader.h"
 #include "wire/messages.h"
 
 using namespace occ;
@@ -162,6 +163,9 @@ TEST_CASE("with nothing protected every message passes byte for byte and the que
       {"two pipelines, the first failing", parse("a", "SELEC") + kSync + parse("b", "SELECT 1") + kSync,
        error("42601", "syntax error") + ready() + kParseComplete + ready()},
       {"empty query", query(""), message(pg::be::kEmptyQueryResponse) + ready()},
+      {"COPY TO STDOUT", query("COPY subscriptions TO STDOUT"),
+       message(pg::be::kCopyOutResponse, std::string("\0\0\1\0\0", 5)) + message(pg::be::kCopyData, "42\tactive\n") +
+           message(pg::be::kCopyDone) + complete("COPY 1") + ready()},
       {"transaction status", query("BEGIN"), complete("BEGIN") + ready('T')},
   };
   for (const Exchange& e : exchanges) {
@@ -176,6 +180,89 @@ TEST_CASE("with nothing protected every message passes byte for byte and the que
       CHECK(h.relay.idle() == (e.server.back() == 'I'));
     }
   }
+}
+
+TEST_CASE("COPY FROM STDIN: the client's data passes through, then the server's answer", "[relay]") {
+  Harness h(kRules);
+  const std::string copy = query("COPY subscriptions (id, status) FROM STDIN");
+  CHECK(h.from_client(copy) == copy);
+  const std::string copy_in = message(pg::be::kCopyInResponse, std::string("\0\0\2\0\0\0\0", 7));
+  CHECK(h.from_server(copy_in) == copy_in);
+  const std::string data = message(pg::fe::kCopyData, "7\tnew\n") + message(pg::fe::kCopyData, "8\tnew\n") +
+                           message(pg::fe::kCopyDone);
+  CHECK(h.from_client(data) == data);
+  CHECK(h.from_server(complete("COPY 2") + ready()) == complete("COPY 2") + ready());
+  CHECK_FALSE(h.relay.awaiting_reply());
+  CHECK_FALSE(h.relay.end_request());
+}
+
+// Feeds `bytes` to the relay `piece` bytes at a time through a FrameReader, as the shell reads a
+// socket, and returns what the relay sent the other way.
+std::string feed_in_pieces(Relay& relay, const std::string& bytes, std::size_t piece, bool client) {
+  FrameReader reader(1 << 20);
+  Outbox& out = client ? relay.to_server() : relay.to_client();
+  std::string sent;
+  for (std::size_t at = 0; at < bytes.size(); at += piece) {
+    const std::size_t n = std::min(piece, bytes.size() - at);
+    auto area = reader.write_area(n);
+    std::copy_n(bytes.data() + at, n, area.data());
+    reader.commit(n);
+    Frame frame;
+    while (reader.next(frame) == FrameReader::Status::frame)
+      client ? relay.on_client_frame(frame) : relay.on_server_frame(frame);
+    sent += out.pending();
+    out.clear();
+  }
+  return sent;
+}
+
+TEST_CASE("frames split anywhere and merged in one read give the same bytes as whole frames", "[relay]") {
+  const std::string select = query("SELECT notes FROM subscriptions WHERE id > 41");
+  const std::string rewritten = query("SELECT notes, (subscriptions.id)::text AS \"occ:key\", "
+                                      "(subscriptions.version)::text AS \"occ:version\" FROM subscriptions WHERE id > 41");
+  const std::string server_rows = columns({"notes", "occ:key", "occ:version"}) + row({"old", "42", "7"}) +
+                                  row({"new", "43", "2"}) + complete("SELECT 2") + ready();
+  const std::string client_rows = columns({"notes"}) + row({"old"}) + row({"new"}) + complete("SELECT 2") + ready();
+  for (const std::size_t piece : {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{17}, std::size_t{4096}}) {
+    INFO("pieces of " << piece << " bytes");
+    Harness h(kRules);
+    // Two Queries in one read (pipelined), or each split across many.
+    CHECK(feed_in_pieces(h.relay, select + select, piece, true) == rewritten + rewritten);
+    CHECK(feed_in_pieces(h.relay, server_rows + server_rows, piece, false) == client_rows + client_rows);
+    CHECK_FALSE(h.relay.awaiting_reply());
+  }
+}
+
+TEST_CASE("an error's position counts in the client's text, before and after the proxy's edits", "[relay]") {
+  Harness h(kRules);
+  const std::string sql = "SELECT notes FROM subscriptions WHERE nosuch > 1";
+  const std::string sent = h.from_client(query(sql));
+  std::string rewritten;
+  each_frame(sent, [&](const Frame& frame) { rewritten = std::string(pg::decode_query(frame.body).sql); });
+  REQUIRE(rewritten.size() > sql.size());
+  for (const std::string_view word : {"notes", "nosuch"}) {
+    INFO(word);
+    pg::ErrorFields server;
+    server.set('S', "ERROR");
+    server.set('C', "42703");
+    server.set('M', "column does not exist");
+    server.set('P', std::to_string(rewritten.find(word) + 1));
+    std::string error_message;
+    pg::encode_error(error_message, pg::be::kErrorResponse, server);
+    if (word == "nosuch") h.from_client(query(sql));
+    const std::string told = h.from_server(error_message + ready());
+    std::string position;
+    each_frame(told, [&](const Frame& frame) {
+      if (frame.type == pg::be::kErrorResponse) position = pg::decode_error_fields(frame.body).get('P');
+    });
+    CHECK(position == std::to_string(sql.find(word) + 1));
+  }
+}
+
+TEST_CASE("a malformed client message is refused, not relayed", "[relay]") {
+  Harness h(kRules);
+  // A Parse whose statement name has no terminating NUL.
+  CHECK_THROWS_AS(h.from_client(message(pg::fe::kParse, "abc")), pg::MalformedMessage);
 }
 
 TEST_CASE("the login's messages set the phase and the backend a cancel must name", "[relay]") {
@@ -448,6 +535,20 @@ TEST_CASE("an SQL-level prepared SELECT runs through its shadow: the client sees
   h.from_server(complete("SELECT 0") + ready());
   CHECK(h.from_client(query("PREPARE s AS SELECT notes FROM subscriptions WHERE id = $1")).find("\"occ:p2\"") !=
         std::string::npos);
+  CHECK_FALSE(h.relay.end_request());
+}
+
+TEST_CASE("a DEALLOCATE sent in a Parse closes the shadow beside it", "[relay]") {
+  Harness h(kRules);
+  h.from_client(query("PREPARE r AS SELECT notes FROM subscriptions WHERE id = $1"));
+  h.from_server(complete("PREPARE") + complete("PREPARE") + ready());
+  std::string close_shadow;
+  pg::encode_describe(close_shadow, pg::fe::kClose, {'S', "occ:p0"});
+  const std::string deallocate = parse("", "DEALLOCATE r") + bind("") + execute() + kSync;
+  CHECK(h.from_client(deallocate) == parse("", "DEALLOCATE r") + close_shadow + bind("") + execute() + kSync);
+  CHECK(h.from_server(kParseComplete + kCloseComplete + kBindComplete + complete("DEALLOCATE") + ready()) ==
+        kParseComplete + kBindComplete + complete("DEALLOCATE") + ready());
+  CHECK(h.from_client(query("EXECUTE r(42)")) == query("EXECUTE r(42)"));
   CHECK_FALSE(h.relay.end_request());
 }
 
