@@ -310,9 +310,11 @@ awaitable<void> Session::run() {
     end(EndReason::startup_lost, e.code().message());
     co_return;
   }
+  // Both pumps run on their own: this coroutine's frame (the whole startup's) is freed now, not
+  // held for the life of the session (SPEC 5, memory per idle client).
   auto self = shared_from_this();
   asio::co_spawn(server_.get_executor(), [self]() { return self->pump_server_to_client(); }, asio::detached);
-  co_await pump_client_to_server();
+  asio::co_spawn(client_.get_executor(), [self]() { return self->pump_client_to_server(); }, asio::detached);
 }
 
 // ---- ending -----------------------------------------------------------------------------------
