@@ -93,6 +93,16 @@ def test_a_lost_update_by_code_without_versions_becomes_a_conflict(pg, db, occ_p
     assert subscription(pg, db) == [["cancelled", "agent note", "3"]]
 
 
+def billing_then_stale_write_conflicts(pg, db, proxy, agent):
+    """Billing changes row 42 after the agent read it (version 1): the agent's write gets 40001."""
+    billing = connect(proxy.dsn(db))
+    assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)
+    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
+        run(agent, WRITE_NOTES, ("agent note", 42))
+    assert pg_error(caught.value) == conflict_error(42, 1, 2, read_detail(2, ["status"]))
+    assert subscription(pg, db) == [["cancelled", "old", "2"]]
+
+
 def test_select_star_of_one_table_reaches_the_server_as_written_and_is_tracked(pg, db, occ_proxy):
     # In the simple protocol every value is text: the key and version columns `*` already returns
     # are read where they are, and the statement goes to the server as written; one by the whole
@@ -110,12 +120,7 @@ def test_select_star_of_one_table_reaches_the_server_as_written_and_is_tracked(p
     assert (after["reads_tracked"] - before["reads_tracked"],
             after["statements_rewritten"] - before["statements_rewritten"]) == (2, 0)
 
-    billing = connect(proxy.dsn(db))
-    assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)
-    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
-        run(agent, WRITE_NOTES, ("agent note", 42))
-    assert pg_error(caught.value) == conflict_error(42, 1, 2, read_detail(2, ["status"]))
-    assert subscription(pg, db) == [["cancelled", "old", "2"]]
+    billing_then_stale_write_conflicts(pg, db, proxy, agent)
 
 
 @pytest.mark.parametrize("how", ["rollback", "set local", "failed query"])
@@ -139,12 +144,7 @@ def test_a_search_path_change_the_server_undid_leaves_the_table_protected(pg, db
             run(agent, "SET search_path = elsewhere, public; SELECT 1/0")
     assert run(agent, "SHOW search_path") == ("SHOW", [('"$user", public',)])
     assert run(agent, "SELECT * FROM subscriptions WHERE id = 42") == ("SELECT 1", [(42, 1, "active", "old", 1)])
-    billing = connect(proxy.dsn(db))
-    assert run(billing, BILLING, ("cancelled", 42)) == ("UPDATE 1", None)
-    with pytest.raises(psycopg2.errors.SerializationFailure) as caught:
-        run(agent, WRITE_NOTES, ("agent note", 42))
-    assert pg_error(caught.value) == conflict_error(42, 1, 2, read_detail(2, ["status"]))
-    assert subscription(pg, db) == [["cancelled", "old", "2"]]
+    billing_then_stale_write_conflicts(pg, db, proxy, agent)
 
 
 LINES = """
