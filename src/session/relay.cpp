@@ -235,11 +235,11 @@ void Relay::on_query(const Frame& frame) {
     entry.statement = std::move(info);
   }
   const bool rewritten = rw && rw->action == Rewrite::Action::rewrite;
-  if (query_cached(rewritten ? std::string_view(rw->sql) : query.sql, entry)) {
-  } else if (rewritten) {
-    pg::encode_query(to_server_.edit(), rw->sql);
-  } else {
-    to_server_.forward(frame.raw);
+  if (!query_cached(rewritten ? std::string_view(rw->sql) : query.sql, entry)) {
+    if (rewritten)
+      pg::encode_query(to_server_.edit(), rw->sql);
+    else
+      to_server_.forward(frame.raw);
   }
   pending_.push(std::move(entry));
   ++readies_owed_;
