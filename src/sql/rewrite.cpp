@@ -840,16 +840,45 @@ std::string escaped_literal(const std::optional<std::string>& value) {
   return out + "'";
 }
 
+// The SQL-level prepared statements the proxy added to (checked writes, shadowed SELECTs) as this
+// text leaves them, statement by statement: a PREPARE, DEALLOCATE or DISCARD ALL earlier in the
+// text overrides what the session knew.
+class PreparedInText {
+ public:
+  explicit PreparedInText(const SqlPrepared* session) : session_(session) {}
+  const PreparedWrite* write_of(const std::string& name) const {
+    if (auto it = here_.find(name); it != here_.end()) return it->second.write;
+    return all_dropped_ || session_ == nullptr ? nullptr : session_->prepared_write(name);
+  }
+  const std::string* shadow_of(const std::string& name) const {
+    if (auto it = here_.find(name); it != here_.end()) return it->second.shadow.empty() ? nullptr : &it->second.shadow;
+    return all_dropped_ || session_ == nullptr ? nullptr : session_->shadow_of(name);
+  }
+  // A PREPARE of `name` here, with the checked write or the shadow the proxy gave it, if any.
+  void prepared(const std::string& name, const PreparedWrite* write, std::string shadow) {
+    here_[name] = {write, std::move(shadow)};
+  }
+  void deallocated(const std::string& name) { here_[name] = {}; }
+  void deallocated_all() {
+    here_.clear();
+    all_dropped_ = true;
+  }
+
+ private:
+  struct Added {
+    const PreparedWrite* write = nullptr;
+    std::string shadow;  // empty: none
+  };
+  const SqlPrepared* session_;
+  std::unordered_map<std::string, Added> here_;
+  bool all_dropped_ = false;
+};
+
 // EXECUTE of a checked prepared write: the version read (and the values read) of the row its
 // arguments name go after them, as the PREPARE's added parameters expect.
-void execute_prepared_write(const StatementAnalysis& st, const SessionView& session,
-                            const std::unordered_map<std::string, const PreparedWrite*>& prepared_here,
+void execute_prepared_write(const StatementAnalysis& st, const SessionView& session, const PreparedInText& in_text,
                             std::vector<Edit>& edits, StatementEffect& effect) {
-  const PreparedWrite* prepared = nullptr;
-  if (auto it = prepared_here.find(st.result_name); it != prepared_here.end())
-    prepared = it->second;
-  else if (session.prepared != nullptr)
-    prepared = session.prepared->prepared_write(st.result_name);
+  const PreparedWrite* prepared = in_text.write_of(st.result_name);
   if (prepared == nullptr || st.execute_args_at < 0) return;
   const AddedValues values =
       added_values(prepared->params, prepared->row_write.version_param, *session.reads, [&](int n) {
@@ -877,27 +906,6 @@ bool pins_whole_key(const ReadSite& site, const ResultTracking& tracking) {
                        });
                      });
 }
-
-// The shadows of SQL-level prepared SELECTs as this text leaves them, statement by statement: a
-// PREPARE, DEALLOCATE or DISCARD earlier in the text overrides what the session knew.
-class ShadowsInText {
- public:
-  explicit ShadowsInText(const SqlPrepared* session) : session_(session) {}
-  const std::string* of(const std::string& name) const {
-    if (auto it = here_.find(name); it != here_.end()) return it->second.empty() ? nullptr : &it->second;
-    return all_dropped_ || session_ == nullptr ? nullptr : session_->shadow_of(name);
-  }
-  void set(const std::string& name, std::string shadow) { here_[name] = std::move(shadow); }
-  void drop_all() {
-    here_.clear();
-    all_dropped_ = true;
-  }
-
- private:
-  const SqlPrepared* session_;
-  std::unordered_map<std::string, std::string> here_;  // "": none
-  bool all_dropped_ = false;
-};
 
 // A simple Query's `PREPARE r AS SELECT <columns>` whose rows need the key and version appended:
 // r stays as written and the shadow, the same SELECT with them appended, is prepared right after
@@ -945,8 +953,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
   bool any_effect = false;
   std::optional<std::vector<std::string>> path_in_text;  // after a SET search_path earlier in this text
   std::vector<Edit> edits;
-  std::unordered_map<std::string, const PreparedWrite*> prepared_here;  // by a PREPARE earlier in this text
-  ShadowsInText shadows(session.prepared);
+  PreparedInText in_text(session.prepared);
   std::vector<std::pair<std::size_t, StatementEffect>> added;  // statements the proxy adds, after which of the client's
   for (std::size_t i = 0; i < analysis->statements.size(); ++i) {
     const StatementAnalysis& st = analysis->statements[i];
@@ -958,6 +965,7 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
     const int next_param_before = access.next_param;
     std::vector<SitePlan> plans;
     std::vector<const WriteSite*> planned_sites;
+    std::string shadow_name;  // a PREPARE's shadow, when it gets one
     // An SQL-level PREPARE's parameters are its own, numbered after those its body names or it declares.
     PreparedWrite prepared;
     ReadAccess prepared_access{session.reads, true, std::max(st.max_param, st.declared_params), &prepared.params, true};
@@ -1021,8 +1029,8 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
           }
         }
         if (st.named == NamedResult::execute) {
-          execute_prepared_write(st, session, prepared_here, edits, effect);
-          const std::string* shadow = st.name_at.valid() ? shadows.of(st.result_name) : nullptr;
+          execute_prepared_write(st, session, in_text, edits, effect);
+          const std::string* shadow = st.name_at.valid() ? in_text.shadow_of(st.result_name) : nullptr;
           if (shadow != nullptr) {
             edits.push_back({st.name_at.begin, st.name_at.end, quote_identifier(*shadow)});
             effect.result_name = *shadow;
@@ -1037,12 +1045,13 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
           effect.key_pinned_read = st.named == NamedResult::none && pins_whole_key(*st.read, effect.tracking);
         }
         if (st.insert) track_insert(*st.insert, path, session, edits, effect);
-        if (st.named == NamedResult::prepare) shadows.set(st.result_name, shadow ? shadow->result_name : "");
-        if (shadow) added.emplace_back(i, std::move(*shadow));
-        if (st.named == NamedResult::deallocate && st.result_name.empty()) shadows.drop_all();
+        if (shadow) {
+          shadow_name = shadow->result_name;
+          added.emplace_back(i, std::move(*shadow));
+        }
         // A Parse holds one statement: there the session closes the shadow beside it.
         if (st.named == NamedResult::deallocate && !st.result_name.empty()) {
-          const std::string* dropped = extended_protocol ? nullptr : shadows.of(st.result_name);
+          const std::string* dropped = extended_protocol ? nullptr : in_text.shadow_of(st.result_name);
           if (dropped != nullptr) {
             StatementEffect deallocate;
             deallocate.named = NamedResult::deallocate;
@@ -1052,13 +1061,17 @@ Rewrite rewrite_sql(std::string_view sql, bool extended_protocol, const SessionV
             edits.push_back({st.last_token_end, st.last_token_end, "; DEALLOCATE " + quote_identifier(*dropped)});
             added.emplace_back(i, std::move(deallocate));
           }
-          shadows.set(st.result_name, "");
         }
-        if (st.command == SessionCommand::discard_all) shadows.drop_all();
       }
     }
 
-    if (effect.prepared_write) prepared_here[st.result_name] = &*effect.prepared_write;
+    if (st.named == NamedResult::prepare)
+      in_text.prepared(st.result_name, effect.prepared_write ? &*effect.prepared_write : nullptr, shadow_name);
+    else if (st.named == NamedResult::deallocate && st.result_name.empty())
+      in_text.deallocated_all();
+    else if (st.named == NamedResult::deallocate)
+      in_text.deallocated(st.result_name);
+    if (st.command == SessionCommand::discard_all) in_text.deallocated_all();
     effect.command = st.command;
     effect.savepoint = st.savepoint;
     any_effect = any_effect || effect.tracking.tracked() || effect.row_write || effect.command != SessionCommand::none ||

@@ -1131,7 +1131,11 @@ TEST_CASE("on_conflict: merge sends a stale UPDATE to occ.merge and keeps the ot
 // The session's SQL-level prepared statements with a shadow, as the server confirmed them.
 struct FakeShadows : occ::SqlPrepared {
   std::map<std::string, std::string> shadows;
-  const occ::PreparedWrite* prepared_write(const std::string&) const override { return nullptr; }
+  std::map<std::string, occ::PreparedWrite> writes;
+  const occ::PreparedWrite* prepared_write(const std::string& name) const override {
+    auto it = writes.find(name);
+    return it == writes.end() ? nullptr : &it->second;
+  }
   const std::string* shadow_of(const std::string& name) const override {
     auto it = shadows.find(name);
     return it == shadows.end() ? nullptr : &it->second;
@@ -1180,6 +1184,11 @@ const ShadowRow shadow_rows[] = {
     {"DISCARD ALL; EXECUTE r(1)", false, "", "discard_all; - execute r"},
     {"DEALLOCATE r; PREPARE r AS SELECT 1; EXECUTE r", false, "DEALLOCATE r; DEALLOCATE \"occ:p3\"; PREPARE r AS SELECT 1; EXECUTE r",
      "- deallocate r; - deallocate occ:p3 for r (added); - prepare r; - execute r"},
+    // w is a checked write the session prepared: its EXECUTE gets the version read, unless the
+    // text re-prepared the name first.
+    {"EXECUTE w(7)", false, "EXECUTE w(7)", "public.subscriptions writes execute w"},
+    {"DEALLOCATE w; PREPARE w AS SELECT 1; EXECUTE w", false, "", "- deallocate w; - prepare w; - execute w"},
+    {"DISCARD ALL; PREPARE w AS SELECT 1; EXECUTE w", false, "", "discard_all; - prepare w; - execute w"},
     {"PREPARE q AS SELECT status FROM subscriptions WHERE id = $1; EXECUTE q(5)", false,
      "PREPARE q AS SELECT status FROM subscriptions WHERE id = $1; PREPARE \"occ:p7\" AS SELECT status, "
      "(subscriptions.id)::text AS \"occ:key\", (subscriptions.version)::text AS \"occ:version\" FROM subscriptions "
@@ -1194,6 +1203,7 @@ TEST_CASE("an SQL-level prepared SELECT that names its columns is tracked throug
     FakeShadows shadows;
     shadows.shadows["r"] = "occ:p3";
     Session s("passthrough");
+    shadows.writes["w"].row_write.table = &s.rules.tables.front();
     s.reads = &reads;
     s.prepared = &shadows;
     s.next_shadow = 7;
